@@ -1,0 +1,486 @@
+//! The `report` command: everything the probe can see, as one JSON object.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Map, Value, json};
+
+use crate::sys::{io_errno_name, nix_errno_name};
+
+/// Paths always checked for writability.
+const WRITABLE_PATHS: &[&str] = &[
+    "/",
+    "/usr",
+    "/etc",
+    "/tmp",
+    "/run",
+    "/dev",
+    "/dev/shm",
+    "/proc/sys",
+    "/bin",
+    "/var",
+];
+
+/// `/proc/self/status` fields reported.
+const STATUS_FIELDS: &[&str] = &[
+    "CapInh",
+    "CapPrm",
+    "CapEff",
+    "CapBnd",
+    "CapAmb",
+    "NoNewPrivs",
+    "Seccomp",
+    "Seccomp_filters",
+];
+
+const NAMESPACES: &[&str] = &["mnt", "pid", "net", "ipc", "uts", "cgroup", "user", "time"];
+
+/// Builds the full report; `extra` are additional paths to test for
+/// writability.
+pub fn report(extra: &[&str]) -> Value {
+    let mut errors = Map::new();
+    let mut r = Map::new();
+
+    r.insert("pid".into(), json!(nix::unistd::getpid().as_raw()));
+    r.insert("ppid".into(), json!(nix::unistd::getppid().as_raw()));
+    r.insert("uid".into(), json!(nix::unistd::getuid().as_raw()));
+    r.insert("euid".into(), json!(nix::unistd::geteuid().as_raw()));
+    r.insert("gid".into(), json!(nix::unistd::getgid().as_raw()));
+    r.insert("egid".into(), json!(nix::unistd::getegid().as_raw()));
+    match nix::unistd::getgroups() {
+        Ok(g) => {
+            let g: Vec<u32> = g.iter().map(|g| g.as_raw()).collect();
+            r.insert("groups".into(), json!(g));
+        }
+        Err(e) => {
+            errors.insert("groups".into(), json!(nix_errno_name(e)));
+            r.insert("groups".into(), json!([]));
+        }
+    }
+    match nix::unistd::getsid(None) {
+        Ok(s) => r.insert("sid".into(), json!(s.as_raw())),
+        Err(e) => {
+            errors.insert("sid".into(), json!(nix_errno_name(e)));
+            r.insert("sid".into(), Value::Null)
+        }
+    };
+    r.insert("pgid".into(), json!(nix::unistd::getpgrp().as_raw()));
+    match nix::unistd::gethostname() {
+        Ok(h) => r.insert("hostname".into(), json!(h.to_string_lossy())),
+        Err(e) => {
+            errors.insert("hostname".into(), json!(nix_errno_name(e)));
+            r.insert("hostname".into(), Value::Null)
+        }
+    };
+
+    let interfaces = match interfaces() {
+        Ok(v) => v,
+        Err(e) => {
+            errors.insert("interfaces".into(), json!(e));
+            Vec::new()
+        }
+    };
+    r.insert("interfaces".into(), Value::Array(interfaces));
+
+    let mounts = match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(text) => parse_mountinfo(&text),
+        Err(e) => {
+            errors.insert("mounts".into(), json!(e.to_string()));
+            Vec::new()
+        }
+    };
+
+    // Writability: fixed paths, directory mount points, extra paths.
+    let mut paths: Vec<String> = WRITABLE_PATHS.iter().map(|p| p.to_string()).collect();
+    for m in &mounts {
+        if std::fs::metadata(&m.mount_point).is_ok_and(|md| md.is_dir()) {
+            paths.push(m.mount_point.clone());
+        }
+    }
+    paths.extend(extra.iter().map(|p| p.to_string()));
+    let mut writable = Map::new();
+    let mut writable_errors = Map::new();
+    let mut missing: Vec<String> = Vec::new();
+    for p in paths {
+        if writable.contains_key(&p) {
+            continue;
+        }
+        match check_writable(&p) {
+            Writable::Yes => {
+                writable.insert(p.clone(), json!(true));
+                writable_errors.insert(p, Value::Null);
+            }
+            Writable::No(e) => {
+                writable.insert(p.clone(), json!(false));
+                writable_errors.insert(p, json!(e));
+            }
+            Writable::Missing => {
+                writable.insert(p.clone(), json!(false));
+                writable_errors.insert(p.clone(), json!("ENOENT"));
+                missing.push(p);
+            }
+        }
+    }
+    r.insert(
+        "mounts".into(),
+        Value::Array(mounts.iter().map(Mount::to_json).collect()),
+    );
+    r.insert("writable".into(), Value::Object(writable));
+    r.insert("writable_errors".into(), Value::Object(writable_errors));
+    r.insert("missing".into(), json!(missing));
+
+    let mut status = Map::new();
+    match std::fs::read_to_string("/proc/self/status") {
+        Ok(text) => {
+            for field in STATUS_FIELDS {
+                let value = text.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    (k == *field).then(|| v.trim().to_string())
+                });
+                status.insert((*field).into(), json!(value));
+            }
+        }
+        Err(e) => {
+            errors.insert("status".into(), json!(e.to_string()));
+        }
+    }
+    r.insert("status".into(), Value::Object(status));
+
+    match list_fds() {
+        Ok(fds) => r.insert("fds".into(), Value::Array(fds)),
+        Err(e) => {
+            errors.insert("fds".into(), json!(e));
+            r.insert("fds".into(), json!([]))
+        }
+    };
+    let start = crate::start();
+    match start.map(|s| &s.fds) {
+        Some(Ok(fds)) => r.insert("fds_at_start".into(), json!(fds)),
+        Some(Err(e)) => {
+            errors.insert("fds_at_start".into(), json!(e));
+            r.insert("fds_at_start".into(), json!([]))
+        }
+        None => r.insert("fds_at_start".into(), json!([])),
+    };
+    let env: BTreeMap<String, String> = start.map(|s| s.env.clone()).unwrap_or_default();
+    r.insert("env".into(), json!(env));
+    r.insert(
+        "listen_fds".into(),
+        json!(start.map(|s| s.listen_fds).unwrap_or(0)),
+    );
+    r.insert("mode".into(), json!(start.map(|s| s.mode)));
+
+    let mut ns = Map::new();
+    for name in NAMESPACES {
+        let target = std::fs::read_link(format!("/proc/self/ns/{name}"))
+            .ok()
+            .map(|t| t.to_string_lossy().into_owned());
+        ns.insert((*name).into(), json!(target));
+    }
+    r.insert("namespaces".into(), Value::Object(ns));
+
+    match std::fs::read_to_string("/proc/self/cgroup") {
+        Ok(c) => r.insert("cgroup".into(), json!(c)),
+        Err(e) => {
+            errors.insert("cgroup".into(), json!(e.to_string()));
+            r.insert("cgroup".into(), Value::Null)
+        }
+    };
+
+    match std::fs::read_dir("/proc") {
+        Ok(rd) => {
+            let mut pids: Vec<u64> = rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect();
+            pids.sort_unstable();
+            r.insert("processes".into(), json!(pids));
+        }
+        Err(e) => {
+            errors.insert("processes".into(), json!(e.to_string()));
+            r.insert("processes".into(), json!([]));
+        }
+    }
+
+    match std::fs::read_dir("/tmp") {
+        Ok(rd) => {
+            let mut names: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            r.insert("tmp_entries".into(), json!(names));
+        }
+        Err(e) => {
+            errors.insert("tmp_entries".into(), json!(e.to_string()));
+            r.insert("tmp_entries".into(), json!([]));
+        }
+    }
+
+    match std::env::current_dir() {
+        Ok(d) => r.insert("cwd".into(), json!(d.to_string_lossy())),
+        Err(e) => {
+            errors.insert("cwd".into(), json!(e.to_string()));
+            r.insert("cwd".into(), Value::Null)
+        }
+    };
+
+    r.insert(
+        "syscalls".into(),
+        Value::Object(crate::sys::probe_syscalls()),
+    );
+    r.insert(
+        "proc1_exe_write".into(),
+        json!(crate::sys::proc1_exe_write()),
+    );
+    r.insert("errors".into(), Value::Object(errors));
+    Value::Object(r)
+}
+
+/// Interfaces from getifaddrs, aggregated by name in first-seen order.
+fn interfaces() -> Result<Vec<Value>, String> {
+    use nix::net::if_::InterfaceFlags;
+    let mut list: Vec<(String, bool, Vec<String>)> = Vec::new();
+    let addrs = nix::ifaddrs::getifaddrs().map_err(nix_errno_name)?;
+    for ifa in addrs {
+        let idx = match list.iter().position(|(n, _, _)| *n == ifa.interface_name) {
+            Some(i) => i,
+            None => {
+                list.push((ifa.interface_name.clone(), false, Vec::new()));
+                list.len() - 1
+            }
+        };
+        let entry = &mut list[idx];
+        entry.1 |= ifa.flags.contains(InterfaceFlags::IFF_UP);
+        if let Some(addr) = ifa.address {
+            let text = if let Some(a) = addr.as_sockaddr_in() {
+                Some(a.ip().to_string())
+            } else {
+                addr.as_sockaddr_in6().map(|a| a.ip().to_string())
+            };
+            if let Some(t) = text
+                && !entry.2.contains(&t)
+            {
+                entry.2.push(t);
+            }
+        }
+    }
+    Ok(list
+        .into_iter()
+        .map(|(name, up, addresses)| json!({"name": name, "up": up, "addresses": addresses}))
+        .collect())
+}
+
+/// One line of `/proc/self/mountinfo`.
+pub struct Mount {
+    id: Option<u64>,
+    parent: Option<u64>,
+    root: String,
+    mount_point: String,
+    mount_options: Vec<String>,
+    optional: Vec<String>,
+    fs_type: String,
+    source: String,
+    super_options: Vec<String>,
+}
+
+impl Mount {
+    fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "parent": self.parent,
+            "mount_point": self.mount_point,
+            "root": self.root,
+            "fs_type": self.fs_type,
+            "source": self.source,
+            "mount_options": self.mount_options,
+            "super_options": self.super_options,
+            "optional": self.optional,
+        })
+    }
+}
+
+/// Undoes the octal escapes (`\040` etc.) of mountinfo fields.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (u32::from(b[i + 1] - b'0') << 6)
+                | (u32::from(b[i + 2] - b'0') << 3)
+                | u32::from(b[i + 3] - b'0');
+            out.push(u8::try_from(v).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn split_opts(s: &str) -> Vec<String> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split(',').map(unescape).collect()
+    }
+}
+
+/// Parses mountinfo text; malformed lines are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        if sep < 6 || fields.len() < sep + 3 {
+            continue;
+        }
+        out.push(Mount {
+            id: fields[0].parse().ok(),
+            parent: fields[1].parse().ok(),
+            root: unescape(fields[3]),
+            mount_point: unescape(fields[4]),
+            mount_options: split_opts(fields[5]),
+            optional: fields[6..sep].iter().map(|f| unescape(f)).collect(),
+            fs_type: unescape(fields[sep + 1]),
+            source: unescape(fields[sep + 2]),
+            super_options: fields
+                .get(sep + 3)
+                .map(|s| split_opts(s))
+                .unwrap_or_default(),
+        });
+    }
+    out
+}
+
+/// Lists open fds with their link targets, excluding the fd used to read
+/// `/proc/self/fd`.
+pub fn list_fds() -> Result<Vec<Value>, String> {
+    let fds = read_fd_dir()?;
+    Ok(fds
+        .into_iter()
+        .map(|fd| {
+            let target = match std::fs::read_link(format!("/proc/self/fd/{fd}")) {
+                Ok(t) => t.to_string_lossy().into_owned(),
+                Err(e) => format!("error:{}", io_errno_name(&e)),
+            };
+            json!({"fd": fd, "target": target})
+        })
+        .collect())
+}
+
+/// Reads the numeric entries of `/proc/self/fd`, sorted, leaving out the fd
+/// of the directory stream itself.
+fn read_fd_dir() -> Result<Vec<i32>, String> {
+    // SAFETY: valid C string; the fd is handed to fdopendir or closed below.
+    let dfd = unsafe {
+        libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dfd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("/proc/self/fd: {}", io_errno_name(&e)));
+    }
+    // SAFETY: dfd is an open directory fd we own; on success the stream owns it.
+    let dir = unsafe { libc::fdopendir(dfd) };
+    if dir.is_null() {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so dfd is still ours to close.
+        unsafe { libc::close(dfd) };
+        return Err(format!("/proc/self/fd: {}", io_errno_name(&e)));
+    }
+    let mut fds = Vec::new();
+    loop {
+        // SAFETY: dir is a valid, open directory stream used by this thread only.
+        let ent = unsafe { libc::readdir(dir) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: readdir returned a valid entry whose d_name is NUL-terminated
+        // and stays valid until the next readdir/closedir on this stream.
+        let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
+        if let Some(fd) = name.to_str().ok().and_then(|n| n.parse::<i32>().ok())
+            && fd != dfd
+        {
+            fds.push(fd);
+        }
+    }
+    // SAFETY: dir is a valid stream not used after this; closes dfd too.
+    unsafe { libc::closedir(dir) };
+    fds.sort_unstable();
+    Ok(fds)
+}
+
+enum Writable {
+    Yes,
+    No(String),
+    Missing,
+}
+
+static PROBE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Directory: creates and removes a fresh file in it. Anything else: opens it
+/// for writing (no truncation, nothing written).
+///
+/// `/proc/sys` cannot hold new files even when writable, so for it the test
+/// is opening `/proc/sys/kernel/hostname` for writing (nothing is written).
+fn check_writable(path: &str) -> Writable {
+    if path.trim_end_matches('/') == "/proc/sys" {
+        return match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Writable::Missing,
+            _ => open_for_write("/proc/sys/kernel/hostname"),
+        };
+    }
+    let md = match std::fs::metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Writable::Missing,
+        Err(e) => return Writable::No(io_errno_name(&e)),
+    };
+    if md.is_dir() {
+        let n = PROBE_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!(
+            "{}/.probe-{}-{n}",
+            path.trim_end_matches('/'),
+            std::process::id()
+        );
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+            .open(&name)
+        {
+            Ok(f) => {
+                drop(f);
+                let _ = std::fs::remove_file(&name);
+                Writable::Yes
+            }
+            Err(e) => Writable::No(io_errno_name(&e)),
+        }
+    } else {
+        open_for_write(path)
+    }
+}
+
+/// Opens an existing file for writing without truncating or writing.
+fn open_for_write(path: &str) -> Writable {
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(_) => Writable::Yes,
+        Err(e) => Writable::No(io_errno_name(&e)),
+    }
+}

@@ -1,0 +1,46 @@
+//! Command line: the commands of SPEC.md that exist so far.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Run socket-activated network services in throw-away application containers"
+)]
+pub struct Cli {
+    /// Configuration directory holding berth.toml and services/NAME.toml.
+    #[arg(long, global = true, default_value = "/etc/berth", value_name = "DIR")]
+    pub config_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve one service in the foreground, binding the listen addresses itself.
+    #[command(after_help = "Example:\n  berth run /etc/berth/services/web.toml --listen 127.0.0.1:8080 --no-scope")]
+    Run {
+        /// The service file (services/NAME.toml); its stem is the service name.
+        service_file: PathBuf,
+        /// Address to listen on: 127.0.0.1:8080, [::1]:8080 or /path/to.sock.
+        #[arg(long = "listen", value_name = "ADDR", required = true)]
+        listen: Vec<String>,
+        /// Do not put containers in systemd scopes (no cgroup accounting or limits).
+        #[arg(long)]
+        no_scope: bool,
+    },
+    /// Validate configuration files or directories; exit 0 only if all is valid.
+    #[command(after_help = "Examples:\n  berth check\n  berth check /etc/berth/services/ssh.toml")]
+    Check {
+        /// Service files, berth.toml, or directories (default: the config directory).
+        paths: Vec<PathBuf>,
+    },
+    /// Internal: the single-threaded stage that builds one sandbox and execs
+    /// the application. Started by berth itself, never by hand.
+    #[command(hide = true, name = "sandbox-stage")]
+    SandboxStage,
+}

@@ -1,0 +1,10 @@
+//! berth: network services in throw-away application containers.
+//!
+//! Data flows one way: activation (sockets) → supervisor → sandbox (+ scope)
+//! → journal. Modules lower in that chain never call back up.
+
+pub mod activation;
+pub mod cli;
+pub mod config;
+pub mod sandbox;
+pub mod supervisor;

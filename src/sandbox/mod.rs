@@ -1,0 +1,92 @@
+//! The sandbox: one container = one process tree in fresh namespaces on a
+//! tmpfs root.
+//!
+//! The supervisor is multi-threaded (tokio), so it never forks to build a
+//! sandbox. It execs `berth sandbox-stage`, a single-threaded stage that
+//! talks to it over a typed channel ([`proto`]):
+//!
+//! ```text
+//! supervisor                        stage (outer)          stage (inner, PID 1)         app
+//!   Setup(spec) ───────────────▶  unshare(ns); fork ─────▶ mounts, hostname, lo up
+//!              ◀──────────────── Forked{pid}
+//!              ◀───────────────────────────────────────── Prepared
+//!   (scope created for the pids)
+//!   Start + fds ─────────────────────────────────────────▶ unshare(cgroup); fork ─────▶ creds, caps,
+//!              ◀──────────────────────────────────────────────────────────────────── seccomp, exec
+//!   EOF = exec done, or Failed(error)
+//! ```
+//!
+//! The inner stage stays as PID 1 of the pid namespace: a reaper that
+//! forwards termination signals and exits with the application's status,
+//! which the outer stage relays to the supervisor as its own exit status.
+
+pub mod proto;
+pub mod spawn;
+pub mod stage;
+
+mod creds;
+mod mounts;
+mod net;
+mod seccomp;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::config::Propagation;
+
+/// Everything the stage needs to build one container. Plain data: the
+/// supervisor resolved users, paths and defaults before sending it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    pub service: String,
+    /// argv; `exec[0]` is resolved inside the container.
+    pub exec: Vec<String>,
+    /// Environment of the application except `LISTEN_*`, which the stage
+    /// adds because only it knows the pid the application sees.
+    pub env: Vec<(String, String)>,
+    /// `LISTEN_FDNAMES` entries, one per listening socket (listen mode).
+    pub listen_fdnames: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: String,
+    pub working_directory: PathBuf,
+    /// New network namespace with only `lo`.
+    pub private_network: bool,
+    /// Empty directory on the host the tmpfs root is mounted on (inside the
+    /// stage's private mount namespace only).
+    pub staging_dir: PathBuf,
+    pub binds: Vec<BindSpec>,
+    pub propagation: Propagation,
+    pub tmp_size: u64,
+    pub etc: Vec<EtcEntry>,
+    /// Capability names (`CAP_*`) the application keeps.
+    pub capabilities: Vec<String>,
+    pub seccomp: bool,
+    /// Host socket bound at `/dev/log` (journald's syslog socket).
+    pub dev_log: Option<PathBuf>,
+    /// Kill the container if the supervisor dies (foreground `berth run`
+    /// without scopes, where nothing else would clean it up).
+    pub die_with_supervisor: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BindSpec {
+    pub source: PathBuf,
+    pub dest: PathBuf,
+    pub read_only: bool,
+}
+
+/// An entry of the host's `/etc` bound read-only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EtcEntry {
+    pub name: String,
+    /// Explicitly configured: missing on the host is an error, not a skip.
+    pub required: bool,
+}
+
+/// Where the stage mounts the container root before pivoting into it.
+pub const DEFAULT_STAGING_DIR: &str = "/run/berth/root";
+
+/// `PATH` given to applications unless the service sets its own.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -1,0 +1,289 @@
+//! Supervisor side of the stage channel: spawn `berth sandbox-stage`, send
+//! the spec, learn the pids to put in a scope, then hand over the
+//! application's descriptors and learn whether the exec happened.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, socketpair};
+use nix::unistd::Pid;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::process::{Child, Command};
+
+use super::Spec;
+use super::proto::{self, FromStage, ProtoError, StageFailure, ToStage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("socketpair for the stage channel: {0}")]
+    SocketPair(#[source] nix::Error),
+    #[error("registering the stage channel: {0}")]
+    Register(#[source] std::io::Error),
+    #[error("starting the sandbox stage: {0}")]
+    Exec(#[source] std::io::Error),
+    #[error("{0}")]
+    Proto(#[from] ProtoError),
+    #[error("sandbox setup failed: {0}")]
+    Failed(#[from] StageFailure),
+    #[error("the sandbox stage exited ({0}) before the application started")]
+    Died(String),
+    #[error("the sandbox stage sent {0} out of order")]
+    OutOfOrder(&'static str),
+}
+
+/// Non-blocking end of the channel on the tokio reactor.
+struct Channel(AsyncFd<OwnedFd>);
+
+impl Channel {
+    fn new(fd: OwnedFd) -> Result<Self, SpawnError> {
+        nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| SpawnError::Register(e.into()))?;
+        // SAFETY: the channel owns the descriptor for as long as the AsyncFd
+        // lives and never replaces or closes it while registered.
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map(Channel)
+            .map_err(|e| SpawnError::Register(e.into()))
+    }
+
+    fn raw(&self) -> RawFd {
+        self.0.get_ref().as_raw_fd()
+    }
+
+    /// Next message, or `None` once every stage process closed its end.
+    async fn recv(&self) -> Result<Option<FromStage>, SpawnError> {
+        loop {
+            let mut guard = self.0.readable().await.map_err(SpawnError::Register)?;
+            match proto::recv::<FromStage>(self.raw(), MsgFlags::MSG_DONTWAIT) {
+                Err(ProtoError::Recv(nix::Error::EAGAIN)) => {
+                    guard.clear_ready();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+                Ok(m) => return Ok(m.map(|(msg, _fds)| msg)),
+            }
+        }
+    }
+
+    fn send(&self, msg: &ToStage, fds: &[RawFd]) -> Result<(), SpawnError> {
+        // A few KiB into an empty seqpacket socket: never blocks for long,
+        // and a full buffer (EAGAIN) would mean a stuck stage anyway.
+        Ok(proto::send(self.raw(), msg, fds)?)
+    }
+}
+
+/// A stage that has built its namespaces and waits for `Start`.
+pub struct Prepared {
+    child: Child,
+    channel: Channel,
+    stage_pid: u32,
+    inner_pid: u32,
+}
+
+/// The descriptors the application gets.
+pub struct StartFds<'a> {
+    pub stdin: &'a OwnedFd,
+    pub stdout: &'a OwnedFd,
+    pub stderr: &'a OwnedFd,
+    pub listeners: &'a [OwnedFd],
+}
+
+/// A running container (its stage process is the handle).
+pub struct Running {
+    child: Child,
+    stage_pid: u32,
+    inner_pid: u32,
+}
+
+/// Spawn a stage for `spec` and wait until it is parked before the exec.
+pub async fn prepare(spec: &Spec) -> Result<Prepared, SpawnError> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(SpawnError::SocketPair)?;
+    // The stage's end becomes its stdin (std dup2s it without CLOEXEC), so
+    // no pre_exec hook runs in the forked child of this threaded process.
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("berth")
+        .arg("sandbox-stage")
+        .env_clear()
+        .stdin(Stdio::from(theirs))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(false);
+    let child = cmd.spawn().map_err(SpawnError::Exec)?;
+    let stage_pid = child.id().unwrap_or(0);
+    let channel = Channel::new(ours)?;
+    channel.send(&ToStage::Setup(Box::new(spec.clone())), &[])?;
+
+    let mut prepared = Prepared {
+        child,
+        channel,
+        stage_pid,
+        inner_pid: 0,
+    };
+    let mut parked = false;
+    // Forked (from the outer stage) and Prepared (from the inner one) may
+    // arrive in either order.
+    while prepared.inner_pid == 0 || !parked {
+        match prepared.channel.recv().await {
+            Ok(Some(FromStage::Forked { pid })) => prepared.inner_pid = pid as u32,
+            Ok(Some(FromStage::Prepared)) => parked = true,
+            Ok(Some(FromStage::Failed(f))) => {
+                prepared.reap().await;
+                return Err(SpawnError::Failed(f));
+            }
+            Ok(None) => {
+                let status = prepared.reap().await;
+                return Err(SpawnError::Died(status));
+            }
+            Err(e) => {
+                prepared.kill();
+                prepared.reap().await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(prepared)
+}
+
+impl Prepared {
+    /// Host pids to place in the container's scope: the outer stage and
+    /// PID 1 of the container.
+    pub fn pids(&self) -> [u32; 2] {
+        [self.stage_pid, self.inner_pid]
+    }
+
+    fn kill(&self) {
+        if self.inner_pid != 0 {
+            let _ = kill(Pid::from_raw(self.inner_pid as i32), Signal::SIGKILL);
+        }
+        if self.stage_pid != 0 {
+            let _ = kill(Pid::from_raw(self.stage_pid as i32), Signal::SIGKILL);
+        }
+    }
+
+    async fn reap(&mut self) -> String {
+        match self.child.wait().await {
+            Ok(s) => describe(s),
+            Err(e) => format!("wait failed: {e}"),
+        }
+    }
+
+    /// Abandon a prepared sandbox (warm pool shrink, shutdown).
+    pub async fn discard(mut self) {
+        self.kill();
+        self.reap().await;
+    }
+
+    /// Hand over the descriptors and let the application exec. Returns once
+    /// the exec succeeded (the channel closed) or failed.
+    pub async fn start(mut self, fds: StartFds<'_>) -> Result<Running, SpawnError> {
+        let mut raw = vec![
+            fds.stdin.as_raw_fd(),
+            fds.stdout.as_raw_fd(),
+            fds.stderr.as_raw_fd(),
+        ];
+        raw.extend(fds.listeners.iter().map(|f| f.as_raw_fd()));
+        let sent = self.channel.send(
+            &ToStage::Start {
+                listen_fds: fds.listeners.len(),
+            },
+            &raw,
+        );
+        if let Err(e) = sent {
+            self.kill();
+            self.reap().await;
+            return Err(e);
+        }
+        match self.channel.recv().await {
+            Ok(None) => Ok(Running {
+                child: self.child,
+                stage_pid: self.stage_pid,
+                inner_pid: self.inner_pid,
+            }),
+            Ok(Some(FromStage::Failed(f))) => {
+                self.reap().await;
+                Err(SpawnError::Failed(f))
+            }
+            Ok(Some(_)) => {
+                self.kill();
+                self.reap().await;
+                Err(SpawnError::OutOfOrder("a setup message after Start"))
+            }
+            Err(e) => {
+                self.kill();
+                self.reap().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Running {
+    /// PID 1 of the container on the host.
+    pub fn init_pid(&self) -> u32 {
+        self.inner_pid
+    }
+
+    pub fn stage_pid(&self) -> u32 {
+        self.stage_pid
+    }
+
+    /// Ask the application to stop: PID 1 forwards the signal.
+    pub fn signal(&self, sig: Signal) {
+        let _ = kill(Pid::from_raw(self.inner_pid as i32), sig);
+    }
+
+    /// End the container now: killing PID 1 of a pid namespace kills every
+    /// process in it.
+    pub fn kill(&self) {
+        self.signal(Signal::SIGKILL);
+    }
+
+    /// Wait for the container to end; the status is the application's.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub async fn terminate(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
+        self.signal(Signal::SIGTERM);
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.kill();
+                self.child.wait().await
+            }
+        }
+    }
+}
+
+/// "exited 3", "killed by SIGKILL" for an application status relayed by
+/// the stage (128+N means signal N).
+pub fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        if code > 128 && code < 128 + 65 {
+            if let Ok(sig) = Signal::try_from(code - 128) {
+                return format!("killed by {}", sig.as_str());
+            }
+        }
+        if code == i32::from(super::stage::EXIT_SETUP_FAILED) {
+            return format!("exited {code} (sandbox setup failed)");
+        }
+        return format!("exited {code}");
+    }
+    match status.signal().map(Signal::try_from) {
+        Some(Ok(sig)) => format!("stage killed by {}", sig.as_str()),
+        _ => "ended".to_owned(),
+    }
+}

@@ -1,0 +1,309 @@
+//! inetd mode: one container per connection, the connection as fd 0 and 1.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{SockFlag, SockaddrLike, SockaddrStorage, accept4, getpeername};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch};
+
+use super::{Launcher, QUICK_EXIT, conns, new_container_id};
+use crate::activation::Listener;
+use crate::sandbox::spawn::describe;
+
+/// Who a connection counts against for `max_connections_per_source`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    Ip(IpAddr),
+    Uid(u32),
+    Unknown,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Ip(ip) => write!(f, "{ip}"),
+            Source::Uid(u) => write!(f, "uid {u}"),
+            Source::Unknown => write!(f, "unknown peer"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    total: u32,
+    per_source: HashMap<Source, u32>,
+}
+
+/// A container's place in the counts, given back when it ends.
+struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    source: Source,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+fn peer_of(fd: &OwnedFd) -> (Source, String) {
+    match getpeername::<SockaddrStorage>(fd.as_raw_fd()) {
+        Ok(addr) => {
+            if let Some(v4) = addr.as_sockaddr_in() {
+                let ip = IpAddr::V4(v4.ip());
+                return (Source::Ip(ip), format!("{ip}:{}", v4.port()));
+            }
+            if let Some(v6) = addr.as_sockaddr_in6() {
+                let ip = v6.ip();
+                // A v4-mapped peer counts as the v4 address it is.
+                let ip = ip
+                    .to_ipv4_mapped()
+                    .map(IpAddr::V4)
+                    .unwrap_or(IpAddr::V6(ip));
+                return (Source::Ip(ip), format!("[{}]:{}", v6.ip(), v6.port()));
+            }
+            if addr.family() == Some(nix::sys::socket::AddressFamily::Unix) {
+                if let Ok(cred) =
+                    nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::PeerCredentials)
+                {
+                    return (
+                        Source::Uid(cred.uid()),
+                        format!("uid {} pid {}", cred.uid(), cred.pid()),
+                    );
+                }
+            }
+            (Source::Unknown, "unknown peer".into())
+        }
+        Err(_) => (Source::Unknown, "unknown peer".into()),
+    }
+}
+
+/// Serve `listeners` until `shutdown` turns true, then end every container
+/// and return once they are gone.
+pub async fn serve(
+    launcher: Arc<Launcher>,
+    listeners: Vec<Listener>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let counts = Arc::new(Mutex::new(Counts::default()));
+    // Every container task holds a sender; recv() → None when all ended.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let mut acceptors = tokio::task::JoinSet::new();
+    for l in listeners {
+        let launcher = launcher.clone();
+        let counts = counts.clone();
+        let alive = alive_tx.clone();
+        let shutdown = shutdown.clone();
+        acceptors.spawn(accept_loop(launcher, l, counts, alive, shutdown));
+    }
+    drop(alive_tx);
+    super::stopping(&mut shutdown).await;
+    acceptors.shutdown().await;
+    // The acceptors' senders are gone; wait for the containers' ones.
+    let _ = alive_rx.recv().await;
+}
+
+async fn accept_loop(
+    launcher: Arc<Launcher>,
+    listener: Listener,
+    counts: Arc<Mutex<Counts>>,
+    alive: mpsc::Sender<()>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = launcher.service.name.clone();
+    let addr = listener.addr.to_string();
+    if let Err(e) = nix::fcntl::fcntl(
+        listener.fd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    ) {
+        tracing::error!(service = %name, "making {addr} non-blocking: {e}");
+        return;
+    }
+    // SAFETY: the AsyncFd owns the listener's descriptor until this task
+    // ends and never closes or replaces it while registered.
+    let afd = match unsafe { AsyncFd::register_with_interest(listener.fd, Interest::READABLE) } {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(service = %name, "watching {addr}: {e}");
+            return;
+        }
+    };
+    let svc = &launcher.service;
+    loop {
+        if let Some(delay) = launcher.throttle.remaining() {
+            // Connections wait in the backlog meanwhile; none is dropped.
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = super::stopping(&mut shutdown) => return,
+            }
+        }
+        let conn = tokio::select! {
+            c = accept(&afd) => c,
+            _ = super::stopping(&mut shutdown) => return,
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(service = %name, "accept on {addr}: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (source, peer) = peer_of(&conn);
+        let slot = {
+            let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+            let from_source = c.per_source.get(&source).copied().unwrap_or(0);
+            if c.total >= svc.max_connections {
+                tracing::warn!(
+                    service = %name, event = "refused", peer = %peer,
+                    "connection refused: max_connections ({}) reached", svc.max_connections
+                );
+                continue;
+            }
+            if let Some(max) = svc.max_connections_per_source {
+                if from_source >= max {
+                    tracing::warn!(
+                        service = %name, event = "refused", peer = %peer,
+                        "connection refused: max_connections_per_source ({max}) reached for {source}"
+                    );
+                    continue;
+                }
+            }
+            c.total += 1;
+            *c.per_source.entry(source.clone()).or_insert(0) += 1;
+            Slot {
+                counts: counts.clone(),
+                source,
+            }
+        };
+        let launcher = launcher.clone();
+        let alive = alive.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            run_one(launcher, conn, peer, shutdown).await;
+            drop(slot);
+            drop(alive);
+        });
+    }
+}
+
+async fn accept(afd: &AsyncFd<OwnedFd>) -> std::io::Result<OwnedFd> {
+    loop {
+        let mut guard = afd.readable().await?;
+        // No SOCK_NONBLOCK: the application gets a blocking socket.
+        match accept4(afd.get_ref().as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+            Ok(fd) => {
+                // SAFETY: accept4 returned a new descriptor nothing else owns.
+                return Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) });
+            }
+            Err(nix::Error::EAGAIN) => {
+                guard.clear_ready();
+                continue;
+            }
+            Err(nix::Error::EINTR | nix::Error::ECONNABORTED) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One connection's container, from launch to its end.
+async fn run_one(
+    launcher: Arc<Launcher>,
+    conn: OwnedFd,
+    peer: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let svc = &launcher.service;
+    let id = new_container_id();
+    let started = Instant::now();
+    let mut running = match launcher.launch(&conn, Some(&conn), &[], &[]).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(
+                service = %svc.name, container = %id, event = "failed", peer = %peer,
+                "container failed to start: {e}"
+            );
+            note_failure(&launcher, &id);
+            return; // dropping conn closes the connection
+        }
+    };
+    tracing::info!(
+        service = %svc.name, container = %id, event = "started", peer = %peer,
+        pid = running.init_pid(), "container started"
+    );
+    // Only TCP_INFO tells idleness without proxying; keep our copy of the
+    // connection for it, otherwise let the application own it alone.
+    let idle_conn = match svc.idle_timeout {
+        Some(_) if conns::tcp_idle_ms(&conn).is_some() => Some(conn),
+        _ => None,
+    };
+    let lifetime = async {
+        match svc.max_lifetime {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let idle = async {
+        match (&idle_conn, svc.idle_timeout) {
+            (Some(c), Some(limit)) => idle_watch(c, limit).await,
+            _ => std::future::pending().await,
+        }
+    };
+    let (reason, status) = tokio::select! {
+        s = running.wait() => ("exited", s),
+        _ = lifetime => { running.kill(); ("max_lifetime reached", running.wait().await) }
+        _ = idle => { running.kill(); ("idle_timeout reached", running.wait().await) }
+        _ = super::stopping(&mut shutdown) => {
+            ("supervisor stopping", running.terminate(Duration::from_secs(5)).await)
+        }
+    };
+    drop(idle_conn);
+    let status_text = match &status {
+        Ok(s) => describe(*s),
+        Err(e) => format!("wait failed: {e}"),
+    };
+    tracing::info!(
+        service = %svc.name, container = %id, event = "stopped", peer = %peer,
+        "container stopped ({reason}): {status_text}"
+    );
+    let ok = matches!(&status, Ok(s) if s.success());
+    if reason == "exited" && !ok && started.elapsed() < QUICK_EXIT {
+        note_failure(&launcher, &id);
+    } else {
+        launcher.throttle.success();
+    }
+}
+
+fn note_failure(launcher: &Launcher, id: &str) {
+    if let Some(delay) = launcher.throttle.failure() {
+        tracing::warn!(
+            service = %launcher.service.name, container = %id, event = "throttled",
+            "{} failed starts in a row; next start delayed {delay:?}",
+            launcher.throttle.consecutive_failures()
+        );
+    }
+}
+
+async fn idle_watch(conn: &OwnedFd, limit: Duration) {
+    let step = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(step).await;
+        match conns::tcp_idle_ms(conn) {
+            Some(ms) if u128::from(ms) >= limit.as_millis() => return,
+            Some(_) => {}
+            None => std::future::pending::<()>().await,
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! listen mode: one container per service, started by the first
+//! connection, handed the listening sockets, stopped when idle.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{SockaddrStorage, getsockname};
+use nix::unistd::Pid;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+
+use super::conns::{self, ListenerKey};
+use super::{Launcher, QUICK_EXIT, new_container_id};
+use crate::activation::{ListenAddr, Listener};
+use crate::sandbox::spawn::{Running, describe};
+
+fn key_of(l: &Listener) -> Option<ListenerKey> {
+    match &l.addr {
+        ListenAddr::Unix(p) => Some(ListenerKey::Unix(p.clone())),
+        ListenAddr::Tcp(_) => {
+            let a = getsockname::<SockaddrStorage>(l.fd.as_raw_fd()).ok()?;
+            a.as_sockaddr_in()
+                .map(|v4| v4.port())
+                .or_else(|| a.as_sockaddr_in6().map(|v6| v6.port()))
+                .map(ListenerKey::Tcp)
+        }
+    }
+}
+
+/// Wait until some listener has a connection queued. The readiness tokio
+/// caches can be stale (the last container drained the queue), so it is
+/// confirmed with a zero-timeout poll before it counts.
+async fn wait_readable(watch: &[AsyncFd<OwnedFd>], fds: &[OwnedFd]) {
+    loop {
+        if conns::pending(fds) {
+            return;
+        }
+        std::future::poll_fn(|cx| {
+            for w in watch {
+                if let Poll::Ready(Ok(mut guard)) = w.poll_read_ready(cx) {
+                    // Clear and re-check above: only a real queue counts.
+                    guard.clear_ready();
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+pub async fn serve(
+    launcher: Arc<Launcher>,
+    listeners: Vec<Listener>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let svc = &launcher.service;
+    let name = svc.name.clone();
+    let keys: Vec<ListenerKey> = listeners.iter().filter_map(key_of).collect();
+    let mut watchers = Vec::new();
+    for l in &listeners {
+        let dup = match l.fd.as_fd().try_clone_to_owned() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(service = %name, "duplicating listener {}: {e}", l.addr);
+                return;
+            }
+        };
+        // SAFETY: the AsyncFd owns the duplicate for its whole life and
+        // never closes or replaces it while registered.
+        match unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) } {
+            Ok(w) => watchers.push(w),
+            Err(e) => {
+                tracing::error!(service = %name, "watching {}: {e}", l.addr);
+                return;
+            }
+        }
+    }
+    let fds: Vec<OwnedFd> = listeners.into_iter().map(|l| l.fd).collect();
+    let fdnames = vec![name.clone(); fds.len()];
+    let devnull = match std::fs::File::open("/dev/null") {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => {
+            tracing::error!(service = %name, "opening /dev/null: {e}");
+            return;
+        }
+    };
+
+    loop {
+        if let Some(delay) = launcher.throttle.remaining() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = super::stopping(&mut shutdown) => return,
+            }
+        }
+        tokio::select! {
+            _ = wait_readable(&watchers, &fds) => {}
+            _ = super::stopping(&mut shutdown) => return,
+        }
+        let id = new_container_id();
+        let started = Instant::now();
+        let mut running = match launcher.launch(&devnull, None, &fds, &fdnames).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(
+                    service = %name, container = %id, event = "failed",
+                    "container failed to start: {e}"
+                );
+                note_failure(&launcher, &id);
+                // Without a delay, the queued connection would wake us at once.
+                if launcher.throttle.remaining().is_none() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+        };
+        tracing::info!(
+            service = %name, container = %id, event = "started",
+            pid = running.init_pid(), "container started"
+        );
+        let (reason, status) = supervise(&launcher, &mut running, &fds, &keys, &mut shutdown).await;
+        let text = match &status {
+            Ok(s) => describe(*s),
+            Err(e) => format!("wait failed: {e}"),
+        };
+        tracing::info!(
+            service = %name, container = %id, event = "stopped",
+            "container stopped ({reason}): {text}"
+        );
+        match reason {
+            Stop::Shutdown => return,
+            Stop::Exited if started.elapsed() < QUICK_EXIT => note_failure(&launcher, &id),
+            Stop::Exited if !matches!(&status, Ok(s) if s.success()) => {
+                note_failure(&launcher, &id)
+            }
+            _ => launcher.throttle.success(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Exited,
+    Idle,
+    Lifetime,
+    Shutdown,
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stop::Exited => "exited",
+            Stop::Idle => "idle_timeout reached",
+            Stop::Lifetime => "max_lifetime reached",
+            Stop::Shutdown => "supervisor stopping",
+        })
+    }
+}
+
+/// Watch one container until it ends or must be ended.
+async fn supervise(
+    launcher: &Launcher,
+    running: &mut Running,
+    fds: &[OwnedFd],
+    keys: &[ListenerKey],
+    shutdown: &mut watch::Receiver<bool>,
+) -> (Stop, std::io::Result<std::process::ExitStatus>) {
+    let svc = &launcher.service;
+    let deadline = svc.max_lifetime.map(|d| tokio::time::Instant::now() + d);
+    let step = svc
+        .idle_timeout
+        .map(|d| (d / 10).clamp(Duration::from_millis(20), Duration::from_secs(2)))
+        .unwrap_or(Duration::from_secs(3600));
+    let mut last_busy = Instant::now();
+    loop {
+        let lifetime = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            s = running.wait() => return (Stop::Exited, s),
+            _ = lifetime => {
+                running.kill();
+                return (Stop::Lifetime, running.wait().await);
+            }
+            _ = super::stopping(shutdown) => {
+                return (Stop::Shutdown, running.terminate(Duration::from_secs(5)).await);
+            }
+            _ = tokio::time::sleep(step) => {}
+        }
+        let Some(limit) = svc.idle_timeout else {
+            continue;
+        };
+        let init = running.init_pid();
+        if busy(init, fds, keys) {
+            last_busy = Instant::now();
+            continue;
+        }
+        if last_busy.elapsed() < limit {
+            continue;
+        }
+        // Freeze, look again, then kill: a connection accepted between the
+        // first look and the kill would otherwise be cut. Queued ones stay
+        // in the listener (berth holds it) for the next container.
+        let pids = conns::process_tree(init);
+        signal_all(&pids, Signal::SIGSTOP);
+        if busy(init, fds, keys) {
+            signal_all(&pids, Signal::SIGCONT);
+            last_busy = Instant::now();
+            continue;
+        }
+        running.kill();
+        signal_all(&pids, Signal::SIGCONT);
+        return (Stop::Idle, running.wait().await);
+    }
+}
+
+fn busy(init: u32, fds: &[OwnedFd], keys: &[ListenerKey]) -> bool {
+    conns::pending(fds) || conns::open_connections(init, keys) > 0
+}
+
+fn signal_all(pids: &[u32], sig: Signal) {
+    for p in pids {
+        let _ = kill(Pid::from_raw(*p as i32), sig);
+    }
+}
+
+fn note_failure(launcher: &Launcher, id: &str) {
+    if let Some(delay) = launcher.throttle.failure() {
+        tracing::warn!(
+            service = %launcher.service.name, container = %id, event = "throttled",
+            "{} failed starts in a row; next start delayed {delay:?}",
+            launcher.throttle.consecutive_failures()
+        );
+    }
+}

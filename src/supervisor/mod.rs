@@ -1,0 +1,270 @@
+//! The supervisor: turns readiness on a service's sockets into containers,
+//! enforces connection limits, idle and lifetime timers, and throttles
+//! services whose application keeps failing. It calls down into the sandbox
+//! and never the other way round.
+
+pub mod conns;
+pub mod inetd;
+pub mod listen;
+pub mod run;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::{self, CredentialsError, Network, Seccomp, Service};
+use crate::sandbox::spawn::{self, Running, SpawnError, StartFds};
+use crate::sandbox::{BindSpec, EtcEntry, Spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("{0}")]
+    Credentials(#[from] CredentialsError),
+    #[error("{0}")]
+    Spawn(#[from] SpawnError),
+    #[error("duplicating a descriptor for the container: {0}")]
+    Dup(#[source] std::io::Error),
+}
+
+/// Exit code for an error reaching the binary's edge: 2 for configuration
+/// and usage errors, 1 for everything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<config::ConfigError>().is_some()
+        || matches!(
+            e.downcast_ref::<crate::activation::ActivationError>(),
+            Some(crate::activation::ActivationError::BadAddress(_))
+        )
+        || e.downcast_ref::<run::UsageError>().is_some()
+    {
+        2
+    } else {
+        1
+    }
+}
+
+/// A container id: 12 hex digits, unique enough to name scopes across
+/// supervisor restarts.
+pub fn new_container_id() -> String {
+    let mut b = [0u8; 6];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // Fall back to time and pid; uniqueness within this host is enough.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mixed = t ^ (u128::from(std::process::id()) << 48);
+        b.copy_from_slice(&mixed.to_le_bytes()[..6]);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Resolves once the shutdown flag is set (or its sender is gone). The
+/// watch guard stays inside, so callers' futures remain `Send`.
+pub async fn stopping(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// What every container of one service shares.
+pub struct Launcher {
+    pub service: Service,
+    pub staging_dir: PathBuf,
+    /// Foreground run without scopes: containers die with the supervisor.
+    pub die_with_supervisor: bool,
+    /// Where the application's stderr (and stdout in listen mode) goes.
+    pub output: OwnedFd,
+    pub throttle: Throttle,
+}
+
+/// journald's syslog socket, bound at /dev/log when the service wants it.
+const DEV_LOG: &str = "/run/systemd/journal/dev-log";
+
+impl Launcher {
+    fn spec(&self, creds: config::Credentials) -> Spec {
+        let s = &self.service;
+        let mut env: Vec<(String, String)> = s
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("BERTH_SERVICE".into(), s.name.clone()));
+        let mut binds: Vec<BindSpec> = Vec::new();
+        for b in &s.sandbox.read_only {
+            if b.dest == std::path::Path::new("/usr") && b.source == b.dest {
+                continue; // always there
+            }
+            binds.push(BindSpec {
+                source: b.source.clone(),
+                dest: b.dest.clone(),
+                read_only: true,
+            });
+        }
+        for b in &s.sandbox.read_write {
+            binds.push(BindSpec {
+                source: b.source.clone(),
+                dest: b.dest.clone(),
+                read_only: false,
+            });
+        }
+        let dev_log = (s.sandbox.syslog && std::path::Path::new(DEV_LOG).exists())
+            .then(|| PathBuf::from(DEV_LOG));
+        Spec {
+            service: s.name.clone(),
+            exec: s.exec.clone(),
+            env,
+            listen_fdnames: Vec::new(),
+            uid: creds.uid,
+            gid: creds.gid,
+            hostname: s.hostname.clone(),
+            working_directory: s.working_directory.clone(),
+            private_network: s.sandbox.network == Network::None,
+            staging_dir: self.staging_dir.clone(),
+            binds,
+            propagation: s.sandbox.propagation,
+            tmp_size: s.sandbox.tmp_size,
+            etc: s
+                .sandbox
+                .etc
+                .iter()
+                .map(|n| EtcEntry {
+                    name: n.clone(),
+                    required: s.sandbox.etc_explicit,
+                })
+                .collect(),
+            capabilities: s.sandbox.capabilities.clone(),
+            seccomp: s.sandbox.seccomp == Seccomp::Default,
+            dev_log,
+            die_with_supervisor: self.die_with_supervisor,
+        }
+    }
+
+    /// Build a sandbox and run the application in it with these
+    /// descriptors. Users are resolved now, so changes to the host's user
+    /// database apply to the next container.
+    pub async fn launch(
+        &self,
+        stdin: &OwnedFd,
+        stdout: Option<&OwnedFd>,
+        listeners: &[OwnedFd],
+        fdnames: &[String],
+    ) -> Result<Running, LaunchError> {
+        let creds = config::resolve_credentials(&self.service.user, self.service.group.as_ref())?;
+        let mut spec = self.spec(creds);
+        spec.listen_fdnames = fdnames.to_vec();
+        let prepared = spawn::prepare(&spec).await?;
+        let out = match stdout {
+            Some(o) => o,
+            None => &self.output,
+        };
+        let running = prepared
+            .start(StartFds {
+                stdin,
+                stdout: out,
+                stderr: &self.output,
+                listeners,
+            })
+            .await?;
+        Ok(running)
+    }
+
+    pub fn dup_output(&self) -> Result<OwnedFd, LaunchError> {
+        self.output
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(LaunchError::Dup)
+    }
+}
+
+/// Growing delays for a service whose containers keep failing at once.
+pub struct Throttle {
+    state: Mutex<ThrottleState>,
+}
+
+#[derive(Default)]
+struct ThrottleState {
+    consecutive: u32,
+    until: Option<Instant>,
+}
+
+/// A container that ends within this time of starting, unsuccessfully,
+/// counts as a failed start.
+pub const QUICK_EXIT: Duration = Duration::from_secs(1);
+/// Failures in a row tolerated before delays begin.
+const FREE_FAILURES: u32 = 3;
+const MAX_DELAY: Duration = Duration::from_secs(30);
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Throttle {
+    pub fn new() -> Self {
+        Throttle {
+            state: Mutex::new(ThrottleState::default()),
+        }
+    }
+
+    /// Record a failed start; returns the delay now imposed, if any.
+    pub fn failure(&self) -> Option<Duration> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.consecutive += 1;
+        if s.consecutive < FREE_FAILURES {
+            return None;
+        }
+        let exp = (s.consecutive - FREE_FAILURES).min(10);
+        let delay = (Duration::from_millis(250) * 2u32.pow(exp)).min(MAX_DELAY);
+        s.until = Some(Instant::now() + delay);
+        Some(delay)
+    }
+
+    pub fn success(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.consecutive = 0;
+        s.until = None;
+    }
+
+    /// How long to hold off before starting another container.
+    pub fn remaining(&self) -> Option<Duration> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.until.and_then(|u| u.checked_duration_since(Instant::now()))
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .consecutive
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_grows_and_resets() {
+        let t = Throttle::new();
+        assert_eq!(t.failure(), None);
+        assert_eq!(t.failure(), None);
+        let d1 = t.failure().expect("third failure delays");
+        let d2 = t.failure().expect("fourth failure delays");
+        assert!(d2 > d1);
+        assert!(t.remaining().is_some());
+        t.success();
+        assert_eq!(t.remaining(), None);
+        assert_eq!(t.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn ids_are_hex_and_distinct() {
+        let a = new_container_id();
+        let b = new_container_id();
+        assert_eq!(a.len(), 12);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,105 @@
+//! `berth run`: one service in the foreground, on sockets berth binds.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use super::{Launcher, Throttle};
+use crate::activation::{self, ListenAddr};
+use crate::config::{self, Mode};
+use crate::sandbox::DEFAULT_STAGING_DIR;
+
+/// A usage error at the edge (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error(
+        "no reachable systemd ({0}); berth puts every container in a systemd scope. \
+         Pass --no-scope to run without scopes (no cgroup accounting, no [resources] limits)"
+    )]
+    NoSystemd(String),
+    #[error("systemd scopes are not available in this build yet; pass --no-scope")]
+    ScopesUnavailable,
+}
+
+pub fn main(config_dir: &Path, service_file: &Path, listen: &[String], no_scope: bool) -> anyhow::Result<()> {
+    let defaults_path = config_dir.join("berth.toml");
+    let defaults = if defaults_path.exists() {
+        Some(config::load_defaults(&defaults_path)?)
+    } else {
+        None
+    };
+    let service = config::load_service(service_file, defaults.as_ref())?;
+    let addrs: Vec<ListenAddr> = listen
+        .iter()
+        .map(|a| a.parse::<ListenAddr>())
+        .collect::<Result<_, _>>()?;
+
+    if no_scope {
+        tracing::warn!(
+            service = %service.name,
+            "--no-scope: containers run WITHOUT systemd scopes: no cgroup accounting, \
+             [resources] limits are NOT applied, and nothing but berth cleans up after them"
+        );
+    } else if !Path::new("/run/systemd/system").exists() {
+        return Err(UsageError::NoSystemd("/run/systemd/system does not exist".into()).into());
+    } else {
+        return Err(UsageError::ScopesUnavailable.into());
+    }
+
+    let mut listeners = Vec::new();
+    for a in &addrs {
+        listeners.push(activation::bind_listener(a)?);
+        tracing::info!(service = %service.name, "listening on {a}");
+    }
+    std::fs::create_dir_all(DEFAULT_STAGING_DIR)
+        .with_context(|| format!("creating the staging directory {DEFAULT_STAGING_DIR}"))?;
+    let output: OwnedFd = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating stderr for the containers")?;
+
+    let launcher = Arc::new(Launcher {
+        service,
+        staging_dir: DEFAULT_STAGING_DIR.into(),
+        die_with_supervisor: no_scope,
+        output,
+        throttle: Throttle::new(),
+    });
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let (tx, rx) = watch::channel(false);
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let name = launcher.service.name.clone();
+        let mode = launcher.service.mode;
+        let server = tokio::spawn(async move {
+            match mode {
+                Mode::Inetd => super::inetd::serve(launcher, listeners, rx).await,
+                Mode::Listen => super::listen::serve(launcher, listeners, rx).await,
+            }
+        });
+        tracing::info!(service = %name, event = "ready", "serving");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!(service = %name, "stopping: ending all containers");
+        let _ = tx.send(true);
+        let _ = server.await;
+        for a in &addrs {
+            if let ListenAddr::Unix(p) = a {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        tracing::info!(service = %name, "stopped");
+        Ok(())
+    })
+}
