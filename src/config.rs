@@ -366,13 +366,9 @@ pub fn check(paths: &[PathBuf], config_dir: &Path) -> (usize, Vec<ConfigError>) 
     let mut errors = Vec::new();
     let mut services = Vec::new();
 
-    let default_paths = [config_dir.to_path_buf()];
-    let paths = if paths.is_empty() {
-        &default_paths[..]
-    } else {
-        paths
-    };
-
+    if paths.is_empty() {
+        load_config_dir(config_dir, &mut cache, &mut errors, &mut services);
+    }
     for path in paths {
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
@@ -422,8 +418,7 @@ pub fn check(paths: &[PathBuf], config_dir: &Path) -> (usize, Vec<ConfigError>) 
     }
 
     // A service is returned only when its file had no error.
-    let ok = services.len() + cache.ok;
-    (ok, errors)
+    (services.len() + cache.ok, errors)
 }
 
 /// Resolves a service's user and group to numeric ids, at container start.
@@ -1570,10 +1565,8 @@ impl Cx<'_> {
                 if name.is_empty() {
                     return Err(self.bad_value("user", item, EXPECTED));
                 }
-                if let Ok(id) = name.parse::<u32>() {
-                    if id != u32::MAX {
-                        return Ok(UserRef::Id(id));
-                    }
+                if let Some(id) = name.parse::<u32>().ok().filter(|&id| id != u32::MAX) {
+                    return Ok(UserRef::Id(id));
                 }
                 match nix::unistd::User::from_name(name) {
                     Ok(Some(_)) => Ok(UserRef::Name(name.to_string())),
@@ -1602,10 +1595,8 @@ impl Cx<'_> {
                 if name.is_empty() {
                     return Ok(None);
                 }
-                if let Ok(id) = name.parse::<u32>() {
-                    if id != u32::MAX {
-                        return Ok(Some(GroupRef::Id(id)));
-                    }
+                if let Some(id) = name.parse::<u32>().ok().filter(|&id| id != u32::MAX) {
+                    return Ok(Some(GroupRef::Id(id)));
                 }
                 match nix::unistd::Group::from_name(name) {
                     Ok(Some(_)) => Ok(Some(GroupRef::Name(name.to_string()))),

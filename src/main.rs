@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             match berth::supervisor::run::main(&cli.config_dir, &service_file, &listen, no_scope) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
+                    tracing::error!("{}", render(&e));
                     ExitCode::from(berth::supervisor::exit_code(&e))
                 }
             }
@@ -48,4 +48,18 @@ fn init_logging() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+}
+
+/// The error and its causes, each cause added only if the text so far does
+/// not already say it (berth's error types embed their source's text).
+fn render(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
 }

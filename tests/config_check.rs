@@ -783,3 +783,21 @@ fn several_paths_are_all_checked() {
     assert_eq!(out.lines(), 1, "{}", out.stderr);
     conf.check(&[&a, &defaults]).ok();
 }
+
+#[test]
+fn missing_config_dir() {
+    let conf = Conf::new();
+    let dir = conf.root().join("nowhere");
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--config-dir")
+        .arg(&dir)
+        .arg("check")
+        .output()
+        .expect("run berth");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{}: no such file or directory", dir.display())),
+        "{stderr}"
+    );
+}

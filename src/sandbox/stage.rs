@@ -83,13 +83,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     };
-    match outer(&control) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            report(&control, &e);
-            ExitCode::from(EXIT_SETUP_FAILED)
-        }
-    }
+    ExitCode::from(outer(control))
+}
+
+/// Report a setup failure to the supervisor and give the failure status.
+fn fail(control: &OwnedFd, e: &StageError) -> u8 {
+    report(control, e);
+    EXIT_SETUP_FAILED
 }
 
 fn report(control: &OwnedFd, e: &StageError) {
@@ -110,8 +110,21 @@ fn move_fd(fd: OwnedFd, min: RawFd) -> Result<OwnedFd, StageError> {
 }
 
 /// The outer stage: unshare, fork PID 1 of the new pid namespace, tell the
-/// supervisor its pid, then wait for it and exit with its status.
-fn outer(control: &OwnedFd) -> Result<u8, StageError> {
+/// supervisor its pid, close its end of the channel (the supervisor reads
+/// EOF once the application's exec closed the last copy), then wait for
+/// PID 1 and exit with its status.
+fn outer(control: OwnedFd) -> u8 {
+    let child = match outer_setup(&control) {
+        Ok(Some(child)) => child,
+        Ok(None) => return EXIT_SETUP_FAILED,
+        Err(e) => return fail(&control, &e),
+    };
+    drop(control);
+    wait_for(child)
+}
+
+/// Everything up to the fork; `Ok(None)` in the child once it is done.
+fn outer_setup(control: &OwnedFd) -> Result<Option<Pid>, StageError> {
     let spec = match proto::recv::<ToStage>(control.as_raw_fd(), MsgFlags::empty())? {
         Some((ToStage::Setup(spec), _)) => *spec,
         Some(_) => return Err(StageError::Unexpected("Setup")),
@@ -141,10 +154,7 @@ fn outer(control: &OwnedFd) -> Result<u8, StageError> {
         ForkResult::Child => {
             let code = match inner(control, &spec) {
                 Ok(code) => code,
-                Err(e) => {
-                    report(control, &e);
-                    EXIT_SETUP_FAILED
-                }
+                Err(e) => fail(control, &e),
             };
             std::process::exit(i32::from(code));
         }
@@ -156,7 +166,7 @@ fn outer(control: &OwnedFd) -> Result<u8, StageError> {
                 },
                 &[],
             )?;
-            Ok(wait_for(child))
+            Ok(Some(child))
         }
     }
 }

@@ -1,0 +1,197 @@
+//! Shared harness for the integration tests: runs the real `berth` binary
+//! (`berth run ... --no-scope`) with the real probe inside its containers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+pub const PROBE: &str = env!("CARGO_BIN_EXE_berth-probe");
+
+/// These tests build real namespaces and mounts: they need root. Outside
+/// CI a non-root run skips with a reason; in CI it fails.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("integration tests must run as root in CI");
+    }
+    eprintln!("SKIPPED: not root (the sandbox needs real namespaces and mounts)");
+    false
+}
+
+/// A free loopback port (bound and released; the kernel does not hand it
+/// out again at once).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+#[derive(Clone, Default)]
+pub struct Log {
+    inner: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Log {
+    pub fn lines(&self) -> Vec<String> {
+        self.inner.0.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Wait until `n` lines contain `needle`; panics with the log on timeout.
+    pub fn wait_count(&self, needle: &str, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.inner;
+        let mut lines = lock.lock().unwrap();
+        loop {
+            let hits: Vec<String> = lines
+                .iter()
+                .filter(|l| l.contains(needle))
+                .cloned()
+                .collect();
+            if hits.len() >= n {
+                return hits;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!(
+                    "timed out waiting for {n}× {needle:?} in berth's log:\n{}",
+                    lines.join("\n")
+                );
+            }
+            lines = cv.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_count(needle, 1, timeout).remove(0)
+    }
+}
+
+pub struct Berth {
+    pub child: Child,
+    pub log: Log,
+    pub dir: tempfile::TempDir,
+    pub service_file: PathBuf,
+}
+
+/// Write `toml` as `services/NAME.toml` in a fresh config dir.
+pub fn service_dir(name: &str, toml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let services = dir.path().join("services");
+    std::fs::create_dir_all(&services).expect("mkdir services");
+    let file = services.join(format!("{name}.toml"));
+    std::fs::write(&file, toml).expect("write service");
+    (dir, file)
+}
+
+/// The probe bound into the container at /probe.
+pub fn probe_bind() -> String {
+    format!("{PROBE}:/probe")
+}
+
+impl Berth {
+    /// Start `berth run` on `listen` and wait until it reports it serves.
+    pub fn start(name: &str, toml: &str, listen: &[String]) -> Berth {
+        let (dir, file) = service_dir(name, toml);
+        Self::start_file(dir, file, listen)
+    }
+
+    pub fn start_file(dir: tempfile::TempDir, file: PathBuf, listen: &[String]) -> Berth {
+        let mut cmd = Command::new(BERTH);
+        cmd.arg("--config-dir")
+            .arg(dir.path())
+            .arg("run")
+            .arg(&file);
+        for l in listen {
+            cmd.arg("--listen").arg(l);
+        }
+        cmd.arg("--no-scope")
+            .env("BERTH_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn berth");
+        let log = Log::default();
+        let stderr = child.stderr.take().expect("stderr");
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("berth| {line}");
+                let (lock, cv) = &*l2.inner;
+                lock.lock().unwrap().push(line);
+                cv.notify_all();
+            }
+        });
+        let b = Berth {
+            child,
+            log,
+            dir,
+            service_file: file,
+        };
+        b.log.wait_for("serving", Duration::from_secs(20));
+        b
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Send one command line over TCP and read the answer to EOF.
+pub fn tcp_request(addr: &str, cmd: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+pub fn unix_request(path: &Path, cmd: &str) -> String {
+    let mut s = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {path:?}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim())
+        .unwrap_or_else(|e| panic!("probe answer is not JSON ({e}): {s:?}"))
+}
+
+/// Namespace link targets of this (host) process.
+pub fn host_ns(name: &str) -> String {
+    std::fs::read_link(format!("/proc/self/ns/{name}"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
