@@ -75,12 +75,13 @@ pub fn bind_listener(addr: &ListenAddr) -> Result<Listener, ActivationError> {
     let flags = SockFlag::SOCK_CLOEXEC;
     let fd = match addr {
         ListenAddr::Tcp(SocketAddr::V4(a)) => {
-            let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None).map_err(
-                |source| ActivationError::Socket {
-                    addr: name.clone(),
-                    source,
-                },
-            )?;
+            let fd =
+                socket(AddressFamily::Inet, SockType::Stream, flags, None).map_err(|source| {
+                    ActivationError::Socket {
+                        addr: name.clone(),
+                        source,
+                    }
+                })?;
             reuse(&fd, &name)?;
             bind(fd.as_raw_fd(), &SockaddrIn::from(*a)).map_err(|source| {
                 ActivationError::Bind {
@@ -91,12 +92,13 @@ pub fn bind_listener(addr: &ListenAddr) -> Result<Listener, ActivationError> {
             fd
         }
         ListenAddr::Tcp(SocketAddr::V6(a)) => {
-            let fd = socket(AddressFamily::Inet6, SockType::Stream, flags, None).map_err(
-                |source| ActivationError::Socket {
-                    addr: name.clone(),
-                    source,
-                },
-            )?;
+            let fd =
+                socket(AddressFamily::Inet6, SockType::Stream, flags, None).map_err(|source| {
+                    ActivationError::Socket {
+                        addr: name.clone(),
+                        source,
+                    }
+                })?;
             reuse(&fd, &name)?;
             setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|source| {
                 ActivationError::SetOpt {
@@ -115,12 +117,13 @@ pub fn bind_listener(addr: &ListenAddr) -> Result<Listener, ActivationError> {
         }
         ListenAddr::Unix(path) => {
             remove_stale(path, &name)?;
-            let fd = socket(AddressFamily::Unix, SockType::Stream, flags, None).map_err(
-                |source| ActivationError::Socket {
-                    addr: name.clone(),
-                    source,
-                },
-            )?;
+            let fd =
+                socket(AddressFamily::Unix, SockType::Stream, flags, None).map_err(|source| {
+                    ActivationError::Socket {
+                        addr: name.clone(),
+                        source,
+                    }
+                })?;
             let ua = UnixAddr::new(path).map_err(|source| ActivationError::Bind {
                 addr: name.clone(),
                 source,
@@ -130,10 +133,8 @@ pub fn bind_listener(addr: &ListenAddr) -> Result<Listener, ActivationError> {
                 source,
             })?;
             // Like SocketMode=0666: access control belongs to the directory.
-            let _ = std::fs::set_permissions(
-                path,
-                std::os::unix::fs::PermissionsExt::from_mode(0o666),
-            );
+            let _ =
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666));
             fd
         }
     };

@@ -22,7 +22,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve one service in the foreground, binding the listen addresses itself.
-    #[command(after_help = "Example:\n  berth run /etc/berth/services/web.toml --listen 127.0.0.1:8080 --no-scope")]
+    #[command(
+        after_help = "Example:\n  berth run /etc/berth/services/web.toml --listen 127.0.0.1:8080 --no-scope"
+    )]
     Run {
         /// The service file (services/NAME.toml); its stem is the service name.
         service_file: PathBuf,

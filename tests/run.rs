@@ -86,7 +86,11 @@ fn inetd_max_connections_refuses_and_recovers() {
     }
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start("probe", &inetd_toml("max_connections = 2"), &[addr.clone()]);
+    let b = Berth::start(
+        "probe",
+        &inetd_toml("max_connections = 2"),
+        std::slice::from_ref(&addr),
+    );
     let h1 = hold(&addr);
     let _h2 = hold(&addr);
     b.log.wait_count("container started", 2, T);
@@ -110,13 +114,14 @@ fn inetd_max_connections_per_source() {
     let b = Berth::start(
         "probe",
         &inetd_toml("max_connections_per_source = 1"),
-        &[addr.clone()],
+        std::slice::from_ref(&addr),
     );
     let _h = hold(&addr);
     b.log.wait_count("container started", 1, T);
     let mut second = TcpStream::connect(&addr).unwrap();
     assert_eq!(read_all(&mut second), "");
-    b.log.wait_for("max_connections_per_source (1) reached for 127.0.0.1", T);
+    b.log
+        .wait_for("max_connections_per_source (1) reached for 127.0.0.1", T);
     // Another source address on loopback is its own budget.
     let sock = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
@@ -149,7 +154,11 @@ fn inetd_max_lifetime_and_idle_timeout_end_containers() {
     }
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start("probe", &inetd_toml("max_lifetime = \"500ms\""), &[addr.clone()]);
+    let b = Berth::start(
+        "probe",
+        &inetd_toml("max_lifetime = \"500ms\""),
+        std::slice::from_ref(&addr),
+    );
     let mut h = hold(&addr);
     assert_eq!(read_all(&mut h), "");
     b.log.wait_for("max_lifetime reached", T);
@@ -157,7 +166,11 @@ fn inetd_max_lifetime_and_idle_timeout_end_containers() {
 
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start("probe", &inetd_toml("idle_timeout = \"300ms\""), &[addr.clone()]);
+    let b = Berth::start(
+        "probe",
+        &inetd_toml("idle_timeout = \"300ms\""),
+        std::slice::from_ref(&addr),
+    );
     let mut h = hold(&addr);
     assert_eq!(read_all(&mut h), "");
     b.log.wait_for("idle_timeout reached", T);
@@ -170,8 +183,16 @@ fn listen_starts_on_demand_idles_out_and_wakes_again() {
     }
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start("web", &listen_toml("idle_timeout = \"400ms\""), &[addr.clone()]);
-    assert_eq!(b.log.count("container started"), 0, "nothing runs before a connection");
+    let b = Berth::start(
+        "web",
+        &listen_toml("idle_timeout = \"400ms\""),
+        std::slice::from_ref(&addr),
+    );
+    assert_eq!(
+        b.log.count("container started"),
+        0,
+        "nothing runs before a connection"
+    );
     let first = net_ns_of(&tcp_request(&addr, "report"));
     let again = net_ns_of(&tcp_request(&addr, "report"));
     assert_eq!(first, again, "the same container serves both connections");
@@ -188,7 +209,11 @@ fn listen_open_connection_keeps_container() {
     }
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start("web", &listen_toml("idle_timeout = \"200ms\""), &[addr.clone()]);
+    let b = Berth::start(
+        "web",
+        &listen_toml("idle_timeout = \"200ms\""),
+        std::slice::from_ref(&addr),
+    );
     let h = hold(&addr);
     b.log.wait_for("container started", T);
     // Several idle periods pass with the connection open: no teardown.
@@ -208,7 +233,11 @@ fn listen_connections_during_teardown_are_served() {
     }
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start("web", &listen_toml("idle_timeout = \"60ms\""), &[addr.clone()]);
+    let b = Berth::start(
+        "web",
+        &listen_toml("idle_timeout = \"60ms\""),
+        std::slice::from_ref(&addr),
+    );
     // Clients arrive at intervals around the idle timeout, so several land
     // while a container is being torn down. Every one must be answered.
     let mut answered = 0;
@@ -220,7 +249,10 @@ fn listen_connections_during_teardown_are_served() {
     }
     assert_eq!(answered, 60);
     let started = b.log.count("container started");
-    assert!(started >= 3, "expected several idle teardowns, saw {started} starts");
+    assert!(
+        started >= 3,
+        "expected several idle teardowns, saw {started} starts"
+    );
 }
 
 #[test]
@@ -230,7 +262,11 @@ fn listen_max_lifetime_restarts_on_next_connection() {
     }
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start("web", &listen_toml("max_lifetime = \"300ms\""), &[addr.clone()]);
+    let b = Berth::start(
+        "web",
+        &listen_toml("max_lifetime = \"300ms\""),
+        std::slice::from_ref(&addr),
+    );
     let mut h = hold(&addr);
     assert_eq!(read_all(&mut h), "");
     b.log.wait_for("max_lifetime reached", T);
@@ -245,7 +281,7 @@ fn sigterm_stops_all_containers_and_exits_zero() {
     for (mode, toml) in [("inetd", inetd_toml("")), ("listen", listen_toml(""))] {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let mut b = Berth::start("svc", &toml, &[addr.clone()]);
+        let mut b = Berth::start("svc", &toml, std::slice::from_ref(&addr));
         let mut h1 = hold(&addr);
         let mut h2 = hold(&addr);
         let want = if mode == "inetd" { 2 } else { 1 };
@@ -263,4 +299,258 @@ fn sigterm_stops_all_containers_and_exits_zero() {
             assert!(!alive(p), "{mode}: container pid {p} outlived berth");
         }
     }
+}
+
+/// A service whose binary lives in a read-write bind, so a test can take it
+/// away and put it back while berth keeps running.
+struct AppDir {
+    dir: tempfile::TempDir,
+}
+
+impl AppDir {
+    fn new() -> AppDir {
+        let dir = tempfile::tempdir().unwrap();
+        let a = AppDir { dir };
+        a.restore();
+        a
+    }
+    fn bin(&self) -> std::path::PathBuf {
+        self.dir.path().join("probe")
+    }
+    fn restore(&self) {
+        std::fs::copy(PROBE, self.bin()).unwrap();
+        set_mode(&self.bin(), 0o755);
+    }
+}
+
+fn set_mode(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// What to look for in the log, how to break the service, how to repair it.
+type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, Box<dyn Fn() + 'a>);
+
+#[test]
+fn runtime_errors_close_the_connection_and_berth_keeps_serving() {
+    if !require_root() {
+        return;
+    }
+    let app = AppDir::new();
+    let data = tempfile::tempdir().unwrap();
+    let data_src = data.path().join("data");
+    std::fs::create_dir(&data_src).unwrap();
+    let toml = format!(
+        "mode = \"inetd\"\nexec = [\"/app/probe\"]\n[sandbox]\nread_write = [\"{}:/app\", \"{}:/data\"]\n",
+        app.dir.path().display(),
+        data_src.display()
+    );
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let b = Berth::start("errs", &toml, std::slice::from_ref(&addr));
+    assert_eq!(tcp_request(&addr, "echo ok"), "ok\n");
+
+    // Each case: break something, see a clear error and a closed
+    // connection, repair it, see the next connection served.
+    let cases: Vec<Case> = vec![
+        (
+            "exec /app/probe: ENOENT",
+            Box::new(|| std::fs::remove_file(app.bin()).unwrap()),
+            Box::new(|| app.restore()),
+        ),
+        (
+            "exec /app/probe: EACCES",
+            Box::new(|| set_mode(&app.bin(), 0o644)),
+            Box::new(|| set_mode(&app.bin(), 0o755)),
+        ),
+        (
+            &*Box::leak(
+                format!("bind source {} does not exist", data_src.display()).into_boxed_str(),
+            ),
+            Box::new(|| std::fs::remove_dir(&data_src).unwrap()),
+            Box::new(|| std::fs::create_dir(&data_src).unwrap()),
+        ),
+    ];
+    for (i, (needle, brk, fix)) in cases.iter().enumerate() {
+        brk();
+        let out = tcp_request(&addr, "echo broken");
+        assert_eq!(
+            out, "",
+            "case {needle}: connection closed without an answer"
+        );
+        let line = b.log.wait_for(needle, T);
+        assert!(line.contains("event=\"failed\""), "failure event: {line}");
+        assert_eq!(b.log.count("container failed to start"), i + 1);
+        fix();
+        assert_eq!(
+            tcp_request(&addr, "echo fixed"),
+            "fixed\n",
+            "case {needle}: served again"
+        );
+    }
+}
+
+#[test]
+fn deleted_user_is_an_error_for_that_connection_only() {
+    if !require_root() {
+        return;
+    }
+    let user = format!("berthtest{}", std::process::id() % 100000);
+    let useradd = |u: &str| {
+        let ok = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                u,
+            ])
+            .status()
+            .expect("run useradd");
+        assert!(ok.success(), "useradd {u}");
+    };
+    let userdel = |u: &str| {
+        let _ = std::process::Command::new("userdel").arg(u).status();
+    };
+    struct Cleanup<'a>(&'a str, &'a dyn Fn(&str));
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            (self.1)(self.0)
+        }
+    }
+    useradd(&user);
+    let _c = Cleanup(&user, &userdel);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let b = Berth::start(
+        "usr",
+        &inetd_toml(&format!("user = \"{user}\"")),
+        std::slice::from_ref(&addr),
+    );
+    let uid = json(&tcp_request(&addr, "report"))["uid"].as_u64().unwrap();
+    assert_ne!(uid, 0);
+    userdel(&user);
+    assert_eq!(tcp_request(&addr, "echo x"), "");
+    b.log
+        .wait_for(&format!("user \"{user}\" does not exist"), T);
+    useradd(&user);
+    assert_eq!(tcp_request(&addr, "echo back"), "back\n");
+}
+
+#[test]
+fn full_tmp_is_enospc_inside_and_berth_carries_on() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let toml = format!(
+        "mode = \"inetd\"\nexec = [\"/probe\"]\n[sandbox]\ntmp_size = \"4M\"\nread_only = [\"{}\"]\n",
+        probe_bind()
+    );
+    let _b = Berth::start("tmp", &toml, std::slice::from_ref(&addr));
+    let r = json(&tcp_request(&addr, "fill-tmp"));
+    assert_eq!(r["error"], "ENOSPC", "{r}");
+    let written = r["written"].as_u64().unwrap();
+    assert!(
+        (3 << 20..=4 << 20).contains(&written),
+        "tmp held {written} bytes"
+    );
+    // A fresh container gets a fresh, empty /tmp.
+    let next = json(&tcp_request(&addr, "report"));
+    assert_eq!(next["tmp_entries"], serde_json::json!([]));
+}
+
+#[test]
+fn app_exiting_at_once_is_reported_and_throttled() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let toml = format!(
+        "mode = \"inetd\"\nexec = [\"/probe\", \"--exit-now\", \"3\"]\n[sandbox]\nread_only = [\"{}\"]\n",
+        probe_bind()
+    );
+    let b = Berth::start("crash", &toml, std::slice::from_ref(&addr));
+    for _ in 0..4 {
+        assert_eq!(tcp_request(&addr, "echo x"), "");
+    }
+    b.log.wait_count("exited 3", 4, T);
+    let t = b.log.wait_for("event=\"throttled\"", T);
+    assert!(t.contains("failed starts in a row"), "{t}");
+    // Throttled, not dead: the next connection waits, then gets a container.
+    assert_eq!(tcp_request(&addr, "echo x"), "");
+    b.log.wait_count("exited 3", 5, T);
+}
+
+fn mount_table() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(3)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+fn net_namespaces() -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(l) = std::fs::read_link(e.path().join("ns/net")) {
+            out.insert(l.to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn thousand_inetd_connections_leak_nothing() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let b = Berth::start("leak", &inetd_toml(""), std::slice::from_ref(&addr));
+    // Warm up once so lazily opened descriptors (runtime, /dev/null) exist.
+    assert_eq!(tcp_request(&addr, "echo warm"), "warm\n");
+    b.log.wait_count("container stopped", 1, T);
+    let mounts = mount_table();
+    let netns = net_namespaces();
+    let fds = fd_count(b.pid());
+
+    let n = 1000;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                for i in 0..n / 4 {
+                    let want = format!("c{t}-{i}\n");
+                    assert_eq!(tcp_request(&addr, &format!("echo c{t}-{i}")), want);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    b.log
+        .wait_count("container stopped", n + 1, Duration::from_secs(120));
+    assert_eq!(b.log.count("container started"), n + 1);
+    assert_eq!(mount_table(), mounts, "host mount table changed");
+    assert_eq!(net_namespaces(), netns, "network namespaces left behind");
+    assert_eq!(fd_count(b.pid()), fds, "descriptors leaked in berth");
+    let stages = std::fs::read_to_string(format!("/proc/{}/task/{}/children", b.pid(), b.pid()))
+        .unwrap_or_default();
+    assert_eq!(stages.trim(), "", "no stage process left");
 }

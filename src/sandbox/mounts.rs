@@ -98,7 +98,7 @@ fn setattr_recursive(
     let attr = MountAttr {
         attr_set: if read_only { MOUNT_ATTR_RDONLY } else { 0 },
         attr_clr: 0,
-        propagation: propagation.map_or(0, |p| p.bits() as u64),
+        propagation: propagation.map_or(0, |p| p.bits()),
         userns_fd: 0,
     };
     // SAFETY: c is a valid NUL-terminated path and attr a properly sized

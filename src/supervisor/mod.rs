@@ -230,7 +230,8 @@ impl Throttle {
     /// How long to hold off before starting another container.
     pub fn remaining(&self) -> Option<Duration> {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.until.and_then(|u| u.checked_duration_since(Instant::now()))
+        s.until
+            .and_then(|u| u.checked_duration_since(Instant::now()))
     }
 
     pub fn consecutive_failures(&self) -> u32 {

@@ -25,7 +25,12 @@ pub enum UsageError {
     ScopesUnavailable,
 }
 
-pub fn main(config_dir: &Path, service_file: &Path, listen: &[String], no_scope: bool) -> anyhow::Result<()> {
+pub fn main(
+    config_dir: &Path,
+    service_file: &Path,
+    listen: &[String],
+    no_scope: bool,
+) -> anyhow::Result<()> {
     let defaults_path = config_dir.join("berth.toml");
     let defaults = if defaults_path.exists() {
         Some(config::load_defaults(&defaults_path)?)
