@@ -6,5 +6,7 @@
 pub mod activation;
 pub mod cli;
 pub mod config;
+pub mod journal;
 pub mod sandbox;
+pub mod scope;
 pub mod supervisor;

@@ -65,6 +65,9 @@ pub struct Spec {
     pub seccomp: bool,
     /// Host socket bound at `/dev/log` (journald's syslog socket).
     pub dev_log: Option<PathBuf>,
+    /// Connect the application's stderr (and stdout, in listen mode) to
+    /// journald from inside the container's scope.
+    pub journal: Option<JournalSpec>,
     /// Kill the container if the supervisor dies (foreground `berth run`
     /// without scopes, where nothing else would clean it up).
     pub die_with_supervisor: bool,
@@ -75,6 +78,18 @@ pub struct BindSpec {
     pub source: PathBuf,
     pub dest: PathBuf,
     pub read_only: bool,
+}
+
+/// How the container's output is attributed in the journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalSpec {
+    /// `SYSLOG_IDENTIFIER=`: the service name.
+    pub identifier: String,
+    /// The container's scope.
+    pub unit: String,
+    /// stdout goes to the journal too (listen mode; in inetd mode stdout is
+    /// the connection).
+    pub stdout: bool,
 }
 
 /// An entry of the host's `/etc` bound read-only.

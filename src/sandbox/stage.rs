@@ -67,6 +67,10 @@ pub enum StageError {
     Chdir { path: String, source: Errno },
     #[error("{what} contains a NUL byte")]
     Nul { what: &'static str },
+    #[error("opening {path}: {source}")]
+    OpenPath { path: String, source: Errno },
+    #[error("{0}")]
+    Journal(#[from] crate::journal::JournalError),
     #[error("exec {path}: {source}")]
     Exec { path: String, source: Errno },
 }
@@ -216,6 +220,13 @@ fn inner(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
     if spec.private_network {
         net::loopback_up()?;
     }
+    // journald's stream socket is outside the new root: hold it by an
+    // O_PATH descriptor and connect through /proc/self/fd once inside the
+    // scope, so journald attributes the output to the scope.
+    let journal_socket = match &spec.journal {
+        Some(_) => Some(open_path(crate::journal::STDOUT_SOCKET)?),
+        None => None,
+    };
     mounts::assemble(spec)?;
     // Everything that can fail is prepared before the application's fork.
     let filters = if spec.seccomp {
@@ -228,7 +239,7 @@ fn inner(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
     let workdir = spec.working_directory.to_string_lossy().into_owned();
 
     proto::send(control.as_raw_fd(), &FromStage::Prepared, &[])?;
-    let (listen_fds, fds) = match proto::recv::<ToStage>(control.as_raw_fd(), MsgFlags::empty())? {
+    let (listen_fds, mut fds) = match proto::recv::<ToStage>(control.as_raw_fd(), MsgFlags::empty())? {
         Some((ToStage::Start { listen_fds }, fds)) => (listen_fds, fds),
         Some(_) => return Err(StageError::Unexpected("Start")),
         None => return Err(StageError::Closed("Start")),
@@ -239,6 +250,14 @@ fn inner(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
             want: 3 + listen_fds,
         });
     }
+    if let (Some(j), Some(sock)) = (&spec.journal, &journal_socket) {
+        let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", sock.as_raw_fd()));
+        fds[2] = crate::journal::connect_stream(&path, &j.identifier, &j.unit)?;
+        if j.stdout {
+            fds[1] = crate::journal::connect_stream(&path, &j.identifier, &j.unit)?;
+        }
+    }
+    drop(journal_socket);
     // Now inside the container's scope: its cgroup becomes the root of the
     // container's cgroup namespace.
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|source| StageError::Unshare {
@@ -260,6 +279,20 @@ fn inner(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
             Ok(reap(child))
         }
     }
+}
+
+fn open_path(path: &str) -> Result<OwnedFd, StageError> {
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|source| StageError::OpenPath {
+        path: path.into(),
+        source,
+    })?;
+    // SAFETY: open returned a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn cstrings(items: &[String], what: &'static str) -> Result<Vec<CString>, StageError> {

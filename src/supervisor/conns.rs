@@ -39,6 +39,23 @@ pub fn process_tree(init: u32) -> Vec<u32> {
     out
 }
 
+/// Whether every thread of `pid` is stopped (or the process is gone).
+pub fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|t| {
+        match fs::read_to_string(t.path().join("stat")) {
+            // "tid (comm) S ...": the state follows the last ')'.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_none_or(|c| matches!(c, 'T' | 't' | 'Z' | 'X')),
+            Err(_) => true,
+        }
+    })
+}
+
 /// Socket inodes open in any of `pids`.
 pub fn socket_inodes(pids: &[u32]) -> HashSet<u64> {
     let mut out = HashSet::new();

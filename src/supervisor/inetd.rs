@@ -228,8 +228,11 @@ async fn run_one(
     let svc = &launcher.service;
     let id = new_container_id();
     let started = Instant::now();
-    let mut running = match launcher.launch(&conn, Some(&conn), &[], &[]).await {
-        Ok(r) => r,
+    let mut c = match launcher
+        .launch(&id, Some(&peer), &conn, Some(&conn), &[], &[])
+        .await
+    {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!(
                 service = %svc.name, container = %id, event = "failed", peer = %peer,
@@ -241,7 +244,8 @@ async fn run_one(
     };
     tracing::info!(
         service = %svc.name, container = %id, event = "started", peer = %peer,
-        pid = running.init_pid(), "container started"
+        pid = c.running.init_pid(), unit = c.unit.as_deref().unwrap_or("-"),
+        "container started"
     );
     // Only TCP_INFO tells idleness without proxying; keep our copy of the
     // connection for it, otherwise let the application own it alone.
@@ -261,13 +265,16 @@ async fn run_one(
             _ => std::future::pending().await,
         }
     };
-    let (reason, status) = tokio::select! {
-        s = running.wait() => ("exited", s),
-        _ = lifetime => { running.kill(); ("max_lifetime reached", running.wait().await) }
-        _ = idle => { running.kill(); ("idle_timeout reached", running.wait().await) }
-        _ = super::stopping(&mut shutdown) => {
-            ("supervisor stopping", running.terminate(Duration::from_secs(5)).await)
-        }
+    let why = tokio::select! {
+        s = c.running.wait() => Ok(s),
+        _ = lifetime => Err("max_lifetime reached"),
+        _ = idle => Err("idle_timeout reached"),
+        _ = super::stopping(&mut shutdown) => Err("supervisor stopping"),
+    };
+    let (reason, status) = match why {
+        Ok(s) => ("exited", s),
+        Err(r @ "supervisor stopping") => (r, c.running.terminate(Duration::from_secs(5)).await),
+        Err(r) => (r, launcher.kill(&mut c).await),
     };
     drop(idle_conn);
     let status_text = match &status {

@@ -14,9 +14,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use super::conns::{self, ListenerKey};
-use super::{Launcher, QUICK_EXIT, new_container_id};
+use super::{Container, Launcher, QUICK_EXIT, new_container_id};
 use crate::activation::{ListenAddr, Listener};
-use crate::sandbox::spawn::{Running, describe};
+use crate::sandbox::spawn::describe;
 
 fn key_of(l: &Listener) -> Option<ListenerKey> {
     match &l.addr {
@@ -103,8 +103,11 @@ pub async fn serve(
         }
         let id = new_container_id();
         let started = Instant::now();
-        let mut running = match launcher.launch(&devnull, None, &fds, &fdnames).await {
-            Ok(r) => r,
+        let mut c = match launcher
+            .launch(&id, None, &devnull, None, &fds, &fdnames)
+            .await
+        {
+            Ok(c) => c,
             Err(e) => {
                 tracing::error!(
                     service = %name, container = %id, event = "failed",
@@ -120,9 +123,10 @@ pub async fn serve(
         };
         tracing::info!(
             service = %name, container = %id, event = "started",
-            pid = running.init_pid(), "container started"
+            pid = c.running.init_pid(), unit = c.unit.as_deref().unwrap_or("-"),
+            "container started"
         );
-        let (reason, status) = supervise(&launcher, &mut running, &fds, &keys, &mut shutdown).await;
+        let (reason, status) = supervise(&launcher, &mut c, &fds, &keys, &mut shutdown).await;
         let text = match &status {
             Ok(s) => describe(*s),
             Err(e) => format!("wait failed: {e}"),
@@ -164,7 +168,7 @@ impl std::fmt::Display for Stop {
 /// Watch one container until it ends or must be ended.
 async fn supervise(
     launcher: &Launcher,
-    running: &mut Running,
+    c: &mut Container,
     fds: &[OwnedFd],
     keys: &[ListenerKey],
     shutdown: &mut watch::Receiver<bool>,
@@ -184,20 +188,17 @@ async fn supervise(
             }
         };
         tokio::select! {
-            s = running.wait() => return (Stop::Exited, s),
-            _ = lifetime => {
-                running.kill();
-                return (Stop::Lifetime, running.wait().await);
-            }
+            s = c.running.wait() => return (Stop::Exited, s),
+            _ = lifetime => return (Stop::Lifetime, launcher.kill(c).await),
             _ = super::stopping(shutdown) => {
-                return (Stop::Shutdown, running.terminate(Duration::from_secs(5)).await);
+                return (Stop::Shutdown, c.running.terminate(Duration::from_secs(5)).await);
             }
             _ = tokio::time::sleep(step) => {}
         }
         let Some(limit) = svc.idle_timeout else {
             continue;
         };
-        let init = running.init_pid();
+        let init = c.running.init_pid();
         if busy(init, fds, keys) {
             last_busy = Instant::now();
             continue;
@@ -210,19 +211,35 @@ async fn supervise(
         // in the listener (berth holds it) for the next container.
         let pids = conns::process_tree(init);
         signal_all(&pids, Signal::SIGSTOP);
+        // A stop lands when a thread returns to user space: an accept() in
+        // flight completes first. Look again only once all have stopped.
+        wait_stopped(&pids).await;
         if busy(init, fds, keys) {
             signal_all(&pids, Signal::SIGCONT);
             last_busy = Instant::now();
             continue;
         }
-        running.kill();
+        c.running.kill();
         signal_all(&pids, Signal::SIGCONT);
-        return (Stop::Idle, running.wait().await);
+        // The pid namespace is gone with its PID 1; stopping the scope
+        // settles systemd's side (and anything that escaped the namespace).
+        return (Stop::Idle, launcher.kill(c).await);
     }
 }
 
 fn busy(init: u32, fds: &[OwnedFd], keys: &[ListenerKey]) -> bool {
     conns::pending(fds) || conns::open_connections(init, keys) > 0
+}
+
+/// Wait (briefly) until every thread of `pids` is in the stopped state.
+async fn wait_stopped(pids: &[u32]) {
+    for _ in 0..500 {
+        if pids.iter().all(|p| conns::all_threads_stopped(*p)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tracing::warn!("container threads did not all stop within 500 ms");
 }
 
 fn signal_all(pids: &[u32], sig: Signal) {

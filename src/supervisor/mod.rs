@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::{self, CredentialsError, Network, Seccomp, Service};
 use crate::sandbox::spawn::{self, Running, SpawnError, StartFds};
-use crate::sandbox::{BindSpec, EtcEntry, Spec};
+use crate::sandbox::{BindSpec, EtcEntry, JournalSpec, Spec};
+use crate::scope::{self, ScopeError, ScopeRequest, Scopes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -23,6 +24,8 @@ pub enum LaunchError {
     Credentials(#[from] CredentialsError),
     #[error("{0}")]
     Spawn(#[from] SpawnError),
+    #[error("{0}")]
+    Scope(#[from] ScopeError),
     #[error("duplicating a descriptor for the container: {0}")]
     Dup(#[source] std::io::Error),
 }
@@ -76,13 +79,22 @@ pub struct Launcher {
     /// Where the application's stderr (and stdout in listen mode) goes.
     pub output: OwnedFd,
     pub throttle: Throttle,
+    /// systemd scopes; `None` only for `berth run --no-scope`.
+    pub scopes: Option<Scopes>,
+}
+
+/// A running container and the scope it lives in.
+pub struct Container {
+    pub id: String,
+    pub running: Running,
+    pub unit: Option<String>,
 }
 
 /// journald's syslog socket, bound at /dev/log when the service wants it.
 const DEV_LOG: &str = "/run/systemd/journal/dev-log";
 
 impl Launcher {
-    fn spec(&self, creds: config::Credentials) -> Spec {
+    fn spec(&self, creds: config::Credentials, id: &str) -> Spec {
         let s = &self.service;
         let mut env: Vec<(String, String)> = s
             .environment
@@ -136,6 +148,11 @@ impl Launcher {
             capabilities: s.sandbox.capabilities.clone(),
             seccomp: s.sandbox.seccomp == Seccomp::Default,
             dev_log,
+            journal: (self.scopes.is_some() && crate::journal::available()).then(|| JournalSpec {
+                identifier: s.name.clone(),
+                unit: scope::unit_name(&s.name, id),
+                stdout: s.mode == config::Mode::Listen,
+            }),
             die_with_supervisor: self.die_with_supervisor,
         }
     }
@@ -145,15 +162,41 @@ impl Launcher {
     /// database apply to the next container.
     pub async fn launch(
         &self,
+        id: &str,
+        peer: Option<&str>,
         stdin: &OwnedFd,
         stdout: Option<&OwnedFd>,
         listeners: &[OwnedFd],
         fdnames: &[String],
-    ) -> Result<Running, LaunchError> {
+    ) -> Result<Container, LaunchError> {
         let creds = config::resolve_credentials(&self.service.user, self.service.group.as_ref())?;
-        let mut spec = self.spec(creds);
+        let mut spec = self.spec(creds, id);
         spec.listen_fdnames = fdnames.to_vec();
         let prepared = spawn::prepare(&spec).await?;
+        let mut unit = None;
+        if let Some(scopes) = &self.scopes {
+            let name = scope::unit_name(&self.service.name, id);
+            let slice = scope::slice_name(&self.service.name);
+            let description = match peer {
+                Some(p) => format!("berth container of {} for {p}", self.service.name),
+                None => format!("berth container of {}", self.service.name),
+            };
+            let made = scopes
+                .create(&ScopeRequest {
+                    unit: &name,
+                    slice: &slice,
+                    description: &description,
+                    pids: &prepared.pids(),
+                    resources: &self.service.resources,
+                })
+                .await;
+            if let Err(e) = made {
+                // The application never runs without its scope.
+                prepared.discard().await;
+                return Err(e.into());
+            }
+            unit = Some(name);
+        }
         let out = match stdout {
             Some(o) => o,
             None => &self.output,
@@ -166,7 +209,29 @@ impl Launcher {
                 listeners,
             })
             .await?;
-        Ok(running)
+        Ok(Container {
+            id: id.to_owned(),
+            running,
+            unit,
+        })
+    }
+
+    /// End a container now: through its scope (systemd kills everything
+    /// in it), or by killing PID 1 of its pid namespace without scopes.
+    pub async fn kill(&self, c: &mut Container) -> std::io::Result<std::process::ExitStatus> {
+        match (&self.scopes, &c.unit) {
+            (Some(scopes), Some(unit)) => {
+                if let Err(e) = scopes.stop(unit).await {
+                    tracing::warn!(
+                        service = %self.service.name, container = %c.id,
+                        "{e}; killing the container directly"
+                    );
+                    c.running.kill();
+                }
+            }
+            _ => c.running.kill(),
+        }
+        c.running.wait().await
     }
 
     pub fn dup_output(&self) -> Result<OwnedFd, LaunchError> {

@@ -73,6 +73,7 @@ pub fn main(
         die_with_supervisor: no_scope,
         output,
         throttle: Throttle::new(),
+        scopes: None,
     });
 
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,317 @@
+//! Transient systemd scopes over D-Bus: one per container, made for the
+//! stage's pids before the application runs, stopped to tear it down.
+//!
+//! One long-lived bus connection serves every container. `JobRemoved` is
+//! subscribed once, before the first call, and a dispatcher hands each
+//! job's result to whoever waits for it (or keeps it, when the signal beats
+//! the method reply).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+use zbus::zvariant::{OwnedObjectPath, Value};
+
+use crate::config::Resources;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    #[error("connecting to the system bus: {0}")]
+    Connect(#[source] zbus::Error),
+    #[error("subscribing to systemd's job signals: {0}")]
+    Subscribe(#[source] zbus::Error),
+    #[error("StartTransientUnit({unit}): {source}")]
+    Start { unit: String, source: zbus::Error },
+    #[error("scope {unit}: job finished with result '{result}'")]
+    JobFailed { unit: String, result: String },
+    #[error("scope {unit}: the bus closed before its job finished")]
+    JobLost { unit: String },
+    #[error("StopUnit({unit}): {source}")]
+    Stop { unit: String, source: zbus::Error },
+    #[error("listing berth scopes: {0}")]
+    List(#[source] zbus::Error),
+    #[error("processes of {unit}: {source}")]
+    Processes { unit: String, source: zbus::Error },
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1",
+    gen_blocking = false
+)]
+trait Manager {
+    fn subscribe(&self) -> zbus::Result<()>;
+
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, Value<'_>)],
+        aux: &[(&str, &[(&str, Value<'_>)])],
+    ) -> zbus::Result<OwnedObjectPath>;
+
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    #[allow(clippy::type_complexity)]
+    fn list_units_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<
+        Vec<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            u32,
+            String,
+            OwnedObjectPath,
+        )>,
+    >;
+
+    fn get_unit_processes(&self, name: &str) -> zbus::Result<Vec<(String, u32, String)>>;
+
+    #[zbus(signal)]
+    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String)
+    -> zbus::Result<()>;
+}
+
+enum Job {
+    Waiting(oneshot::Sender<String>),
+    Done(String),
+}
+
+/// What a scope is made of.
+pub struct ScopeRequest<'a> {
+    pub unit: &'a str,
+    pub slice: &'a str,
+    pub description: &'a str,
+    pub pids: &'a [u32],
+    pub resources: &'a Resources,
+}
+
+/// The name `berth-SERVICE-ID.scope` of a container's scope.
+pub fn unit_name(service: &str, id: &str) -> String {
+    format!("berth-{service}-{id}.scope")
+}
+
+/// The slice `berth-SERVICE.slice` all of a service's scopes live in.
+pub fn slice_name(service: &str) -> String {
+    // A '-' in SERVICE nests the slice (berth-web-app.slice lives under
+    // berth-web.slice); systemd creates the parents on demand.
+    format!("berth-{service}.slice")
+}
+
+/// Split `berth-SERVICE-ID.scope` back into (service, id).
+pub fn parse_unit_name(unit: &str) -> Option<(&str, &str)> {
+    let rest = unit.strip_prefix("berth-")?.strip_suffix(".scope")?;
+    let (service, id) = rest.rsplit_once('-')?;
+    (!service.is_empty() && id.len() == 12 && id.chars().all(|c| c.is_ascii_hexdigit()))
+        .then_some((service, id))
+}
+
+#[derive(Clone)]
+pub struct Scopes {
+    manager: ManagerProxy<'static>,
+    jobs: Arc<Mutex<HashMap<String, Job>>>,
+}
+
+/// Turn `[resources]` into scope properties; accounting is always on.
+fn properties<'a>(req: &'a ScopeRequest<'a>) -> Vec<(&'static str, Value<'a>)> {
+    let r = req.resources;
+    let mut p: Vec<(&'static str, Value<'a>)> = vec![
+        ("PIDs", Value::from(req.pids.to_vec())),
+        ("Slice", Value::from(req.slice)),
+        ("Description", Value::from(req.description)),
+        ("CollectMode", Value::from("inactive-or-failed")),
+        ("CPUAccounting", Value::from(true)),
+        ("MemoryAccounting", Value::from(true)),
+        ("IOAccounting", Value::from(true)),
+        ("TasksAccounting", Value::from(true)),
+    ];
+    if let Some(v) = r.memory_max {
+        p.push(("MemoryMax", Value::from(v)));
+    }
+    if let Some(v) = r.memory_high {
+        p.push(("MemoryHigh", Value::from(v)));
+    }
+    if let Some(v) = r.cpu_weight {
+        p.push(("CPUWeight", Value::from(v)));
+    }
+    if let Some(pct) = r.cpu_quota {
+        // CPUQuota=50% is 500ms of CPU time per second.
+        p.push(("CPUQuotaPerSecUSec", Value::from(u64::from(pct) * 10_000)));
+    }
+    if let Some(v) = r.tasks_max {
+        p.push(("TasksMax", Value::from(v)));
+    }
+    if let Some(v) = r.io_weight {
+        p.push(("IOWeight", Value::from(v)));
+    }
+    p
+}
+
+impl Scopes {
+    /// Connect to the system bus and subscribe to job results.
+    pub async fn connect() -> Result<Scopes, ScopeError> {
+        let conn = zbus::Connection::system()
+            .await
+            .map_err(ScopeError::Connect)?;
+        let manager = ManagerProxy::new(&conn)
+            .await
+            .map_err(ScopeError::Connect)?;
+        // Match rule first, Subscribe second: no JobRemoved can be missed.
+        let mut removed = manager
+            .receive_job_removed()
+            .await
+            .map_err(ScopeError::Subscribe)?;
+        manager.subscribe().await.map_err(ScopeError::Subscribe)?;
+        let jobs: Arc<Mutex<HashMap<String, Job>>> = Arc::default();
+        let j = jobs.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            while let Some(sig) = removed.next().await {
+                let Ok(args) = sig.args() else { continue };
+                // Only our own units' jobs are worth remembering.
+                if !args.unit.starts_with("berth-") {
+                    continue;
+                }
+                let path = args.job.to_string();
+                let mut map = j.lock().unwrap_or_else(|p| p.into_inner());
+                match map.remove(&path) {
+                    Some(Job::Waiting(tx)) => {
+                        let _ = tx.send(args.result.clone());
+                    }
+                    _ => {
+                        map.insert(path, Job::Done(args.result.clone()));
+                    }
+                }
+            }
+            // Bus gone: wake every waiter with a failure.
+            j.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        });
+        Ok(Scopes { manager, jobs })
+    }
+
+    async fn wait_job(&self, unit: &str, job: &OwnedObjectPath) -> Result<(), ScopeError> {
+        let path = job.to_string();
+        let rx = {
+            let mut map = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            match map.remove(&path) {
+                Some(Job::Done(result)) => return check(unit, result),
+                _ => {
+                    let (tx, rx) = oneshot::channel();
+                    map.insert(path, Job::Waiting(tx));
+                    rx
+                }
+            }
+        };
+        match rx.await {
+            Ok(result) => check(unit, result),
+            Err(_) => Err(ScopeError::JobLost { unit: unit.into() }),
+        }
+    }
+
+    /// Create the scope and wait until systemd has moved the pids in.
+    pub async fn create(&self, req: &ScopeRequest<'_>) -> Result<(), ScopeError> {
+        let props = properties(req);
+        let job = self
+            .manager
+            .start_transient_unit(req.unit, "fail", &props, &[])
+            .await
+            .map_err(|source| ScopeError::Start {
+                unit: req.unit.into(),
+                source,
+            })?;
+        self.wait_job(req.unit, &job).await
+    }
+
+    /// Stop a scope: systemd kills everything in it.
+    pub async fn stop(&self, unit: &str) -> Result<(), ScopeError> {
+        self.manager
+            .stop_unit(unit, "replace")
+            .await
+            .map(|_| ())
+            .map_err(|source| ScopeError::Stop {
+                unit: unit.into(),
+                source,
+            })
+    }
+
+    /// Active berth scopes: (unit name, pids with their command lines).
+    pub async fn list(&self) -> Result<Vec<(String, Vec<(u32, String)>)>, ScopeError> {
+        let units = self
+            .manager
+            .list_units_by_patterns(&["active", "activating"], &["berth-*.scope"])
+            .await
+            .map_err(ScopeError::List)?;
+        let mut out = Vec::new();
+        for u in units {
+            let name = u.0;
+            let procs = self
+                .manager
+                .get_unit_processes(&name)
+                .await
+                .map_err(|source| ScopeError::Processes {
+                    unit: name.clone(),
+                    source,
+                })?;
+            out.push((name, procs.into_iter().map(|(_, pid, cmd)| (pid, cmd)).collect()));
+        }
+        Ok(out)
+    }
+}
+
+fn check(unit: &str, result: String) -> Result<(), ScopeError> {
+    if result == "done" {
+        Ok(())
+    } else {
+        Err(ScopeError::JobFailed {
+            unit: unit.into(),
+            result,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let u = unit_name("web-app", "0123456789ab");
+        assert_eq!(u, "berth-web-app-0123456789ab.scope");
+        assert_eq!(parse_unit_name(&u), Some(("web-app", "0123456789ab")));
+        assert_eq!(parse_unit_name("berth-web.scope"), None);
+        assert_eq!(parse_unit_name("other-web-0123456789ab.scope"), None);
+        assert_eq!(slice_name("web"), "berth-web.slice");
+    }
+
+    #[test]
+    fn resources_become_properties() {
+        let r = Resources {
+            memory_max: Some(256 << 20),
+            cpu_quota: Some(50),
+            tasks_max: Some(64),
+            ..Default::default()
+        };
+        let req = ScopeRequest {
+            unit: "berth-x-0123456789ab.scope",
+            slice: "berth-x.slice",
+            description: "d",
+            pids: &[1, 2],
+            resources: &r,
+        };
+        let p = properties(&req);
+        let get = |k: &str| p.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("MemoryMax"), Some(Value::from(256u64 << 20)));
+        assert_eq!(get("CPUQuotaPerSecUSec"), Some(Value::from(500_000u64)));
+        assert_eq!(get("TasksMax"), Some(Value::from(64u64)));
+        assert_eq!(get("CollectMode"), Some(Value::from("inactive-or-failed")));
+        assert_eq!(get("MemoryHigh"), None);
+    }
+}
