@@ -35,6 +35,15 @@ pub enum Command {
         #[arg(long)]
         no_scope: bool,
     },
+    /// The supervisor, run by berth.service: takes its sockets from systemd.
+    #[command(after_help = "Example (in berth.service):\n  ExecStart=/usr/bin/berth serve")]
+    Serve,
+    /// Run one container for a connection on stdin/stdout (Accept=yes sockets).
+    #[command(after_help = "Example (in berth-inetd@.service, linked as dropbear@.service):\n  ExecStart=/usr/bin/berth inetd %p")]
+    Inetd {
+        /// The service (services/SERVICE.toml, mode = \"inetd\").
+        service: String,
+    },
     /// Validate configuration files or directories; exit 0 only if all is valid.
     #[command(after_help = "Examples:\n  berth check\n  berth check /etc/berth/services/ssh.toml")]
     Check {

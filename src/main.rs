@@ -22,6 +22,14 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
+        Command::Serve => {
+            init_logging();
+            edge(berth::supervisor::serve::main(&cli.config_dir).map(|()| 0))
+        }
+        Command::Inetd { service } => {
+            init_logging();
+            edge(berth::supervisor::serve::inetd(&cli.config_dir, &service))
+        }
         Command::Run {
             service_file,
             listen,
@@ -39,14 +47,39 @@ fn main() -> ExitCode {
     }
 }
 
+fn edge(r: anyhow::Result<u8>) -> ExitCode {
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!("{}", render(&e));
+            ExitCode::from(berth::supervisor::exit_code(&e))
+        }
+    }
+}
+
+/// Events go to stderr (unless stderr is already the journal) and, where
+/// journald runs, to the journal as structured entries with BERTH_* fields.
 fn init_logging() {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
+    let journald = if berth::journal::available() {
+        tracing_journald::layer()
+            .ok()
+            .map(|l| l.with_field_prefix(Some("BERTH".into())).with_syslog_identifier("berth".into()))
+    } else {
+        None
+    };
+    let fmt = (journald.is_none() || !berth::journal::stderr_is_journal()).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(fmt)
         .init();
 }
 

@@ -93,9 +93,18 @@ pub struct StartFds<'a> {
     pub listeners: &'a [OwnedFd],
 }
 
+/// How the supervisor learns that a container ended.
+enum Handle {
+    /// Started by this supervisor: the stage is our child.
+    Child(Child),
+    /// Adopted after a supervisor restart: a pidfd on the stage, which is
+    /// not our child (its exit status is not ours to collect).
+    Adopted(AsyncFd<OwnedFd>),
+}
+
 /// A running container (its stage process is the handle).
 pub struct Running {
-    child: Child,
+    handle: Handle,
     stage_pid: u32,
     inner_pid: u32,
 }
@@ -206,7 +215,7 @@ impl Prepared {
         }
         match self.channel.recv().await {
             Ok(None) => Ok(Running {
-                child: self.child,
+                handle: Handle::Child(self.child),
                 stage_pid: self.stage_pid,
                 inner_pid: self.inner_pid,
             }),
@@ -229,6 +238,26 @@ impl Prepared {
 }
 
 impl Running {
+    /// Take over a container started by an earlier supervisor: `stage` is
+    /// its outer stage, `init` PID 1 of its pid namespace.
+    pub fn adopt(stage: u32, init: u32) -> std::io::Result<Running> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, stage as libc::pid_t, 0u32) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: pidfd_open returned a new descriptor nothing else owns.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) };
+        // SAFETY: the AsyncFd owns the pidfd for its whole life.
+        let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(std::io::Error::from)?;
+        Ok(Running {
+            handle: Handle::Adopted(afd),
+            stage_pid: stage,
+            inner_pid: init,
+        })
+    }
+
     /// PID 1 of the container on the host.
     pub fn init_pid(&self) -> u32 {
         self.inner_pid
@@ -249,19 +278,31 @@ impl Running {
         self.signal(Signal::SIGKILL);
     }
 
-    /// Wait for the container to end; the status is the application's.
+    /// Wait for the container to end; the status is the application's
+    /// (reported as 0 for an adopted container, whose status is unknown).
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        self.child.wait().await
+        match &mut self.handle {
+            Handle::Child(c) => c.wait().await,
+            Handle::Adopted(afd) => {
+                // A pidfd turns readable when the process exits.
+                let _guard = afd.readable().await?;
+                Ok(std::os::unix::process::ExitStatusExt::from_raw(0))
+            }
+        }
+    }
+
+    pub fn adopted(&self) -> bool {
+        matches!(self.handle, Handle::Adopted(_))
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
     pub async fn terminate(&mut self, grace: Duration) -> std::io::Result<ExitStatus> {
         self.signal(Signal::SIGTERM);
-        match tokio::time::timeout(grace, self.child.wait()).await {
+        match tokio::time::timeout(grace, self.wait()).await {
             Ok(r) => r,
             Err(_) => {
                 self.kill();
-                self.child.wait().await
+                self.wait().await
             }
         }
     }

@@ -58,7 +58,7 @@ impl Drop for Slot {
     }
 }
 
-fn peer_of(fd: &OwnedFd) -> (Source, String) {
+pub fn peer_of(fd: &OwnedFd) -> (Source, String) {
     match getpeername::<SockaddrStorage>(fd.as_raw_fd()) {
         Ok(addr) => {
             if let Some(v4) = addr.as_sockaddr_in() {
@@ -122,7 +122,7 @@ async fn accept_loop(
     alive: mpsc::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let name = launcher.service.name.clone();
+    let name = launcher.service().name.clone();
     let addr = listener.addr.to_string();
     if let Err(e) = nix::fcntl::fcntl(
         listener.fd.as_raw_fd(),
@@ -140,7 +140,6 @@ async fn accept_loop(
             return;
         }
     };
-    let svc = &launcher.service;
     loop {
         if let Some(delay) = launcher.throttle.remaining() {
             // Connections wait in the backlog meanwhile; none is dropped.
@@ -162,6 +161,7 @@ async fn accept_loop(
             }
         };
         let (source, peer) = peer_of(&conn);
+        let svc = launcher.service();
         let slot = {
             let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
             let from_source = c.per_source.get(&source).copied().unwrap_or(0);
@@ -192,7 +192,7 @@ async fn accept_loop(
         let alive = alive.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            run_one(launcher, conn, peer, shutdown).await;
+            let _ = run_one(launcher, conn, peer, shutdown).await;
             drop(slot);
             drop(alive);
         });
@@ -218,14 +218,15 @@ async fn accept(afd: &AsyncFd<OwnedFd>) -> std::io::Result<OwnedFd> {
     }
 }
 
-/// One connection's container, from launch to its end.
-async fn run_one(
+/// One connection's container, from launch to its end. Returns the
+/// container's status, `None` if it did not start or was left running.
+pub async fn run_one(
     launcher: Arc<Launcher>,
     conn: OwnedFd,
     peer: String,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let svc = &launcher.service;
+) -> Option<std::process::ExitStatus> {
+    let svc = launcher.service();
     let id = new_container_id();
     let started = Instant::now();
     let mut c = match launcher
@@ -239,9 +240,10 @@ async fn run_one(
                 "container failed to start: {e}"
             );
             note_failure(&launcher, &id);
-            return; // dropping conn closes the connection
+            return None; // dropping conn closes the connection
         }
     };
+    let _count = Counted::new(&launcher.running);
     tracing::info!(
         service = %svc.name, container = %id, event = "started", peer = %peer,
         pid = c.running.init_pid(), unit = c.unit.as_deref().unwrap_or("-"),
@@ -273,6 +275,13 @@ async fn run_one(
     };
     let (reason, status) = match why {
         Ok(s) => ("exited", s),
+        Err("supervisor stopping") if launcher.keep_containers => {
+            tracing::info!(
+                service = %svc.name, container = %id, event = "detached",
+                "supervisor stopping; container left running in its scope"
+            );
+            return None;
+        }
         Err(r @ "supervisor stopping") => (r, c.running.terminate(Duration::from_secs(5)).await),
         Err(r) => (r, launcher.kill(&mut c).await),
     };
@@ -291,12 +300,55 @@ async fn run_one(
     } else {
         launcher.throttle.success();
     }
+    status.ok()
+}
+
+/// Counts a running container for STATUS= while it lives.
+pub struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Counted {
+    pub fn new(c: &Arc<std::sync::atomic::AtomicUsize>) -> Counted {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Counted(c.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Watch a container an earlier supervisor started, until it ends or its
+/// lifetime runs out.
+pub async fn watch_adopted(
+    launcher: Arc<Launcher>,
+    mut c: super::Container,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _count = Counted::new(&launcher.running);
+    let svc = launcher.service();
+    let lifetime = async {
+        match svc.max_lifetime {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = c.running.wait() => {}
+        _ = lifetime => { let _ = launcher.kill(&mut c).await; }
+        _ = super::stopping(&mut shutdown) => return,
+    }
+    tracing::info!(
+        service = %svc.name, container = %c.id, event = "stopped",
+        "adopted container ended"
+    );
 }
 
 fn note_failure(launcher: &Launcher, id: &str) {
     if let Some(delay) = launcher.throttle.failure() {
         tracing::warn!(
-            service = %launcher.service.name, container = %id, event = "throttled",
+            service = %launcher.service().name, container = %id, event = "throttled",
             "{} failed starts in a row; next start delayed {delay:?}",
             launcher.throttle.consecutive_failures()
         );

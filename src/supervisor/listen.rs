@@ -57,8 +57,9 @@ pub async fn serve(
     launcher: Arc<Launcher>,
     listeners: Vec<Listener>,
     mut shutdown: watch::Receiver<bool>,
+    mut adopted: Option<Container>,
 ) {
-    let svc = &launcher.service;
+    let svc = launcher.service();
     let name = svc.name.clone();
     let keys: Vec<ListenerKey> = listeners.iter().filter_map(key_of).collect();
     let mut watchers = Vec::new();
@@ -91,6 +92,14 @@ pub async fn serve(
     };
 
     loop {
+        let started = Instant::now();
+        let mut c = if let Some(c) = adopted.take() {
+            tracing::info!(
+                service = %name, container = %c.id, event = "adopted",
+                pid = c.running.init_pid(), "took over a running container"
+            );
+            c
+        } else {
         if let Some(delay) = launcher.throttle.remaining() {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -102,8 +111,7 @@ pub async fn serve(
             _ = super::stopping(&mut shutdown) => return,
         }
         let id = new_container_id();
-        let started = Instant::now();
-        let mut c = match launcher
+        match launcher
             .launch(&id, None, &devnull, None, &fds, &fdnames)
             .await
         {
@@ -120,13 +128,26 @@ pub async fn serve(
                 }
                 continue;
             }
+        }
         };
-        tracing::info!(
-            service = %name, container = %id, event = "started",
-            pid = c.running.init_pid(), unit = c.unit.as_deref().unwrap_or("-"),
-            "container started"
-        );
+        let id = c.id.clone();
+        if !c.running.adopted() {
+            tracing::info!(
+                service = %name, container = %id, event = "started",
+                pid = c.running.init_pid(), unit = c.unit.as_deref().unwrap_or("-"),
+                "container started"
+            );
+        }
+        let count = super::inetd::Counted::new(&launcher.running);
         let (reason, status) = supervise(&launcher, &mut c, &fds, &keys, &mut shutdown).await;
+        drop(count);
+        if reason == Stop::Shutdown && launcher.keep_containers {
+            tracing::info!(
+                service = %name, container = %id, event = "detached",
+                "supervisor stopping; container left running in its scope"
+            );
+            return;
+        }
         let text = match &status {
             Ok(s) => describe(*s),
             Err(e) => format!("wait failed: {e}"),
@@ -173,7 +194,7 @@ async fn supervise(
     keys: &[ListenerKey],
     shutdown: &mut watch::Receiver<bool>,
 ) -> (Stop, std::io::Result<std::process::ExitStatus>) {
-    let svc = &launcher.service;
+    let svc = launcher.service();
     let deadline = svc.max_lifetime.map(|d| tokio::time::Instant::now() + d);
     let step = svc
         .idle_timeout
@@ -191,6 +212,9 @@ async fn supervise(
             s = c.running.wait() => return (Stop::Exited, s),
             _ = lifetime => return (Stop::Lifetime, launcher.kill(c).await),
             _ = super::stopping(shutdown) => {
+                if launcher.keep_containers {
+                    return (Stop::Shutdown, Ok(std::os::unix::process::ExitStatusExt::from_raw(0)));
+                }
                 return (Stop::Shutdown, c.running.terminate(Duration::from_secs(5)).await);
             }
             _ = tokio::time::sleep(step) => {}
@@ -251,7 +275,7 @@ fn signal_all(pids: &[u32], sig: Signal) {
 fn note_failure(launcher: &Launcher, id: &str) {
     if let Some(delay) = launcher.throttle.failure() {
         tracing::warn!(
-            service = %launcher.service.name, container = %id, event = "throttled",
+            service = %launcher.service().name, container = %id, event = "throttled",
             "{} failed starts in a row; next start delayed {delay:?}",
             launcher.throttle.consecutive_failures()
         );

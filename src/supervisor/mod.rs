@@ -7,6 +7,7 @@ pub mod conns;
 pub mod inetd;
 pub mod listen;
 pub mod run;
+pub mod serve;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -72,7 +73,9 @@ pub async fn stopping(rx: &mut tokio::sync::watch::Receiver<bool>) {
 
 /// What every container of one service shares.
 pub struct Launcher {
-    pub service: Service,
+    /// Swapped as a whole on reload; each container uses the definition
+    /// current when it starts.
+    service: std::sync::RwLock<std::sync::Arc<Service>>,
     pub staging_dir: PathBuf,
     /// Foreground run without scopes: containers die with the supervisor.
     pub die_with_supervisor: bool,
@@ -81,6 +84,11 @@ pub struct Launcher {
     pub throttle: Throttle,
     /// systemd scopes; `None` only for `berth run --no-scope`.
     pub scopes: Option<Scopes>,
+    /// `berth serve`: containers outlive the supervisor (a restart adopts
+    /// them); `berth run` ends them when it stops.
+    pub keep_containers: bool,
+    /// Containers running, for the supervisor's STATUS=.
+    pub running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A running container and the scope it lives in.
@@ -94,8 +102,41 @@ pub struct Container {
 const DEV_LOG: &str = "/run/systemd/journal/dev-log";
 
 impl Launcher {
+    pub fn new(
+        service: Service,
+        output: OwnedFd,
+        scopes: Option<Scopes>,
+        keep_containers: bool,
+        running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Launcher {
+        Launcher {
+            service: std::sync::RwLock::new(std::sync::Arc::new(service)),
+            staging_dir: crate::sandbox::DEFAULT_STAGING_DIR.into(),
+            die_with_supervisor: scopes.is_none(),
+            output,
+            throttle: Throttle::new(),
+            scopes,
+            keep_containers,
+            running,
+        }
+    }
+
+    /// The service definition in force now.
+    pub fn service(&self) -> std::sync::Arc<Service> {
+        self.service
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Use `new` for containers started from now on.
+    pub fn replace_service(&self, new: Service) {
+        *self.service.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(new);
+    }
+
     fn spec(&self, creds: config::Credentials, id: &str) -> Spec {
-        let s = &self.service;
+        let svc = self.service();
+        let s = &*svc;
         let mut env: Vec<(String, String)> = s
             .environment
             .iter()
@@ -169,17 +210,18 @@ impl Launcher {
         listeners: &[OwnedFd],
         fdnames: &[String],
     ) -> Result<Container, LaunchError> {
-        let creds = config::resolve_credentials(&self.service.user, self.service.group.as_ref())?;
+        let svc = self.service();
+        let creds = config::resolve_credentials(&svc.user, svc.group.as_ref())?;
         let mut spec = self.spec(creds, id);
         spec.listen_fdnames = fdnames.to_vec();
         let prepared = spawn::prepare(&spec).await?;
         let mut unit = None;
         if let Some(scopes) = &self.scopes {
-            let name = scope::unit_name(&self.service.name, id);
-            let slice = scope::slice_name(&self.service.name);
+            let name = scope::unit_name(&svc.name, id);
+            let slice = scope::slice_name(&svc.name);
             let description = match peer {
-                Some(p) => format!("berth container of {} for {p}", self.service.name),
-                None => format!("berth container of {}", self.service.name),
+                Some(p) => format!("berth container of {} for {p}", svc.name),
+                None => format!("berth container of {}", svc.name),
             };
             let made = scopes
                 .create(&ScopeRequest {
@@ -187,7 +229,7 @@ impl Launcher {
                     slice: &slice,
                     description: &description,
                     pids: &prepared.pids(),
-                    resources: &self.service.resources,
+                    resources: &svc.resources,
                 })
                 .await;
             if let Err(e) = made {
@@ -223,7 +265,7 @@ impl Launcher {
             (Some(scopes), Some(unit)) => {
                 if let Err(e) = scopes.stop(unit).await {
                     tracing::warn!(
-                        service = %self.service.name, container = %c.id,
+                        service = %self.service().name, container = %c.id,
                         "{e}; killing the container directly"
                     );
                     c.running.kill();

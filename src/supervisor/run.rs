@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use super::{Launcher, Throttle};
+use super::Launcher;
 use crate::activation::{self, ListenAddr};
 use crate::config::{self, Mode};
 use crate::sandbox::DEFAULT_STAGING_DIR;
@@ -21,8 +21,6 @@ pub enum UsageError {
          Pass --no-scope to run without scopes (no cgroup accounting, no [resources] limits)"
     )]
     NoSystemd(String),
-    #[error("systemd scopes are not available in this build yet; pass --no-scope")]
-    ScopesUnavailable,
 }
 
 pub fn main(
@@ -51,8 +49,6 @@ pub fn main(
         );
     } else if !Path::new("/run/systemd/system").exists() {
         return Err(UsageError::NoSystemd("/run/systemd/system does not exist".into()).into());
-    } else {
-        return Err(UsageError::ScopesUnavailable.into());
     }
 
     let mut listeners = Vec::new();
@@ -67,29 +63,30 @@ pub fn main(
         .try_clone_to_owned()
         .context("duplicating stderr for the containers")?;
 
-    let launcher = Arc::new(Launcher {
-        service,
-        staging_dir: DEFAULT_STAGING_DIR.into(),
-        die_with_supervisor: no_scope,
-        output,
-        throttle: Throttle::new(),
-        scopes: None,
-    });
-
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
+        let scopes = if no_scope {
+            None
+        } else {
+            Some(
+                crate::scope::Scopes::connect()
+                    .await
+                    .map_err(|e| UsageError::NoSystemd(e.to_string()))?,
+            )
+        };
+        let launcher = Arc::new(Launcher::new(service, output, scopes, false, Arc::default()));
         let (tx, rx) = watch::channel(false);
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let name = launcher.service.name.clone();
-        let mode = launcher.service.mode;
+        let name = launcher.service().name.clone();
+        let mode = launcher.service().mode;
         let server = tokio::spawn(async move {
             match mode {
                 Mode::Inetd => super::inetd::serve(launcher, listeners, rx).await,
-                Mode::Listen => super::listen::serve(launcher, listeners, rx).await,
+                Mode::Listen => super::listen::serve(launcher, listeners, rx, None).await,
             }
         });
         tracing::info!(service = %name, event = "ready", "serving");
