@@ -39,7 +39,9 @@ pub enum Command {
     #[command(after_help = "Example (in berth.service):\n  ExecStart=/usr/bin/berth serve")]
     Serve,
     /// Run one container for a connection on stdin/stdout (Accept=yes sockets).
-    #[command(after_help = "Example (in berth-inetd@.service, linked as dropbear@.service):\n  ExecStart=/usr/bin/berth inetd %p")]
+    #[command(
+        after_help = "Example (in berth-inetd@.service, linked as dropbear@.service):\n  ExecStart=/usr/bin/berth inetd %p"
+    )]
     Inetd {
         /// The service (services/SERVICE.toml, mode = \"inetd\").
         service: String,

@@ -64,9 +64,10 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let journald = if berth::journal::available() {
-        tracing_journald::layer()
-            .ok()
-            .map(|l| l.with_field_prefix(Some("BERTH".into())).with_syslog_identifier("berth".into()))
+        tracing_journald::layer().ok().map(|l| {
+            l.with_field_prefix(Some("BERTH".into()))
+                .with_syslog_identifier("berth".into())
+        })
     } else {
         None
     };

@@ -76,8 +76,13 @@ trait Manager {
     fn get_unit_processes(&self, name: &str) -> zbus::Result<Vec<(String, u32, String)>>;
 
     #[zbus(signal)]
-    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String)
-    -> zbus::Result<()>;
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
 }
 
 enum Job {
@@ -260,7 +265,10 @@ impl Scopes {
                     unit: name.clone(),
                     source,
                 })?;
-            out.push((name, procs.into_iter().map(|(_, pid, cmd)| (pid, cmd)).collect()));
+            out.push((
+                name,
+                procs.into_iter().map(|(_, pid, cmd)| (pid, cmd)).collect(),
+            ));
         }
         Ok(out)
     }

@@ -239,11 +239,12 @@ fn inner(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
     let workdir = spec.working_directory.to_string_lossy().into_owned();
 
     proto::send(control.as_raw_fd(), &FromStage::Prepared, &[])?;
-    let (listen_fds, mut fds) = match proto::recv::<ToStage>(control.as_raw_fd(), MsgFlags::empty())? {
-        Some((ToStage::Start { listen_fds }, fds)) => (listen_fds, fds),
-        Some(_) => return Err(StageError::Unexpected("Start")),
-        None => return Err(StageError::Closed("Start")),
-    };
+    let (listen_fds, mut fds) =
+        match proto::recv::<ToStage>(control.as_raw_fd(), MsgFlags::empty())? {
+            Some((ToStage::Start { listen_fds }, fds)) => (listen_fds, fds),
+            Some(_) => return Err(StageError::Unexpected("Start")),
+            None => return Err(StageError::Closed("Start")),
+        };
     if fds.len() != 3 + listen_fds {
         return Err(StageError::FdCount {
             got: fds.len(),

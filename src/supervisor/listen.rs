@@ -100,35 +100,35 @@ pub async fn serve(
             );
             c
         } else {
-        if let Some(delay) = launcher.throttle.remaining() {
+            if let Some(delay) = launcher.throttle.remaining() {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = super::stopping(&mut shutdown) => return,
+                }
+            }
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = wait_readable(&watchers, &fds) => {}
                 _ = super::stopping(&mut shutdown) => return,
             }
-        }
-        tokio::select! {
-            _ = wait_readable(&watchers, &fds) => {}
-            _ = super::stopping(&mut shutdown) => return,
-        }
-        let id = new_container_id();
-        match launcher
-            .launch(&id, None, &devnull, None, &fds, &fdnames)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(
-                    service = %name, container = %id, event = "failed",
-                    "container failed to start: {e}"
-                );
-                note_failure(&launcher, &id);
-                // Without a delay, the queued connection would wake us at once.
-                if launcher.throttle.remaining().is_none() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            let id = new_container_id();
+            match launcher
+                .launch(&id, None, &devnull, None, &fds, &fdnames)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(
+                        service = %name, container = %id, event = "failed",
+                        "container failed to start: {e}"
+                    );
+                    note_failure(&launcher, &id);
+                    // Without a delay, the queued connection would wake us at once.
+                    if launcher.throttle.remaining().is_none() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
                 }
-                continue;
             }
-        }
         };
         let id = c.id.clone();
         if !c.running.adopted() {

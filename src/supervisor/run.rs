@@ -77,7 +77,13 @@ pub fn main(
                     .map_err(|e| UsageError::NoSystemd(e.to_string()))?,
             )
         };
-        let launcher = Arc::new(Launcher::new(service, output, scopes, false, Arc::default()));
+        let launcher = Arc::new(Launcher::new(
+            service,
+            output,
+            scopes,
+            false,
+            Arc::default(),
+        ));
         let (tx, rx) = watch::channel(false);
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

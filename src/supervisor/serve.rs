@@ -89,11 +89,18 @@ async fn find_adoptable(scopes: &Scopes) -> BTreeMap<String, Vec<Container>> {
         let pids: Vec<u32> = procs.iter().map(|(p, _)| *p).collect();
         let ppid = |p: u32| -> Option<u32> {
             let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-            stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
         };
         let stage = pids.iter().copied().find(|p| {
             ppid(*p).is_some_and(|pp| !pids.contains(&pp))
-                && procs.iter().any(|(q, cmd)| q == p && cmd.contains("sandbox-stage"))
+                && procs
+                    .iter()
+                    .any(|(q, cmd)| q == p && cmd.contains("sandbox-stage"))
         });
         let Some(stage) = stage else { continue };
         let Some(init) = pids.iter().copied().find(|p| ppid(*p) == Some(stage)) else {

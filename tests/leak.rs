@@ -1,0 +1,89 @@
+//! No leaks: 1,000 inetd containers leave the host's mounts, network
+//! namespaces and berth's descriptors as they were. In its own test binary
+//! so no other test's containers run meanwhile.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn inetd_toml(extra: &str) -> String {
+    format!(
+        "mode = \"inetd\"\nexec = [\"/probe\"]\n{extra}\n[sandbox]\nread_only = [\"{}\"]\n",
+        probe_bind()
+    )
+}
+
+fn mount_table() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(3)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+fn net_namespaces() -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(l) = std::fs::read_link(e.path().join("ns/net")) {
+            out.insert(l.to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn thousand_inetd_connections_leak_nothing() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let b = Berth::start("leak", &inetd_toml(""), std::slice::from_ref(&addr));
+    // Warm up once so lazily opened descriptors (runtime, /dev/null) exist.
+    assert_eq!(tcp_request(&addr, "echo warm"), "warm\n");
+    b.log.wait_count("container stopped", 1, T);
+    let mounts = mount_table();
+    let netns = net_namespaces();
+    let fds = fd_count(b.pid());
+
+    let n = 1000;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                for i in 0..n / 4 {
+                    let want = format!("c{t}-{i}\n");
+                    assert_eq!(tcp_request(&addr, &format!("echo c{t}-{i}")), want);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    b.log
+        .wait_count("container stopped", n + 1, Duration::from_secs(120));
+    assert_eq!(b.log.count("container started"), n + 1);
+    assert_eq!(mount_table(), mounts, "host mount table changed");
+    assert_eq!(net_namespaces(), netns, "network namespaces left behind");
+    assert_eq!(fd_count(b.pid()), fds, "descriptors leaked in berth");
+    let stages = std::fs::read_to_string(format!("/proc/{}/task/{}/children", b.pid(), b.pid()))
+        .unwrap_or_default();
+    assert_eq!(stages.trim(), "", "no stage process left");
+}
