@@ -40,6 +40,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             Some(crate::activation::ActivationError::BadAddress(_))
         )
         || e.downcast_ref::<run::UsageError>().is_some()
+        || matches!(
+            e.downcast_ref::<serve::ServeError>(),
+            Some(
+                serve::ServeError::Config { .. }
+                    | serve::ServeError::UnknownService(_)
+                    | serve::ServeError::NotInetd(_)
+            )
+        )
     {
         2
     } else {

@@ -1,0 +1,89 @@
+//! The command line: help, usage errors, exit codes.
+
+use std::process::Command;
+
+const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BERTH)
+        .args(args)
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .output()
+        .expect("run berth");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_the_commands_that_exist() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for cmd in ["serve", "inetd", "run", "check"] {
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "--help lacks {cmd}:\n{out}"
+        );
+    }
+    assert!(!out.contains("sandbox-stage"), "the internal stage is hidden");
+}
+
+#[test]
+fn each_command_help_has_an_example() {
+    for cmd in ["serve", "inetd", "run", "check"] {
+        let (code, out, _) = run(&[cmd, "--help"]);
+        assert_eq!(code, 0, "{cmd} --help");
+        assert!(out.contains("Example"), "{cmd} --help has no example:\n{out}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(&["no-such-command"]).0, 2);
+    assert_eq!(run(&["run"]).0, 2, "run without a service file");
+    let dir = tempfile::tempdir().unwrap();
+    let svc = dir.path().join("x.toml");
+    std::fs::write(&svc, "mode = \"inetd\"\nexec = [\"/bin/true\"]\n").unwrap();
+    let (code, _, err) = run(&[
+        "run",
+        svc.to_str().unwrap(),
+        "--listen",
+        "localhost:80",
+        "--no-scope",
+    ]);
+    assert_eq!(code, 2, "bad --listen address: {err}");
+    assert!(err.contains("expected 127.0.0.1:PORT"), "{err}");
+}
+
+#[test]
+fn run_without_systemd_and_without_no_scope_is_refused() {
+    if std::path::Path::new("/run/systemd/system").exists() {
+        eprintln!("SKIPPED: this host runs systemd; the refusal is for hosts without it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let svc = dir.path().join("x.toml");
+    std::fs::write(&svc, "mode = \"inetd\"\nexec = [\"/bin/true\"]\n").unwrap();
+    let (code, _, err) = run(&["run", svc.to_str().unwrap(), "--listen", "127.0.0.1:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no reachable systemd") && err.contains("--no-scope"), "{err}");
+}
+
+#[test]
+fn serve_without_sockets_or_config_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("services")).unwrap();
+    std::fs::write(
+        dir.path().join("services/bad.toml"),
+        "mode = \"sideways\"\nexec = [\"/bin/true\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["--config-dir", dir.path().to_str().unwrap(), "serve"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.toml:1:8"), "{err}");
+    let (code, _, err) = run(&["--config-dir", dir.path().to_str().unwrap(), "inetd", "nope"]);
+    assert_eq!(code, 2, "{err}");
+}
