@@ -109,8 +109,16 @@ pub struct Running {
     inner_pid: u32,
 }
 
-/// Spawn a stage for `spec` and wait until it is parked before the exec.
-pub async fn prepare(spec: &Spec) -> Result<Prepared, SpawnError> {
+/// A stage that has forked PID 1 of the container (its pids are known, so
+/// the scope can be made) and may still be building the sandbox.
+pub struct Pending {
+    prepared: Prepared,
+    parked: bool,
+}
+
+/// Spawn a stage for `spec` and return once it has forked PID 1 of the
+/// container; the sandbox is built meanwhile (see [`Pending::parked`]).
+pub async fn spawn(spec: &Spec) -> Result<Pending, SpawnError> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -132,36 +140,63 @@ pub async fn prepare(spec: &Spec) -> Result<Prepared, SpawnError> {
     let stage_pid = child.id().unwrap_or(0);
     let channel = Channel::new(ours)?;
     channel.send(&ToStage::Setup(Box::new(spec.clone())), &[])?;
-
-    let mut prepared = Prepared {
-        child,
-        channel,
-        stage_pid,
-        inner_pid: 0,
+    let mut pending = Pending {
+        prepared: Prepared {
+            child,
+            channel,
+            stage_pid,
+            inner_pid: 0,
+        },
+        parked: false,
     };
-    let mut parked = false;
     // Forked (from the outer stage) and Prepared (from the inner one) may
     // arrive in either order.
-    while prepared.inner_pid == 0 || !parked {
-        match prepared.channel.recv().await {
-            Ok(Some(FromStage::Forked { pid })) => prepared.inner_pid = pid as u32,
-            Ok(Some(FromStage::Prepared)) => parked = true,
+    while pending.prepared.inner_pid == 0 {
+        pending.next().await?;
+    }
+    Ok(pending)
+}
+
+/// Spawn a stage and wait until it is parked before the exec.
+pub async fn prepare(spec: &Spec) -> Result<Prepared, SpawnError> {
+    spawn(spec).await?.parked().await
+}
+
+impl Pending {
+    /// Host pids for the container's scope: the outer stage and PID 1.
+    pub fn pids(&self) -> [u32; 2] {
+        self.prepared.pids()
+    }
+
+    async fn next(&mut self) -> Result<(), SpawnError> {
+        let p = &mut self.prepared;
+        match p.channel.recv().await {
+            Ok(Some(FromStage::Forked { pid })) => p.inner_pid = pid as u32,
+            Ok(Some(FromStage::Prepared)) => self.parked = true,
             Ok(Some(FromStage::Failed(f))) => {
-                prepared.reap().await;
+                p.reap().await;
                 return Err(SpawnError::Failed(f));
             }
             Ok(None) => {
-                let status = prepared.reap().await;
+                let status = p.reap().await;
                 return Err(SpawnError::Died(status));
             }
             Err(e) => {
-                prepared.kill();
-                prepared.reap().await;
+                p.kill();
+                p.reap().await;
                 return Err(e);
             }
         }
+        Ok(())
     }
-    Ok(prepared)
+
+    /// Wait until the sandbox is built and the stage waits for `Start`.
+    pub async fn parked(mut self) -> Result<Prepared, SpawnError> {
+        while !self.parked {
+            self.next().await?;
+        }
+        Ok(self.prepared)
+    }
 }
 
 impl Prepared {

@@ -238,13 +238,21 @@ async fn supervise(
         // A stop lands when a thread returns to user space: an accept() in
         // flight completes first. Look again only once all have stopped.
         wait_stopped(&pids).await;
+        tracing::debug!(
+            pids = ?pids,
+            pending = conns::pending(fds),
+            open = conns::open_connections(init, keys),
+            "frozen for the idle check"
+        );
         if busy(init, fds, keys) {
             signal_all(&pids, Signal::SIGCONT);
             last_busy = Instant::now();
             continue;
         }
-        c.running.kill();
-        signal_all(&pids, Signal::SIGCONT);
+        // SIGKILL each frozen process itself: a SIGCONT, or waiting for the
+        // pid namespace's teardown after PID 1 dies, would let them run
+        // (and accept) once more before they die.
+        signal_all(&pids, Signal::SIGKILL);
         // The pid namespace is gone with its PID 1; stopping the scope
         // settles systemd's side (and anything that escaped the namespace).
         return (Stop::Idle, launcher.kill(c).await);

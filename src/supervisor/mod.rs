@@ -222,31 +222,46 @@ impl Launcher {
         let creds = config::resolve_credentials(&svc.user, svc.group.as_ref())?;
         let mut spec = self.spec(creds, id);
         spec.listen_fdnames = fdnames.to_vec();
-        let prepared = spawn::prepare(&spec).await?;
+        let pending = spawn::spawn(&spec).await?;
         let mut unit = None;
-        if let Some(scopes) = &self.scopes {
+        let prepared = if let Some(scopes) = &self.scopes {
             let name = scope::unit_name(&svc.name, id);
             let slice = scope::slice_name(&svc.name);
             let description = match peer {
                 Some(p) => format!("berth container of {} for {p}", svc.name),
                 None => format!("berth container of {}", svc.name),
             };
-            let made = scopes
-                .create(&ScopeRequest {
-                    unit: &name,
-                    slice: &slice,
-                    description: &description,
-                    pids: &prepared.pids(),
-                    resources: &svc.resources,
-                })
-                .await;
-            if let Err(e) = made {
-                // The application never runs without its scope.
-                prepared.discard().await;
-                return Err(e.into());
+            let pids = pending.pids();
+            // systemd's part (a few ms, TESTBED.md) overlaps the stage's
+            // mounts instead of adding to them.
+            let req = ScopeRequest {
+                unit: &name,
+                slice: &slice,
+                description: &description,
+                pids: &pids,
+                resources: &svc.resources,
+            };
+            let (parked, made) = tokio::join!(pending.parked(), scopes.create(&req));
+            match (parked, made) {
+                (Ok(p), Ok(())) => {
+                    unit = Some(name);
+                    p
+                }
+                (Ok(p), Err(e)) => {
+                    // The application never runs without its scope.
+                    p.discard().await;
+                    return Err(e.into());
+                }
+                (Err(e), made) => {
+                    if made.is_ok() {
+                        let _ = scopes.stop(&name).await;
+                    }
+                    return Err(e.into());
+                }
             }
-            unit = Some(name);
-        }
+        } else {
+            pending.parked().await?
+        };
         let out = match stdout {
             Some(o) => o,
             None => &self.output,

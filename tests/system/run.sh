@@ -75,8 +75,10 @@ cleanup() {
     if [ "${BERTH_SYSTEM_KEEP:-0}" = 1 ]; then
         note "testbed kept: $REPO/tests/testbed/in.sh $S ...; stop with $REPO/tests/testbed/stop.sh $S"
     else
-        "$REPO/tests/testbed/stop.sh" "$S" >/dev/null 2>&1 || "$REPO/tests/testbed/stop.sh" "$S"
-        rm -rf "$S"
+        local t=$(date +%s)
+        "$REPO/tests/testbed/stop.sh" "$S/tb" 2> >(diag)
+        note "testbed stopped in $(( $(date +%s) - t )) s"
+        if [ -e "$S/tb/rootfs" ]; then note "testbed root left in $S/tb"; else rm -rf "$S"; fi
     fi
 }
 trap cleanup EXIT
@@ -265,7 +267,8 @@ ssh_suite() {
     if out=$(timeout 30 "${SSH[@]}" -p "$port" root@127.0.0.1 "$PROBE" 2>&1) && [[ "$out" == *ifaces=* ]]; then
         ok "$label: key login runs a command"
     else
-        not_ok "$label: key login runs a command" "ssh -p $port said: $(echo "$out" | tail -n 3 | tr '\n' ' ')"
+        not_ok "$label: key login runs a command" \
+            "ssh -p $port said: '$(echo "$out" | tail -n 3 | tr '\n' ' ')'; journal: $(IN journalctl -q -o cat -t dropbear -n 2 --no-pager | tr '\n' ' ')"
         return
     fi
     v=$(sed -n 's/^ifaces=//p' <<<"$out" | xargs)
@@ -474,7 +477,7 @@ if [ $SERVE_UP = 1 ]; then
             wait_for 5 journal_has BERTH_SERVICE=hog BERTH_CONTAINER="$HID" BERTH_EVENT=stopped
             ev=$(IN journalctl --no-pager -q -o cat BERTH_SERVICE=hog BERTH_CONTAINER="$HID" BERTH_EVENT=stopped 2>/dev/null)
             check "hog: stop event says killed by SIGKILL (OOM)" "stop event: '${ev:-none}'" \
-                eval 'grep -Eqi "SIGKILL|signal 9|KILL" <<<"$ev"'
+                eval 'grep -Eq "exited.*(SIGKILL|signal 9)" <<<"$ev"'
         else
             not_ok "hog: OOM-killed inside its scope" "$H still active after 15 s (MemoryCurrent=$(prop "$H" MemoryCurrent))"
             IN systemctl kill --signal=SIGKILL "$H" >/dev/null 2>&1
