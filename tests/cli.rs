@@ -28,7 +28,10 @@ fn help_lists_the_commands_that_exist() {
             "--help lacks {cmd}:\n{out}"
         );
     }
-    assert!(!out.contains("sandbox-stage"), "the internal stage is hidden");
+    assert!(
+        !out.contains("sandbox-stage"),
+        "the internal stage is hidden"
+    );
 }
 
 #[test]
@@ -36,7 +39,10 @@ fn each_command_help_has_an_example() {
     for cmd in ["serve", "inetd", "run", "check"] {
         let (code, out, _) = run(&[cmd, "--help"]);
         assert_eq!(code, 0, "{cmd} --help");
-        assert!(out.contains("Example"), "{cmd} --help has no example:\n{out}");
+        assert!(
+            out.contains("Example"),
+            "{cmd} --help has no example:\n{out}"
+        );
     }
 }
 
@@ -69,7 +75,10 @@ fn run_without_systemd_and_without_no_scope_is_refused() {
     std::fs::write(&svc, "mode = \"inetd\"\nexec = [\"/bin/true\"]\n").unwrap();
     let (code, _, err) = run(&["run", svc.to_str().unwrap(), "--listen", "127.0.0.1:1"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("no reachable systemd") && err.contains("--no-scope"), "{err}");
+    assert!(
+        err.contains("no reachable systemd") && err.contains("--no-scope"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -84,6 +93,11 @@ fn serve_without_sockets_or_config_says_why() {
     let (code, _, err) = run(&["--config-dir", dir.path().to_str().unwrap(), "serve"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("bad.toml:1:8"), "{err}");
-    let (code, _, err) = run(&["--config-dir", dir.path().to_str().unwrap(), "inetd", "nope"]);
+    let (code, _, err) = run(&[
+        "--config-dir",
+        dir.path().to_str().unwrap(),
+        "inetd",
+        "nope",
+    ]);
     assert_eq!(code, 2, "{err}");
 }

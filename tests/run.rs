@@ -483,3 +483,56 @@ fn app_exiting_at_once_is_reported_and_throttled() {
     assert_eq!(tcp_request(&addr, "echo x"), "");
     b.log.wait_count("exited 3", 5, T);
 }
+
+fn stage_children(berth: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{berth}/task/{berth}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn warm_sandboxes_wait_parked_and_serve_connections() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut b = Berth::start("warm", &inetd_toml("warm = 2"), std::slice::from_ref(&addr));
+    b.log.wait_count("sandbox prepared ahead", 2, T);
+    // Two parked stages, no application yet.
+    let parked = stage_children(b.pid());
+    assert_eq!(parked.len(), 2, "parked stages: {parked:?}");
+    assert_eq!(b.log.count("container started"), 0);
+    // A connection takes a parked sandbox: the container id is the one
+    // prepared ahead, and the pool is refilled.
+    let r = json(&tcp_request(&addr, "report"));
+    assert_eq!(r["uid"], 65534);
+    let started = b.log.wait_for("container started", T);
+    let prepared: Vec<String> = b
+        .log
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("sandbox prepared ahead"))
+        .collect();
+    let id = started
+        .split("container=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        prepared.iter().any(|l| l.contains(&id)),
+        "started {id} was not a warm one"
+    );
+    b.log.wait_count("sandbox prepared ahead", 3, T);
+    assert_eq!(tcp_request(&addr, "echo again"), "again\n");
+    // Stopping discards the parked ones too.
+    assert_eq!(b.stop(), Some(0));
+    for p in parked {
+        assert!(!alive(p), "parked stage {p} outlived berth");
+    }
+}

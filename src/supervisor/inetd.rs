@@ -90,6 +90,84 @@ pub fn peer_of(fd: &OwnedFd) -> (Source, String) {
     }
 }
 
+/// `warm = N`: sandboxes built ahead (namespaces, tree, scope), parked
+/// before the exec, so a connection waits only for the exec.
+pub struct WarmPool {
+    parked: Mutex<std::collections::VecDeque<super::Parked>>,
+    taken: tokio::sync::Notify,
+}
+
+impl WarmPool {
+    fn take(&self) -> Option<super::Parked> {
+        let p = self
+            .parked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        if p.is_some() {
+            self.taken.notify_one();
+        }
+        p
+    }
+
+    fn len(&self) -> usize {
+        self.parked.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Keep the pool at the service's `warm`, until shutdown; then empty it.
+    async fn keep_filled(
+        self: Arc<Self>,
+        launcher: Arc<Launcher>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let want = launcher.service().warm as usize;
+            if self.len() < want && launcher.throttle.remaining().is_none() {
+                let id = new_container_id();
+                let made = tokio::select! {
+                    m = launcher.prepare(&id, None, &[]) => m,
+                    _ = super::stopping(&mut shutdown) => break,
+                };
+                match made {
+                    Ok(p) => {
+                        tracing::debug!(
+                            service = %launcher.service().name, container = %id, event = "warm",
+                            "sandbox prepared ahead"
+                        );
+                        self.parked
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push_back(p);
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            service = %launcher.service().name, container = %id, event = "failed",
+                            "preparing a warm sandbox: {e}"
+                        );
+                        note_failure(&launcher, &id);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = self.taken.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = super::stopping(&mut shutdown) => break,
+            }
+        }
+        let all: Vec<_> = self
+            .parked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        for p in all {
+            launcher.discard(p).await;
+        }
+    }
+}
+
 /// Serve `listeners` until `shutdown` turns true, then end every container
 /// and return once they are gone.
 pub async fn serve(
@@ -101,16 +179,29 @@ pub async fn serve(
     // Every container task holds a sender; recv() → None when all ended.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut acceptors = tokio::task::JoinSet::new();
+    let warm = Arc::new(WarmPool {
+        parked: Mutex::default(),
+        taken: tokio::sync::Notify::new(),
+    });
+    let filler = tokio::spawn(warm.clone().keep_filled(launcher.clone(), shutdown.clone()));
     for l in listeners {
         let launcher = launcher.clone();
         let counts = counts.clone();
         let alive = alive_tx.clone();
         let shutdown = shutdown.clone();
-        acceptors.spawn(accept_loop(launcher, l, counts, alive, shutdown));
+        acceptors.spawn(accept_loop(
+            launcher,
+            l,
+            counts,
+            alive,
+            shutdown,
+            warm.clone(),
+        ));
     }
     drop(alive_tx);
     super::stopping(&mut shutdown).await;
     acceptors.shutdown().await;
+    let _ = filler.await;
     // The acceptors' senders are gone; wait for the containers' ones.
     let _ = alive_rx.recv().await;
 }
@@ -121,6 +212,7 @@ async fn accept_loop(
     counts: Arc<Mutex<Counts>>,
     alive: mpsc::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
+    warm: Arc<WarmPool>,
 ) {
     let name = launcher.service().name.clone();
     let addr = listener.addr.to_string();
@@ -191,8 +283,9 @@ async fn accept_loop(
         let launcher = launcher.clone();
         let alive = alive.clone();
         let shutdown = shutdown.clone();
+        let parked = warm.take();
         tokio::spawn(async move {
-            let _ = run_one(launcher, conn, peer, shutdown).await;
+            let _ = run_one(launcher, conn, peer, shutdown, parked).await;
             drop(slot);
             drop(alive);
         });
@@ -225,16 +318,40 @@ pub async fn run_one(
     conn: OwnedFd,
     peer: String,
     mut shutdown: watch::Receiver<bool>,
+    parked: Option<super::Parked>,
 ) -> Option<std::process::ExitStatus> {
     let svc = launcher.service();
-    let id = new_container_id();
     let started = Instant::now();
-    let mut c = match launcher
-        .launch(&id, Some(&peer), &conn, Some(&conn), &[], &[])
-        .await
-    {
+    let launched = match parked {
+        Some(p) => {
+            let warm_id = p.id.clone();
+            match launcher.start(p, &conn, Some(&conn), &[]).await {
+                Ok(c) => Ok(c),
+                Err(e) => {
+                    // A parked sandbox that died is replaced on demand.
+                    tracing::warn!(
+                        service = %svc.name, container = %warm_id,
+                        "warm sandbox unusable ({e}); starting one on demand"
+                    );
+                    let id = new_container_id();
+                    launcher
+                        .launch(&id, Some(&peer), &conn, Some(&conn), &[], &[])
+                        .await
+                        .map_err(|e| (id, e))
+                }
+            }
+        }
+        None => {
+            let id = new_container_id();
+            launcher
+                .launch(&id, Some(&peer), &conn, Some(&conn), &[], &[])
+                .await
+                .map_err(|e| (id, e))
+        }
+    };
+    let mut c = match launched {
         Ok(c) => c,
-        Err(e) => {
+        Err((id, e)) => {
             tracing::error!(
                 service = %svc.name, container = %id, event = "failed", peer = %peer,
                 "container failed to start: {e}"
@@ -243,6 +360,7 @@ pub async fn run_one(
             return None; // dropping conn closes the connection
         }
     };
+    let id = c.id.clone();
     let _count = Counted::new(&launcher.running);
     tracing::info!(
         service = %svc.name, container = %id, event = "started", peer = %peer,

@@ -99,6 +99,13 @@ pub struct Launcher {
     pub running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// A container built and waiting for its descriptors (`warm`).
+pub struct Parked {
+    pub id: String,
+    prepared: spawn::Prepared,
+    pub unit: Option<String>,
+}
+
 /// A running container and the scope it lives in.
 pub struct Container {
     pub id: String,
@@ -218,6 +225,18 @@ impl Launcher {
         listeners: &[OwnedFd],
         fdnames: &[String],
     ) -> Result<Container, LaunchError> {
+        let parked = self.prepare(id, peer, fdnames).await?;
+        self.start(parked, stdin, stdout, listeners).await
+    }
+
+    /// Everything before the application's exec: sandbox and scope. A
+    /// parked container costs its two stage processes and nothing else.
+    pub async fn prepare(
+        &self,
+        id: &str,
+        peer: Option<&str>,
+        fdnames: &[String],
+    ) -> Result<Parked, LaunchError> {
         let svc = self.service();
         let creds = config::resolve_credentials(&svc.user, svc.group.as_ref())?;
         let mut spec = self.spec(creds, id);
@@ -262,23 +281,56 @@ impl Launcher {
         } else {
             pending.parked().await?
         };
+        Ok(Parked {
+            id: id.to_owned(),
+            prepared,
+            unit,
+        })
+    }
+
+    /// Hand a parked container its descriptors and let the application run.
+    pub async fn start(
+        &self,
+        parked: Parked,
+        stdin: &OwnedFd,
+        stdout: Option<&OwnedFd>,
+        listeners: &[OwnedFd],
+    ) -> Result<Container, LaunchError> {
         let out = match stdout {
             Some(o) => o,
             None => &self.output,
         };
-        let running = prepared
+        let started = parked
+            .prepared
             .start(StartFds {
                 stdin,
                 stdout: out,
                 stderr: &self.output,
                 listeners,
             })
-            .await?;
+            .await;
+        let running = match started {
+            Ok(r) => r,
+            Err(e) => {
+                if let (Some(scopes), Some(unit)) = (&self.scopes, &parked.unit) {
+                    let _ = scopes.stop(unit).await;
+                }
+                return Err(e.into());
+            }
+        };
         Ok(Container {
-            id: id.to_owned(),
+            id: parked.id,
             running,
-            unit,
+            unit: parked.unit,
         })
+    }
+
+    /// Throw a parked container away (shutdown, pool shrink).
+    pub async fn discard(&self, parked: Parked) {
+        parked.prepared.discard().await;
+        if let (Some(scopes), Some(unit)) = (&self.scopes, &parked.unit) {
+            let _ = scopes.stop(unit).await;
+        }
     }
 
     /// End a container now: through its scope (systemd kills everything
