@@ -52,6 +52,11 @@ pub enum Command {
         /// Service files, berth.toml, or directories (default: the config directory).
         paths: Vec<PathBuf>,
     },
+    /// Print shell completions (bash, zsh, fish) for packaging.
+    #[command(hide = true)]
+    Completions {
+        shell: clap_complete::Shell,
+    },
     /// Internal: the single-threaded stage that builds one sandbox and execs
     /// the application. Started by berth itself, never by hand.
     #[command(hide = true, name = "sandbox-stage")]

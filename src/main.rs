@@ -22,6 +22,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "berth", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Serve => {
             init_logging();
             edge(berth::supervisor::serve::main(&cli.config_dir).map(|()| 0))
