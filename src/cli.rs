@@ -46,6 +46,40 @@ pub enum Command {
         /// The service (services/SERVICE.toml, mode = \"inetd\").
         service: String,
     },
+    /// One row per container: unit, service, pid, state, uptime, connections, memory, CPU, tasks, idle timer.
+    #[command(
+        after_help = "Examples:\n  berth list\n  berth list --json | jq '.containers[].unit'"
+    )]
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A service's or a container's state, resources, limits, timers and recent log lines.
+    #[command(
+        after_help = "Examples:\n  berth status web\n  berth status berth-web-0123456789ab.scope"
+    )]
+    Status {
+        /// Service name, container id or scope name.
+        name: String,
+    },
+    /// Stop a container, or all of a service's containers (its socket keeps working).
+    #[command(after_help = "Examples:\n  berth stop web\n  berth stop 0123456789ab")]
+    Stop {
+        /// Service name, container id or scope name.
+        name: String,
+    },
+    /// A service's or container's log from the journal (a journalctl wrapper).
+    #[command(
+        after_help = "Examples:\n  berth logs web -f\n  berth logs berth-web-0123456789ab.scope"
+    )]
+    Logs {
+        /// Service name, container id or scope name.
+        name: String,
+        /// Follow new entries.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Validate configuration files or directories; exit 0 only if all is valid.
     #[command(after_help = "Examples:\n  berth check\n  berth check /etc/berth/services/ssh.toml")]
     Check {
@@ -54,9 +88,7 @@ pub enum Command {
     },
     /// Print shell completions (bash, zsh, fish) for packaging.
     #[command(hide = true)]
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Internal: the single-threaded stage that builds one sandbox and execs
     /// the application. Started by berth itself, never by hand.
     #[command(hide = true, name = "sandbox-stage")]

@@ -4,6 +4,8 @@
 //! → journal. Modules lower in that chain never call back up.
 
 pub mod activation;
+pub mod admin;
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod journal;

@@ -22,6 +22,12 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
+        Command::List { json } => admin_edge(berth::admin::list(json)),
+        Command::Status { name } => admin_edge(berth::admin::status(&name)),
+        Command::Stop { name } => admin_edge(berth::admin::stop(&name).map(|n| {
+            println!("stopped {n} container{}", if n == 1 { "" } else { "s" });
+        })),
+        Command::Logs { name, follow } => admin_edge(Err(berth::admin::logs(&name, follow))),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "berth", &mut std::io::stdout());
@@ -48,6 +54,16 @@ fn main() -> ExitCode {
                     ExitCode::from(berth::supervisor::exit_code(&e))
                 }
             }
+        }
+    }
+}
+
+fn admin_edge(r: Result<(), berth::admin::AdminError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -73,6 +73,8 @@ trait Manager {
         )>,
     >;
 
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
     fn get_unit_processes(&self, name: &str) -> zbus::Result<Vec<(String, u32, String)>>;
 
     #[zbus(signal)]
@@ -221,6 +223,11 @@ impl Scopes {
         }
     }
 
+    /// The bus connection (shared with berth's own interface).
+    pub fn connection(&self) -> &zbus::Connection {
+        self.manager.inner().connection()
+    }
+
     /// Create the scope and wait until systemd has moved the pids in.
     pub async fn create(&self, req: &ScopeRequest<'_>) -> Result<(), ScopeError> {
         let props = properties(req);
@@ -271,6 +278,83 @@ impl Scopes {
             ));
         }
         Ok(out)
+    }
+}
+
+/// A scope's accounting and limits as systemd reports them (`u64::MAX`
+/// means "not set").
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ScopeStats {
+    pub memory_current: u64,
+    pub cpu_usage_nsec: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+    pub tasks_current: u64,
+    pub memory_max: u64,
+    pub memory_high: u64,
+    pub tasks_max: u64,
+    pub cpu_weight: u64,
+    pub cpu_quota_per_sec_usec: u64,
+    pub io_weight: u64,
+    pub active_enter_usec: u64,
+    pub control_group: String,
+}
+
+impl Scopes {
+    /// Accounting and limits of one scope.
+    pub async fn stats(&self, unit: &str) -> Result<ScopeStats, ScopeError> {
+        let err = |source| ScopeError::Processes {
+            unit: unit.into(),
+            source,
+        };
+        let path = self.manager.get_unit(unit).await.map_err(err)?;
+        let props = zbus::fdo::PropertiesProxy::builder(self.connection())
+            .destination("org.freedesktop.systemd1")
+            .map_err(err)?
+            .path(path)
+            .map_err(err)?
+            .build()
+            .await
+            .map_err(err)?;
+        let scope = props
+            .get_all(
+                "org.freedesktop.systemd1.Scope"
+                    .try_into()
+                    .map_err(|e: zbus::names::Error| err(e.into()))?,
+            )
+            .await
+            .map_err(|e| err(e.into()))?;
+        let unit_props = props
+            .get_all(
+                "org.freedesktop.systemd1.Unit"
+                    .try_into()
+                    .map_err(|e: zbus::names::Error| err(e.into()))?,
+            )
+            .await
+            .map_err(|e| err(e.into()))?;
+        let num = |m: &std::collections::HashMap<String, zbus::zvariant::OwnedValue>, k: &str| {
+            m.get(k)
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(u64::MAX)
+        };
+        Ok(ScopeStats {
+            memory_current: num(&scope, "MemoryCurrent"),
+            cpu_usage_nsec: num(&scope, "CPUUsageNSec"),
+            io_read_bytes: num(&scope, "IOReadBytes"),
+            io_write_bytes: num(&scope, "IOWriteBytes"),
+            tasks_current: num(&scope, "TasksCurrent"),
+            memory_max: num(&scope, "MemoryMax"),
+            memory_high: num(&scope, "MemoryHigh"),
+            tasks_max: num(&scope, "TasksMax"),
+            cpu_weight: num(&scope, "CPUWeight"),
+            cpu_quota_per_sec_usec: num(&scope, "CPUQuotaPerSecUSec"),
+            io_weight: num(&scope, "IOWeight"),
+            active_enter_usec: num(&unit_props, "ActiveEnterTimestamp"),
+            control_group: scope
+                .get("ControlGroup")
+                .and_then(|v| String::try_from(v.clone()).ok())
+                .unwrap_or_default(),
+        })
     }
 }
 

@@ -22,7 +22,9 @@ fn run(args: &[&str]) -> (i32, String, String) {
 fn help_lists_the_commands_that_exist() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
-    for cmd in ["serve", "inetd", "run", "check"] {
+    for cmd in [
+        "serve", "inetd", "run", "check", "list", "status", "stop", "logs",
+    ] {
         assert!(
             out.lines().any(|l| l.trim_start().starts_with(cmd)),
             "--help lacks {cmd}:\n{out}"
@@ -36,7 +38,9 @@ fn help_lists_the_commands_that_exist() {
 
 #[test]
 fn each_command_help_has_an_example() {
-    for cmd in ["serve", "inetd", "run", "check"] {
+    for cmd in [
+        "serve", "inetd", "run", "check", "list", "status", "stop", "logs",
+    ] {
         let (code, out, _) = run(&[cmd, "--help"]);
         assert_eq!(code, 0, "{cmd} --help");
         assert!(

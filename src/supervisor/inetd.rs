@@ -130,6 +130,17 @@ impl WarmPool {
                 };
                 match made {
                     Ok(p) => {
+                        launcher.registry.insert(super::registry::ContainerInfo {
+                            id: p.id.clone(),
+                            service: launcher.service().name.clone(),
+                            unit: p.unit.clone().unwrap_or_default(),
+                            pid: 0,
+                            state: "warm".into(),
+                            started_usec: super::registry::now_usec(),
+                            connections: 0,
+                            idle_deadline_usec: 0,
+                            peer: String::new(),
+                        });
                         tracing::debug!(
                             service = %launcher.service().name, container = %id, event = "warm",
                             "sandbox prepared ahead"
@@ -163,6 +174,7 @@ impl WarmPool {
             .drain(..)
             .collect();
         for p in all {
+            launcher.registry.remove(&p.id);
             launcher.discard(p).await;
         }
     }
@@ -284,6 +296,9 @@ async fn accept_loop(
         let alive = alive.clone();
         let shutdown = shutdown.clone();
         let parked = warm.take();
+        if let Some(p) = &parked {
+            launcher.registry.remove(&p.id);
+        }
         tokio::spawn(async move {
             let _ = run_one(launcher, conn, peer, shutdown, parked).await;
             drop(slot);
@@ -361,7 +376,8 @@ pub async fn run_one(
         }
     };
     let id = c.id.clone();
-    let _count = Counted::new(&launcher.running);
+    let reg = launcher.register(&c, &peer);
+    reg.update(|i| i.connections = 1);
     tracing::info!(
         service = %svc.name, container = %id, event = "started", peer = %peer,
         pid = c.running.init_pid(), unit = c.unit.as_deref().unwrap_or("-"),
@@ -421,22 +437,6 @@ pub async fn run_one(
     status.ok()
 }
 
-/// Counts a running container for STATUS= while it lives.
-pub struct Counted(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Counted {
-    pub fn new(c: &Arc<std::sync::atomic::AtomicUsize>) -> Counted {
-        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Counted(c.clone())
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// Watch a container an earlier supervisor started, until it ends or its
 /// lifetime runs out.
 pub async fn watch_adopted(
@@ -444,7 +444,7 @@ pub async fn watch_adopted(
     mut c: super::Container,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _count = Counted::new(&launcher.running);
+    let _reg = launcher.register(&c, "");
     let svc = launcher.service();
     let lifetime = async {
         match svc.max_lifetime {

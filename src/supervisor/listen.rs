@@ -138,9 +138,9 @@ pub async fn serve(
                 "container started"
             );
         }
-        let count = super::inetd::Counted::new(&launcher.running);
-        let (reason, status) = supervise(&launcher, &mut c, &fds, &keys, &mut shutdown).await;
-        drop(count);
+        let reg = launcher.register(&c, "");
+        let (reason, status) = supervise(&launcher, &mut c, &fds, &keys, &mut shutdown, &reg).await;
+        drop(reg);
         if reason == Stop::Shutdown && launcher.keep_containers {
             tracing::info!(
                 service = %name, container = %id, event = "detached",
@@ -193,6 +193,7 @@ async fn supervise(
     fds: &[OwnedFd],
     keys: &[ListenerKey],
     shutdown: &mut watch::Receiver<bool>,
+    reg: &super::registry::Registered,
 ) -> (Stop, std::io::Result<std::process::ExitStatus>) {
     let svc = launcher.service();
     let deadline = svc.max_lifetime.map(|d| tokio::time::Instant::now() + d);
@@ -223,7 +224,13 @@ async fn supervise(
             continue;
         };
         let init = c.running.init_pid();
-        if busy(init, fds, keys) {
+        let open = conns::open_connections(init, keys);
+        let deadline = limit.saturating_sub(last_busy.elapsed());
+        reg.update(|i| {
+            i.connections = open as u32;
+            i.idle_deadline_usec = super::registry::usec_after(deadline);
+        });
+        if open > 0 || conns::pending(fds) {
             last_busy = Instant::now();
             continue;
         }

@@ -6,6 +6,7 @@
 pub mod conns;
 pub mod inetd;
 pub mod listen;
+pub mod registry;
 pub mod run;
 pub mod serve;
 
@@ -95,8 +96,8 @@ pub struct Launcher {
     /// `berth serve`: containers outlive the supervisor (a restart adopts
     /// them); `berth run` ends them when it stops.
     pub keep_containers: bool,
-    /// Containers running, for the supervisor's STATUS=.
-    pub running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Containers of every service, for STATUS= and the D-Bus interface.
+    pub registry: std::sync::Arc<registry::Registry>,
 }
 
 /// A container built and waiting for its descriptors (`warm`).
@@ -104,6 +105,23 @@ pub struct Parked {
     pub id: String,
     prepared: spawn::Prepared,
     pub unit: Option<String>,
+}
+
+impl Launcher {
+    /// Enter a running container in the registry while the guard lives.
+    pub fn register(&self, c: &Container, peer: &str) -> registry::Registered {
+        self.registry.register(registry::ContainerInfo {
+            id: c.id.clone(),
+            service: self.service().name.clone(),
+            unit: c.unit.clone().unwrap_or_default(),
+            pid: c.running.init_pid(),
+            state: "running".into(),
+            started_usec: registry::now_usec(),
+            connections: 0,
+            idle_deadline_usec: 0,
+            peer: peer.into(),
+        })
+    }
 }
 
 /// A running container and the scope it lives in.
@@ -122,7 +140,7 @@ impl Launcher {
         output: OwnedFd,
         scopes: Option<Scopes>,
         keep_containers: bool,
-        running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        registry: std::sync::Arc<registry::Registry>,
     ) -> Launcher {
         Launcher {
             service: std::sync::RwLock::new(std::sync::Arc::new(service)),
@@ -132,7 +150,7 @@ impl Launcher {
             throttle: Throttle::new(),
             scopes,
             keep_containers,
-            running,
+            registry,
         }
     }
 

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use libsystemd::daemon::{self, NotifyState};
@@ -151,7 +150,7 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
         let scopes = Scopes::connect().await?;
         let mut adoptable = find_adoptable(&scopes).await;
         let (tx, rx) = watch::channel(false);
-        let running = Arc::new(AtomicUsize::new(0));
+        let registry = Arc::new(super::registry::Registry::default());
         let mut launchers: BTreeMap<String, Arc<Launcher>> = BTreeMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         for svc in services {
@@ -166,7 +165,7 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
                 output_fd()?,
                 Some(scopes.clone()),
                 true,
-                running.clone(),
+                registry.clone(),
             ));
             let adopted = adoptable.remove(&name).unwrap_or_default();
             let rx = rx.clone();
@@ -196,6 +195,17 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
             tracing::info!(service = %name, event = "armed", "armed ({mode:?} mode)");
             launchers.insert(name, launcher);
         }
+        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::bus::ReloadRequest>(4);
+        if let Err(e) = crate::bus::export(crate::bus::Supervisor {
+            registry: registry.clone(),
+            scopes: scopes.clone(),
+            reload: reload_tx,
+        })
+        .await
+        {
+            // berth works without its interface; list/status fall back to systemd.
+            tracing::warn!("exporting {} on the system bus: {e}", crate::bus::NAME);
+        }
         let status = |n: usize, extra: &str| {
             format!(
                 "{} services, {} containers{extra}",
@@ -205,7 +215,7 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
         };
         notify(&[
             NotifyState::Ready,
-            NotifyState::Status(status(running.load(Ordering::Relaxed), "")),
+            NotifyState::Status(status(registry.running(), "")),
         ]);
         tracing::info!("serving {} services", launchers.len());
 
@@ -220,21 +230,18 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
-                    notify(&[NotifyState::Reloading]);
-                    note = match reload(&config_dir, &launchers) {
-                        Ok(()) => {
-                            tracing::info!(event = "reloaded", "configuration reloaded");
-                            String::new()
-                        }
-                        Err(e) => {
-                            tracing::error!(event = "reload-failed", "reload refused, old configuration kept: {e}");
-                            "; last reload failed, see the journal".into()
-                        }
-                    };
-                    notify(&[NotifyState::Ready, NotifyState::Status(status(running.load(Ordering::Relaxed), &note))]);
+                    let r = reload_now(&config_dir, &launchers);
+                    note = if r.is_ok() { String::new() } else { "; last reload failed, see the journal".into() };
+                    notify(&[NotifyState::Ready, NotifyState::Status(status(registry.running(), &note))]);
+                }
+                Some(answer) = reload_rx.recv() => {
+                    let r = reload_now(&config_dir, &launchers);
+                    note = if r.is_ok() { String::new() } else { "; last reload failed, see the journal".into() };
+                    notify(&[NotifyState::Ready, NotifyState::Status(status(registry.running(), &note))]);
+                    let _ = answer.send(r);
                 }
                 _ = tick.tick() => {
-                    let n = running.load(Ordering::Relaxed);
+                    let n = registry.running();
                     if n != last {
                         last = n;
                         notify(&[NotifyState::Status(status(n, &note))]);
@@ -248,6 +255,25 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
         Ok(())
     })
+}
+
+/// Reload and report it, for SIGHUP and the D-Bus method alike.
+fn reload_now(
+    config_dir: &Path,
+    launchers: &BTreeMap<String, Arc<Launcher>>,
+) -> Result<(), String> {
+    notify(&[NotifyState::Reloading]);
+    match reload(config_dir, launchers) {
+        Ok(()) => {
+            tracing::info!(event = "reloaded", "configuration reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            let text = format!("reload refused, old configuration kept: {e}");
+            tracing::error!(event = "reload-failed", "{text}");
+            Err(text)
+        }
+    }
 }
 
 /// Validate the whole new configuration, then swap it in. Changes that

@@ -1,0 +1,448 @@
+//! `berth list`, `status`, `stop`, `logs`: what an administrator sees and
+//! does. They ask the supervisor over D-Bus (`org.berth.Supervisor1`) and
+//! systemd for each scope's accounting; without a supervisor they fall back
+//! to what systemd knows about `berth-*.scope` and say so.
+
+use std::process::Command;
+
+use crate::bus::Supervisor1Proxy;
+use crate::scope::{self, ScopeStats, Scopes};
+use crate::supervisor::registry::{ContainerInfo, now_usec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Systemd(#[from] scope::ScopeError),
+    #[error("asking berth serve: {0}")]
+    Supervisor(#[source] zbus::Error),
+    #[error("no container or service named {0:?} is running")]
+    NotFound(String),
+    #[error("running journalctl: {0}")]
+    Journalctl(#[source] std::io::Error),
+    #[error("encoding JSON: {0}")]
+    Json(#[source] serde_json::Error),
+}
+
+/// One row: the supervisor's view plus systemd's accounting.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    #[serde(flatten)]
+    pub info: ContainerInfo,
+    pub stats: Option<ScopeStats>,
+}
+
+/// Human units, like `podman stats`.
+pub fn bytes(n: u64) -> String {
+    if n == u64::MAX {
+        return "-".into();
+    }
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+pub fn duration_usec(us: u64) -> String {
+    let s = us / 1_000_000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+pub fn cpu(ns: u64) -> String {
+    if ns == u64::MAX {
+        return "-".into();
+    }
+    format!("{:.2}s", ns as f64 / 1e9)
+}
+
+fn num(n: u64) -> String {
+    if n == u64::MAX {
+        "-".into()
+    } else {
+        n.to_string()
+    }
+}
+
+/// Rows from the supervisor, or from systemd alone (the bool says which).
+async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
+    let scopes = Scopes::connect().await?;
+    let from_supervisor = match Supervisor1Proxy::new(scopes.connection()).await {
+        Ok(p) => p.list_containers().await.ok(),
+        Err(_) => None,
+    };
+    let (infos, live) = match from_supervisor {
+        Some(list) => (list, true),
+        None => {
+            let mut list = Vec::new();
+            for (unit, procs) in scopes.list().await? {
+                let Some((service, id)) = scope::parse_unit_name(&unit) else {
+                    continue;
+                };
+                list.push(ContainerInfo {
+                    id: id.into(),
+                    service: service.into(),
+                    unit: unit.clone(),
+                    pid: procs.iter().map(|(p, _)| *p).min().unwrap_or(0),
+                    state: "running".into(),
+                    started_usec: 0,
+                    connections: 0,
+                    idle_deadline_usec: 0,
+                    peer: String::new(),
+                });
+            }
+            (list, false)
+        }
+    };
+    let mut out = Vec::new();
+    for mut info in infos {
+        let stats = if info.unit.is_empty() {
+            None
+        } else {
+            scopes.stats(&info.unit).await.ok()
+        };
+        if info.started_usec == 0 {
+            if let Some(s) = &stats {
+                info.started_usec = s.active_enter_usec;
+            }
+        }
+        out.push(Row { info, stats });
+    }
+    Ok((out, live))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("berth: starting the async runtime: {e}");
+            std::process::exit(1)
+        })
+}
+
+const FALLBACK: &str = "berth serve is not running: showing what systemd knows about berth-*.scope (no connection counts or idle timers)";
+
+pub fn list(json: bool) -> Result<(), AdminError> {
+    let (rows, live) = runtime().block_on(rows())?;
+    if json {
+        let v = serde_json::json!({ "supervisor": live, "containers": rows });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(AdminError::Json)?
+        );
+        return Ok(());
+    }
+    if !live {
+        eprintln!("{FALLBACK}");
+    }
+    let now = now_usec();
+    let header = [
+        "UNIT", "SERVICE", "PID", "STATE", "UPTIME", "CONNS", "MEMORY", "CPU", "TASKS", "IDLE",
+    ];
+    let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in &rows {
+        let i = &r.info;
+        let st = r.stats.clone().unwrap_or_default();
+        let have = r.stats.is_some();
+        table.push(vec![
+            if i.unit.is_empty() {
+                format!("({})", i.id)
+            } else {
+                i.unit.clone()
+            },
+            i.service.clone(),
+            if i.pid == 0 {
+                "-".into()
+            } else {
+                i.pid.to_string()
+            },
+            i.state.clone(),
+            if i.started_usec == 0 || i.started_usec == u64::MAX {
+                "-".into()
+            } else {
+                duration_usec(now.saturating_sub(i.started_usec))
+            },
+            if live {
+                i.connections.to_string()
+            } else {
+                "-".into()
+            },
+            if have {
+                bytes(st.memory_current)
+            } else {
+                "-".into()
+            },
+            if have {
+                cpu(st.cpu_usage_nsec)
+            } else {
+                "-".into()
+            },
+            if have {
+                num(st.tasks_current)
+            } else {
+                "-".into()
+            },
+            if i.idle_deadline_usec == 0 {
+                "-".into()
+            } else {
+                duration_usec(i.idle_deadline_usec.saturating_sub(now))
+            },
+        ]);
+    }
+    print_table(&table);
+    Ok(())
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.first().map_or(0, |r| r.len());
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, v)| format!("{v:<w$}", w = widths[c]))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+fn is_container_name(name: &str) -> bool {
+    name.ends_with(".scope") || (name.len() == 12 && name.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn matches(r: &Row, name: &str) -> bool {
+    if is_container_name(name) {
+        r.info.id == name || r.info.unit == name
+    } else {
+        r.info.service == name
+    }
+}
+
+pub fn status(name: &str) -> Result<(), AdminError> {
+    let (rows, live) = runtime().block_on(rows())?;
+    let mine: Vec<&Row> = rows.iter().filter(|r| matches(r, name)).collect();
+    if !live {
+        println!("({FALLBACK})");
+    }
+    if mine.is_empty() {
+        if is_container_name(name) {
+            return Err(AdminError::NotFound(name.into()));
+        }
+        println!("Service:        {name}");
+        println!("Containers:     none running");
+        recent_logs(&service_matches(name), 10);
+        return Ok(());
+    }
+    let now = now_usec();
+    for r in mine {
+        let i = &r.info;
+        let st = r.stats.clone().unwrap_or_default();
+        println!(
+            "Name:           {}",
+            if i.unit.is_empty() { &i.id } else { &i.unit }
+        );
+        println!("Service:        {}", i.service);
+        println!("Container:      {}", i.id);
+        println!("State:          {}", i.state);
+        println!(
+            "PID:            {}",
+            if i.pid == 0 {
+                "-".into()
+            } else {
+                i.pid.to_string()
+            }
+        );
+        if i.started_usec != 0 && i.started_usec != u64::MAX {
+            println!(
+                "Uptime:         {}",
+                duration_usec(now.saturating_sub(i.started_usec))
+            );
+        }
+        if !i.peer.is_empty() {
+            println!("Peer:           {}", i.peer);
+        }
+        println!("CPU use:        {}", cpu(st.cpu_usage_nsec));
+        println!(
+            "Memory use:     {} (max {}, high {})",
+            bytes(st.memory_current),
+            bytes(st.memory_max),
+            bytes(st.memory_high)
+        );
+        println!(
+            "IO:             read {}, written {}",
+            bytes(st.io_read_bytes),
+            bytes(st.io_write_bytes)
+        );
+        println!(
+            "Tasks:          {} (max {})",
+            num(st.tasks_current),
+            num(st.tasks_max)
+        );
+        println!(
+            "CPU weight:     {}   CPU quota: {}   IO weight: {}",
+            num(st.cpu_weight),
+            if st.cpu_quota_per_sec_usec == u64::MAX {
+                "-".into()
+            } else {
+                format!("{}%", st.cpu_quota_per_sec_usec / 10_000)
+            },
+            num(st.io_weight)
+        );
+        if live {
+            println!("Connections:    {}", i.connections);
+            println!(
+                "Idle timer:     {}",
+                if i.idle_deadline_usec == 0 {
+                    "-".into()
+                } else {
+                    format!(
+                        "ends in {}",
+                        duration_usec(i.idle_deadline_usec.saturating_sub(now))
+                    )
+                }
+            );
+        }
+        if !st.control_group.is_empty() {
+            println!("Cgroup:         {}", st.control_group);
+        }
+        if !i.unit.is_empty() {
+            recent_logs(&[format!("_SYSTEMD_UNIT={}", i.unit)], 10);
+        }
+        println!();
+    }
+    Ok(())
+}
+
+fn recent_logs(matches: &[String], n: usize) {
+    let out = Command::new("journalctl")
+        .args(["--no-pager", "-q", "-o", "short-iso", "-n", &n.to_string()])
+        .args(matches)
+        .output();
+    println!("Recent log:");
+    match out {
+        Ok(o) => {
+            for l in String::from_utf8_lossy(&o.stdout).lines() {
+                println!("  {l}");
+            }
+        }
+        Err(e) => println!("  (journalctl: {e})"),
+    }
+}
+
+/// journalctl matches for a service: its applications' output and the
+/// supervisor's events about it.
+pub fn service_matches(name: &str) -> Vec<String> {
+    vec![
+        format!("SYSLOG_IDENTIFIER={name}"),
+        "+".into(),
+        format!("BERTH_SERVICE={name}"),
+    ]
+}
+
+/// journalctl matches for a container (id or scope name).
+pub fn container_matches(name: &str) -> Vec<String> {
+    if name.ends_with(".scope") {
+        let id = scope::parse_unit_name(name).map(|(_, id)| id).unwrap_or("");
+        vec![
+            format!("_SYSTEMD_UNIT={name}"),
+            "+".into(),
+            format!("BERTH_CONTAINER={id}"),
+        ]
+    } else {
+        vec![format!("BERTH_CONTAINER={name}")]
+    }
+}
+
+pub fn stop(name: &str) -> Result<u32, AdminError> {
+    runtime().block_on(async {
+        let scopes = Scopes::connect().await?;
+        if let Ok(p) = Supervisor1Proxy::new(scopes.connection()).await {
+            let r = if is_container_name(name) {
+                p.stop_container(name).await
+            } else {
+                p.stop_service(name).await
+            };
+            match r {
+                Ok(n) => return Ok(n),
+                Err(zbus::Error::MethodError(ref e, _, _))
+                    if e.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown" => {}
+                Err(e) => return Err(AdminError::Supervisor(e)),
+            }
+        }
+        // No supervisor: stop the scopes through systemd directly.
+        let mut n = 0;
+        for (unit, _) in scopes.list().await? {
+            let Some((service, id)) = scope::parse_unit_name(&unit) else {
+                continue;
+            };
+            if unit == name || id == name || service == name {
+                scopes.stop(&unit).await?;
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return Err(AdminError::NotFound(name.into()));
+        }
+        Ok(n)
+    })
+}
+
+/// Run journalctl with the right matches (replacing this process).
+pub fn logs(name: &str, follow: bool) -> AdminError {
+    use std::os::unix::process::CommandExt;
+    let m = if is_container_name(name) {
+        container_matches(name)
+    } else {
+        service_matches(name)
+    };
+    let mut cmd = Command::new("journalctl");
+    cmd.arg("--no-pager").args(&m);
+    if follow {
+        cmd.arg("--follow");
+    }
+    AdminError::Journalctl(cmd.exec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(3 * 1024 * 1024 + 512 * 1024), "3.5M");
+        assert_eq!(bytes(u64::MAX), "-");
+        assert_eq!(cpu(1_500_000_000), "1.50s");
+        assert_eq!(duration_usec(75_000_000), "1m15s");
+        assert_eq!(duration_usec(7_200_000_000), "2h00m");
+    }
+
+    #[test]
+    fn names_pick_containers_or_services() {
+        assert!(is_container_name("0123456789ab"));
+        assert!(is_container_name("berth-web-0123456789ab.scope"));
+        assert!(!is_container_name("web"));
+        assert_eq!(
+            container_matches("berth-web-0123456789ab.scope"),
+            vec![
+                "_SYSTEMD_UNIT=berth-web-0123456789ab.scope".to_string(),
+                "+".into(),
+                "BERTH_CONTAINER=0123456789ab".into()
+            ]
+        );
+        assert_eq!(service_matches("web")[2], "BERTH_SERVICE=web");
+    }
+}

@@ -1,0 +1,149 @@
+//! berth's own D-Bus interface, `org.berth.Supervisor1` at
+//! `/org/berth/Supervisor1` on the system bus: what runs, and the few
+//! actions an administrator takes on it. The mutating methods are for root
+//! only (the policy in packaging/ says so, and the supervisor checks the
+//! caller itself too).
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use zbus::fdo;
+use zbus::message::Header;
+
+use crate::scope::Scopes;
+use crate::supervisor::registry::{ContainerInfo, Registry};
+
+pub const NAME: &str = "org.berth.Supervisor1";
+pub const PATH: &str = "/org/berth/Supervisor1";
+
+/// A reload request and where its answer goes.
+pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+
+pub struct Supervisor {
+    pub registry: Arc<Registry>,
+    pub scopes: Scopes,
+    pub reload: mpsc::Sender<ReloadRequest>,
+}
+
+async fn require_root(conn: &zbus::Connection, hdr: &Header<'_>) -> fdo::Result<()> {
+    let sender = hdr
+        .sender()
+        .ok_or_else(|| fdo::Error::AccessDenied("caller unknown".into()))?;
+    let dbus = fdo::DBusProxy::new(conn).await?;
+    let uid = dbus.get_connection_unix_user(sender.clone().into()).await?;
+    if uid != 0 {
+        return Err(fdo::Error::AccessDenied(format!(
+            "only root may change containers (caller uid {uid})"
+        )));
+    }
+    Ok(())
+}
+
+impl Supervisor {
+    fn find(&self, name: &str) -> Vec<ContainerInfo> {
+        self.registry
+            .list()
+            .into_iter()
+            .filter(|c| c.state == "running" && (c.id == name || c.unit == name))
+            .collect()
+    }
+
+    async fn stop_units(&self, list: Vec<ContainerInfo>) -> fdo::Result<u32> {
+        let mut n = 0;
+        for c in list {
+            if c.unit.is_empty() {
+                continue;
+            }
+            self.scopes
+                .stop(&c.unit)
+                .await
+                .map_err(|e| fdo::Error::Failed(e.to_string()))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[zbus::interface(name = "org.berth.Supervisor1")]
+impl Supervisor {
+    /// Every container: id, service, unit, PID 1's host pid, state
+    /// ("running" or "warm"), start time, open connections, idle deadline
+    /// (µs since the epoch, 0 for none), peer.
+    async fn list_containers(&self) -> Vec<ContainerInfo> {
+        self.registry.list()
+    }
+
+    /// Stop one container (by id or scope name) through its scope.
+    async fn stop_container(
+        &self,
+        name: &str,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> fdo::Result<u32> {
+        require_root(conn, &hdr).await?;
+        let found = self.find(name);
+        if found.is_empty() {
+            return Err(fdo::Error::InvalidArgs(format!(
+                "no running container {name}"
+            )));
+        }
+        self.stop_units(found).await
+    }
+
+    /// Stop all of a service's containers; its sockets keep working.
+    async fn stop_service(
+        &self,
+        name: &str,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> fdo::Result<u32> {
+        require_root(conn, &hdr).await?;
+        let list: Vec<ContainerInfo> = self
+            .registry
+            .list()
+            .into_iter()
+            .filter(|c| c.service == name && c.state == "running")
+            .collect();
+        self.stop_units(list).await
+    }
+
+    /// Validate and load the configuration again (as SIGHUP does).
+    async fn reload(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> fdo::Result<()> {
+        require_root(conn, &hdr).await?;
+        let (tx, rx) = oneshot::channel();
+        self.reload
+            .send(tx)
+            .await
+            .map_err(|_| fdo::Error::Failed("supervisor is stopping".into()))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(fdo::Error::Failed(e)),
+            Err(_) => Err(fdo::Error::Failed("supervisor is stopping".into())),
+        }
+    }
+}
+
+/// Put the interface on the bus and take the well-known name.
+pub async fn export(sup: Supervisor) -> zbus::Result<()> {
+    let conn = sup.scopes.connection().clone();
+    conn.object_server().at(PATH, sup).await?;
+    conn.request_name(NAME).await?;
+    Ok(())
+}
+
+#[zbus::proxy(
+    interface = "org.berth.Supervisor1",
+    default_service = "org.berth.Supervisor1",
+    default_path = "/org/berth/Supervisor1",
+    gen_blocking = false
+)]
+pub trait Supervisor1 {
+    fn list_containers(&self) -> zbus::Result<Vec<ContainerInfo>>;
+    fn stop_container(&self, name: &str) -> zbus::Result<u32>;
+    fn stop_service(&self, name: &str) -> zbus::Result<u32>;
+    fn reload(&self) -> zbus::Result<()>;
+}

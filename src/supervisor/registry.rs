@@ -1,0 +1,102 @@
+//! What runs now: the supervisor's table of containers, kept current by the
+//! serving loops, read by STATUS= and the D-Bus interface.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// One container as `berth list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, zbus::zvariant::Type)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub service: String,
+    /// The scope, or "" without one.
+    pub unit: String,
+    /// Host pid of the container's PID 1 (0 while warm).
+    pub pid: u32,
+    /// "running" or "warm" (prepared ahead, waiting for a connection).
+    pub state: String,
+    /// Microseconds since the epoch.
+    pub started_usec: u64,
+    pub connections: u32,
+    /// When the idle timer ends it, microseconds since the epoch (0: none).
+    pub idle_deadline_usec: u64,
+    pub peer: String,
+}
+
+pub fn now_usec() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+pub fn usec_after(d: Duration) -> u64 {
+    now_usec().saturating_add(d.as_micros() as u64)
+}
+
+#[derive(Default)]
+pub struct Registry {
+    map: Mutex<BTreeMap<String, ContainerInfo>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ContainerInfo>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn list(&self) -> Vec<ContainerInfo> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Running containers (warm ones are not running anything).
+    pub fn running(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|c| c.state == "running")
+            .count()
+    }
+
+    pub fn insert(&self, info: ContainerInfo) {
+        self.lock().insert(info.id.clone(), info);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    pub fn update(&self, id: &str, f: impl FnOnce(&mut ContainerInfo)) {
+        if let Some(c) = self.lock().get_mut(id) {
+            f(c);
+        }
+    }
+
+    /// Register a running container for as long as the guard lives.
+    pub fn register(self: &Arc<Self>, info: ContainerInfo) -> Registered {
+        let id = info.id.clone();
+        self.insert(info);
+        Registered {
+            registry: self.clone(),
+            id,
+        }
+    }
+}
+
+pub struct Registered {
+    registry: Arc<Registry>,
+    id: String,
+}
+
+impl Registered {
+    pub fn update(&self, f: impl FnOnce(&mut ContainerInfo)) {
+        self.registry.update(&self.id, f);
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.remove(&self.id);
+    }
+}
