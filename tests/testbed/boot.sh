@@ -146,6 +146,10 @@ if [ $USERNS = 1 ]; then
     echo "$BASE" >"$STATE/userns"
     while read -r d; do chown -R "$BASE:$BASE" "$d"; done <"$STATE/cgroup.list"
     NSPAWN_ARGS+=(--private-users="$BASE:65536" --private-users-ownership=map)
+    # nspawn drops CAP_NET_ADMIN when it shares the host network; berth needs
+    # it to bring lo up in each container's new network namespace. Inside its
+    # own user namespace this grants nothing over the host's network.
+    NSPAWN_ARGS+=(--capability=CAP_NET_ADMIN)
 fi
 
 # 3. Launch. The subshell moves itself into every fresh directory first, then
