@@ -52,9 +52,7 @@ fn thousand_inetd_connections_leak_nothing() {
     if !require_root() {
         return;
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start("leak", &inetd_toml(""), std::slice::from_ref(&addr));
+    let (b, addr) = Berth::start_tcp("leak", &inetd_toml(""));
     // Warm up once so lazily opened descriptors (runtime, /dev/null) exist.
     assert_eq!(tcp_request(&addr, "echo warm"), "warm\n");
     b.log.wait_count("container stopped", 1, T);

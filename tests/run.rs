@@ -84,13 +84,7 @@ fn inetd_max_connections_refuses_and_recovers() {
     if !require_root() {
         return;
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start(
-        "probe",
-        &inetd_toml("max_connections = 2"),
-        std::slice::from_ref(&addr),
-    );
+    let (b, addr) = Berth::start_tcp("probe", &inetd_toml("max_connections = 2"));
     let h1 = hold(&addr);
     let _h2 = hold(&addr);
     b.log.wait_count("container started", 2, T);
@@ -109,13 +103,7 @@ fn inetd_max_connections_per_source() {
     if !require_root() {
         return;
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start(
-        "probe",
-        &inetd_toml("max_connections_per_source = 1"),
-        std::slice::from_ref(&addr),
-    );
+    let (b, addr) = Berth::start_tcp("probe", &inetd_toml("max_connections_per_source = 1"));
     let _h = hold(&addr);
     b.log.wait_count("container started", 1, T);
     let mut second = TcpStream::connect(&addr).unwrap();
@@ -152,25 +140,13 @@ fn inetd_max_lifetime_and_idle_timeout_end_containers() {
     if !require_root() {
         return;
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start(
-        "probe",
-        &inetd_toml("max_lifetime = \"500ms\""),
-        std::slice::from_ref(&addr),
-    );
+    let (b, addr) = Berth::start_tcp("probe", &inetd_toml("max_lifetime = \"500ms\""));
     let mut h = hold(&addr);
     assert_eq!(read_all(&mut h), "");
     b.log.wait_for("max_lifetime reached", T);
     drop(b);
 
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start(
-        "probe",
-        &inetd_toml("idle_timeout = \"300ms\""),
-        std::slice::from_ref(&addr),
-    );
+    let (b, addr) = Berth::start_tcp("probe", &inetd_toml("idle_timeout = \"300ms\""));
     let mut h = hold(&addr);
     assert_eq!(read_all(&mut h), "");
     b.log.wait_for("idle_timeout reached", T);
@@ -181,13 +157,7 @@ fn listen_starts_on_demand_idles_out_and_wakes_again() {
     if !require_root() {
         return;
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start(
-        "web",
-        &listen_toml("idle_timeout = \"400ms\""),
-        std::slice::from_ref(&addr),
-    );
+    let (b, addr) = Berth::start_tcp("web", &listen_toml("idle_timeout = \"400ms\""));
     assert_eq!(
         b.log.count("container started"),
         0,
@@ -207,13 +177,7 @@ fn listen_open_connection_keeps_container() {
     if !require_root() {
         return;
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start(
-        "web",
-        &listen_toml("idle_timeout = \"200ms\""),
-        std::slice::from_ref(&addr),
-    );
+    let (b, addr) = Berth::start_tcp("web", &listen_toml("idle_timeout = \"200ms\""));
     let h = hold(&addr);
     b.log.wait_for("container started", T);
     // Several idle periods pass with the connection open: no teardown.
@@ -231,13 +195,7 @@ fn listen_connections_during_teardown_are_served() {
     if !require_root() {
         return;
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start(
-        "web",
-        &listen_toml("idle_timeout = \"60ms\""),
-        std::slice::from_ref(&addr),
-    );
+    let (b, addr) = Berth::start_tcp("web", &listen_toml("idle_timeout = \"60ms\""));
     // Clients arrive at intervals around the idle timeout, so several land
     // while a container is being torn down. Every one must be answered.
     let mut answered = 0;
@@ -260,13 +218,7 @@ fn listen_max_lifetime_restarts_on_next_connection() {
     if !require_root() {
         return;
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start(
-        "web",
-        &listen_toml("max_lifetime = \"300ms\""),
-        std::slice::from_ref(&addr),
-    );
+    let (b, addr) = Berth::start_tcp("web", &listen_toml("max_lifetime = \"300ms\""));
     let mut h = hold(&addr);
     assert_eq!(read_all(&mut h), "");
     b.log.wait_for("max_lifetime reached", T);
@@ -279,9 +231,7 @@ fn sigterm_stops_all_containers_and_exits_zero() {
         return;
     }
     for (mode, toml) in [("inetd", inetd_toml("")), ("listen", listen_toml(""))] {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut b = Berth::start("svc", &toml, std::slice::from_ref(&addr));
+        let (mut b, addr) = Berth::start_tcp("svc", &toml);
         let mut h1 = hold(&addr);
         let mut h2 = hold(&addr);
         let want = if mode == "inetd" { 2 } else { 1 };
@@ -345,9 +295,7 @@ fn runtime_errors_close_the_connection_and_berth_keeps_serving() {
         app.dir.path().display(),
         data_src.display()
     );
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start("errs", &toml, std::slice::from_ref(&addr));
+    let (b, addr) = Berth::start_tcp("errs", &toml);
     assert_eq!(tcp_request(&addr, "echo ok"), "ok\n");
 
     // Each case: break something, see a clear error and a closed
@@ -420,13 +368,7 @@ fn deleted_user_is_an_error_for_that_connection_only() {
     }
     useradd(&user);
     let _c = Cleanup(&user, &userdel);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start(
-        "usr",
-        &inetd_toml(&format!("user = \"{user}\"")),
-        std::slice::from_ref(&addr),
-    );
+    let (b, addr) = Berth::start_tcp("usr", &inetd_toml(&format!("user = \"{user}\"")));
     let uid = json(&tcp_request(&addr, "report"))["uid"].as_u64().unwrap();
     assert_ne!(uid, 0);
     userdel(&user);
@@ -497,9 +439,7 @@ fn warm_sandboxes_wait_parked_and_serve_connections() {
     if !require_root() {
         return;
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut b = Berth::start("warm", &inetd_toml("warm = 2"), std::slice::from_ref(&addr));
+    let (mut b, addr) = Berth::start_tcp("warm", &inetd_toml("warm = 2"));
     b.log.wait_count("sandbox prepared ahead", 2, T);
     // Two parked stages, no application yet.
     let parked = stage_children(b.pid());

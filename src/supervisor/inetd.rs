@@ -155,7 +155,7 @@ impl WarmPool {
                             service = %launcher.service().name, container = %id, event = "failed",
                             "preparing a warm sandbox: {e}"
                         );
-                        note_failure(&launcher, &id);
+                        launcher.note_failure(&id);
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
@@ -371,7 +371,7 @@ pub async fn run_one(
                 service = %svc.name, container = %id, event = "failed", peer = %peer,
                 "container failed to start: {e}"
             );
-            note_failure(&launcher, &id);
+            launcher.note_failure(&id);
             return None; // dropping conn closes the connection
         }
     };
@@ -430,7 +430,7 @@ pub async fn run_one(
     );
     let ok = matches!(&status, Ok(s) if s.success());
     if reason == "exited" && !ok && started.elapsed() < QUICK_EXIT {
-        note_failure(&launcher, &id);
+        launcher.note_failure(&id);
     } else {
         launcher.throttle.success();
     }
@@ -461,16 +461,6 @@ pub async fn watch_adopted(
         service = %svc.name, container = %c.id, event = "stopped",
         "adopted container ended"
     );
-}
-
-fn note_failure(launcher: &Launcher, id: &str) {
-    if let Some(delay) = launcher.throttle.failure() {
-        tracing::warn!(
-            service = %launcher.service().name, container = %id, event = "throttled",
-            "{} failed starts in a row; next start delayed {delay:?}",
-            launcher.throttle.consecutive_failures()
-        );
-    }
 }
 
 async fn idle_watch(conn: &OwnedFd, limit: Duration) {

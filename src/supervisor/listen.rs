@@ -121,7 +121,7 @@ pub async fn serve(
                         service = %name, container = %id, event = "failed",
                         "container failed to start: {e}"
                     );
-                    note_failure(&launcher, &id);
+                    launcher.note_failure(&id);
                     // Without a delay, the queued connection would wake us at once.
                     if launcher.throttle.remaining().is_none() {
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -158,10 +158,8 @@ pub async fn serve(
         );
         match reason {
             Stop::Shutdown => return,
-            Stop::Exited if started.elapsed() < QUICK_EXIT => note_failure(&launcher, &id),
-            Stop::Exited if !matches!(&status, Ok(s) if s.success()) => {
-                note_failure(&launcher, &id)
-            }
+            Stop::Exited if started.elapsed() < QUICK_EXIT => launcher.note_failure(&id),
+            Stop::Exited if !matches!(&status, Ok(s) if s.success()) => launcher.note_failure(&id),
             _ => launcher.throttle.success(),
         }
     }
@@ -284,15 +282,5 @@ async fn wait_stopped(pids: &[u32]) {
 fn signal_all(pids: &[u32], sig: Signal) {
     for p in pids {
         let _ = kill(Pid::from_raw(*p as i32), sig);
-    }
-}
-
-fn note_failure(launcher: &Launcher, id: &str) {
-    if let Some(delay) = launcher.throttle.failure() {
-        tracing::warn!(
-            service = %launcher.service().name, container = %id, event = "throttled",
-            "{} failed starts in a row; next start delayed {delay:?}",
-            launcher.throttle.consecutive_failures()
-        );
     }
 }

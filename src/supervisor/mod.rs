@@ -108,6 +108,17 @@ pub struct Parked {
 }
 
 impl Launcher {
+    /// Count a failed start; log the delay if the service is now throttled.
+    pub fn note_failure(&self, id: &str) {
+        if let Some(delay) = self.throttle.failure() {
+            tracing::warn!(
+                service = %self.service().name, container = %id, event = "throttled",
+                "{} failed starts in a row; next start delayed {delay:?}",
+                self.throttle.consecutive_failures()
+            );
+        }
+    }
+
     /// Enter a running container in the registry while the guard lives.
     pub fn register(&self, c: &Container, peer: &str) -> registry::Registered {
         self.registry.register(registry::ContainerInfo {

@@ -106,6 +106,13 @@ impl Berth {
         Self::start_file(dir, file, listen)
     }
 
+    /// Start on a fresh loopback TCP port; returns berth and the address.
+    pub fn start_tcp(name: &str, toml: &str) -> (Berth, String) {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let b = Self::start(name, toml, std::slice::from_ref(&addr));
+        (b, addr)
+    }
+
     pub fn start_file(dir: tempfile::TempDir, file: PathBuf, listen: &[String]) -> Berth {
         let mut cmd = Command::new(BERTH);
         cmd.arg("--config-dir")
