@@ -31,9 +31,16 @@ fn mount_table() -> Vec<String> {
         .collect()
 }
 
+/// Network namespaces held by container processes (the probe or a stage):
+/// what other activity on the host creates meanwhile does not count.
 fn net_namespaces() -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        if !(cmd.starts_with("/probe") || cmd.contains("sandbox-stage")) {
+            continue;
+        }
         if let Ok(l) = std::fs::read_link(e.path().join("ns/net")) {
             out.insert(l.to_string_lossy().into_owned());
         }
