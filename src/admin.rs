@@ -81,14 +81,20 @@ async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
         Ok(p) => p.list_containers().await.ok(),
         Err(_) => None,
     };
-    let (infos, live) = match from_supervisor {
-        Some(list) => (list, true),
-        None => {
-            let mut list = Vec::new();
+    let live = from_supervisor.is_some();
+    // systemd's list adds what the supervisor does not run itself:
+    // `berth inetd` containers (Accept=yes), or everything without it.
+    let mut infos = from_supervisor.unwrap_or_default();
+    {
+        let mut list = Vec::new();
+        {
             for (unit, procs) in scopes.list().await? {
                 let Some((service, id)) = scope::parse_unit_name(&unit) else {
                     continue;
                 };
+                if infos.iter().any(|i| i.unit == unit) {
+                    continue;
+                }
                 list.push(ContainerInfo {
                     id: id.into(),
                     service: service.into(),
@@ -101,9 +107,9 @@ async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
                     peer: String::new(),
                 });
             }
-            (list, false)
         }
-    };
+        infos.extend(list);
+    }
     let mut out = Vec::new();
     for mut info in infos {
         let stats = if info.unit.is_empty() {

@@ -242,16 +242,21 @@ impl Scopes {
         self.wait_job(req.unit, &job).await
     }
 
-    /// Stop a scope: systemd kills everything in it.
+    /// Stop a scope: systemd kills everything in it. A scope that is
+    /// already gone (emptied and collected) counts as stopped.
     pub async fn stop(&self, unit: &str) -> Result<(), ScopeError> {
-        self.manager
-            .stop_unit(unit, "replace")
-            .await
-            .map(|_| ())
-            .map_err(|source| ScopeError::Stop {
+        match self.manager.stop_unit(unit, "replace").await {
+            Ok(_) => Ok(()),
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(ScopeError::Stop {
                 unit: unit.into(),
                 source,
-            })
+            }),
+        }
     }
 
     /// Active berth scopes: (unit name, pids with their command lines).

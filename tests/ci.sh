@@ -34,3 +34,5 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 CI="${CI:-true}" cargo test --all-targets --quiet 2>&1
+echo "== system tests: berth on a real systemd (testbed 1)"
+bash tests/system/run.sh

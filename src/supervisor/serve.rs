@@ -204,7 +204,13 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
         .await
         {
             // berth works without its interface; list/status fall back to systemd.
-            tracing::warn!("exporting {} on the system bus: {e}", crate::bus::NAME);
+            tracing::error!(
+                "exporting {} on the system bus: {e}. Is the D-Bus policy \
+                 /usr/share/dbus-1/system.d/{}.conf installed (and dbus reloaded)? \
+                 Until then `berth list` and `berth status` show only what systemd knows",
+                crate::bus::NAME,
+                crate::bus::NAME
+            );
         }
         let status = |n: usize, extra: &str| {
             format!(

@@ -14,6 +14,9 @@
 #   8080 web (berth serve, listen)   2222 ssh (berth serve, inetd)
 #   2223 dropbear (systemd Accept=yes -> berth inetd)   2291 bomb, 2292 hog (berth serve, inetd)
 #
+# Runs are serialized on a host by flock on /run/lock/berth-system-test.lock (the
+# ports are fixed by the shipped socket units). About 30 s with a cached tree.
+#
 # Environment:
 #   BERTH_SYSTEM_CONFIG   the config/ directory to install (default: the repo's config/)
 #   BERTH_SYSTEM_KEEP=1   leave the testbed running at the end (state dir printed; stop
@@ -36,8 +39,44 @@ check()  { # NAME WHY CMD...: ok if CMD succeeds, else not ok with WHY
 }
 diag()   { sed 's/^/# /' >&2; }
 note()   { echo "# $*" >&2; }
-die()    { echo "run.sh: ERROR: $*" >&2; exit 2; }
+# A set-up step failed: one `not ok`, the summary line, exit 1 (the EXIT trap stops
+# the testbed first).
+die()    { not_ok "set-up" "$*"; exit 1; }
 
+S=$(mktemp -d /tmp/berth-system.XXXXXX)
+BG_PIDS=()
+STOPPED=0
+stop_testbed() {
+    [ $STOPPED = 1 ] && return 0
+    STOPPED=1
+    local p t
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    if [ "${BERTH_SYSTEM_KEEP:-0}" = 1 ]; then
+        note "testbed kept: $REPO/tests/testbed/in.sh $S/tb ...; stop with $REPO/tests/testbed/stop.sh $S/tb"
+        return 0
+    fi
+    if [ -d "$S/tb" ]; then
+        t=$(date +%s)
+        "$REPO/tests/testbed/stop.sh" "$S/tb" 2>"$S/stop.log"; diag <"$S/stop.log"
+        note "testbed stopped in $(( $(date +%s) - t )) s"
+    fi
+    if [ -e "$S/tb/rootfs" ]; then note "testbed root left in $S/tb"; else rm -rf "$S"; fi
+}
+# Always: stop the testbed, then the summary as the very last line.
+on_exit() {
+    if [ "$FAILED" -gt 0 ] && [ -s "$S/tb/leader.pid" ] && [ -d "/proc/$(cat "$S/tb/leader.pid")" ]; then
+        mkdir -p "$LOGDIR"
+        "$REPO/tests/testbed/in.sh" "$S/tb" journalctl --no-pager -o short-monotonic >"$LOGDIR/journal.txt" 2>&1
+        note "full testbed journal: $LOGDIR/journal.txt; berth's last lines:"
+        "$REPO/tests/testbed/in.sh" "$S/tb" journalctl --no-pager -o cat -n 15 _COMM=berth 2>/dev/null | diag
+    fi
+    stop_testbed
+    note "took $(( $(date +%s) - T0 )) s"
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" = 0 ] && exit 0 || exit 1
+}
+trap on_exit EXIT
+trap 'not_ok "interrupted" "by a signal"; exit 1' INT TERM HUP
 [ "$(id -u)" = 0 ] || die "must run as root"
 
 # ---------------------------------------------------------------- host side
@@ -57,6 +96,9 @@ if [ ${#need[@]} -gt 0 ]; then
             $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null || die "apt-get install failed"
 fi
 
+# One run at a time on a host: the ports are fixed by the shipped socket units.
+exec 4>/run/lock/berth-system-test.lock
+flock -w 900 4 || die "another tests/system/run.sh still holds /run/lock/berth-system-test.lock after 15 min"
 for p in $PORT_WEB $PORT_SSH $PORT_DROPBEAR $PORT_BOMB $PORT_HOG; do
     [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] ||
         die "port $p is already in use on this host (the testbed shares the host network)"
@@ -67,24 +109,12 @@ HAVE_SERVE=0 HAVE_INETD=0
 "$BERTH" inetd --help >/dev/null 2>&1 && HAVE_INETD=1
 
 TREE=$(tests/testbed/tree.sh | tail -n1) || die "tests/testbed/tree.sh failed"
-S=$(mktemp -d /tmp/berth-system.XXXXXX)
-BG_PIDS=()
-cleanup() {
-    local p
-    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    if [ "${BERTH_SYSTEM_KEEP:-0}" = 1 ]; then
-        note "testbed kept: $REPO/tests/testbed/in.sh $S ...; stop with $REPO/tests/testbed/stop.sh $S"
-    else
-        local t=$(date +%s)
-        "$REPO/tests/testbed/stop.sh" "$S/tb" 2> >(diag)
-        note "testbed stopped in $(( $(date +%s) - t )) s"
-        if [ -e "$S/tb/rootfs" ]; then note "testbed root left in $S/tb"; else rm -rf "$S"; fi
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-tests/testbed/boot.sh "$TREE" "$S/tb" --userns 2> >(diag) || die "tests/testbed/boot.sh failed"
+# (stderr to a file, not a pipe: the testbed's processes would keep a pipe open)
+if ! tests/testbed/boot.sh "$TREE" "$S/tb" --userns 2>"$S/boot.log" 4>&-; then
+    diag <"$S/boot.log"; die "tests/testbed/boot.sh failed"
+fi
+diag <"$S/boot.log"
 TB=$S/tb
 ROOT=$(cat "$TB/root")
 IN() { "$REPO/tests/testbed/in.sh" "$TB" "$@"; }
@@ -192,6 +222,12 @@ ln -sfn /lib/systemd/system/berth-inetd@.service "$ROOT/etc/systemd/system/dropb
 mkdir -p "$ROOT/etc/berth/services" "$ROOT/usr/share/berth/web" "$ROOT/usr/share/berth/ssh"
 install -m644 "$CFG"/services/*.toml "$ROOT/etc/berth/services/"
 cp -r "$CONFIG/web/." "$ROOT/usr/share/berth/web/"
+# The supervisor's bus name (berth list/status/stop talk to it), as packaging installs it.
+if [ -f "$REPO/packaging/dbus/org.berth.Supervisor1.conf" ]; then
+    install -D -m644 "$REPO/packaging/dbus/org.berth.Supervisor1.conf" \
+        "$ROOT/usr/share/dbus-1/system.d/org.berth.Supervisor1.conf"
+    IN systemctl reload dbus.service >/dev/null 2>&1 || note "reloading dbus.service failed"
+fi
 ssh-keygen -q -t ed25519 -N '' -C berth-system-test -f "$S/key" || die "ssh-keygen failed"
 install -m644 "$S/key.pub" "$ROOT/usr/share/berth/ssh/authorized_keys"
 # A minbase tree has no /etc/hosts (no netbase); every installed system has one.
@@ -240,7 +276,7 @@ echo procs=$(ls /proc | grep -c "^[0-9]")'
 SESS_PID=
 sess_open() { # PORT
     rm -f "$S/sin" "$S/sout"; mkfifo "$S/sin" "$S/sout"
-    "${SSH[@]}" -p "$1" root@127.0.0.1 sh <"$S/sin" >"$S/sout" 2>&1 &
+    "${SSH[@]}" -p "$1" root@127.0.0.1 sh <"$S/sin" >"$S/sout" 2>&1 4>&- &
     SESS_PID=$!; BG_PIDS+=("$SESS_PID")
     exec 5>"$S/sin" 6<"$S/sout"
 }
@@ -280,6 +316,15 @@ ssh_suite() {
     v=$(sed -n 's/^procs=//p' <<<"$out")
     check "$label: no host processes visible" "$v pids in /proc" eval '[ -n "$v" ] && [ "$v" -lt 10 ]'
 
+    # An interactive login: dropbear allocates a pty (chown to group tty) and changes groups.
+    out=$(timeout 30 "${SSH[@]}" -tt -p "$port" root@127.0.0.1 'echo tty=$(tty)' </dev/null 2>&1 | tr -d '\r')
+    if [[ "$out" == *tty=/dev/pts/* ]]; then
+        ok "$label: interactive login with a pty (ssh -tt)"
+    else
+        not_ok "$label: interactive login with a pty (ssh -tt)" \
+            "got '$(echo "$out" | tail -n 2 | tr '\n' ' ')'; journal: $(IN journalctl -q -o cat -t dropbear -n 3 --no-pager | grep -v '^Child connection' | tr '\n' ' ')"
+    fi
+
     sess_open "$port"
     if v=$(sess_run 'echo hello') && [ "$v" = hello ]; then
         ok "$label: interactive session answers"
@@ -301,6 +346,14 @@ ssh_suite() {
         mc=$(prop "$unit" MemoryCurrent); tc=$(prop "$unit" TasksCurrent)
         check "$label: scope reports MemoryCurrent and TasksCurrent" \
             "MemoryCurrent=$mc TasksCurrent=$tc" eval 'is_number "$mc" && is_number "$tc" && [ "$tc" -gt 0 ]'
+        v=$(IN berth list --json 2>&1)
+        check "$label: berth list --json shows the session's container" \
+            "$(echo "$v" | tr -s ' \n' ' ' | cut -c1-300)" eval '[[ "$v" == *"\"unit\": \"$unit\""* ]]'
+        if [ "$svc" = ssh ]; then
+            check "$label: berth list --json answered by the running supervisor" \
+                "no \"supervisor\": true (bus name not reachable?): $(IN journalctl -u berth.service -o cat --no-pager | grep -i 'org.berth.Supervisor1' | tail -n1)" \
+                eval '[[ "$v" == *"\"supervisor\": true"* ]]'
+        fi
         cg=$(prop "$unit" ControlGroup)
         v=$(IN cat "/sys/fs/cgroup/memory$cg/memory.limit_in_bytes" 2>&1)
         check "$label: memory.limit_in_bytes of the scope's cgroup is 64M" "$cg: '$v'" [ "$v" = 67108864 ]
@@ -388,6 +441,9 @@ if [ $SERVE_UP = 1 ]; then
             wait_for 5 journal_has BERTH_SERVICE=web BERTH_CONTAINER="$ID1" BERTH_EVENT=started
         check "journal: BERTH_SERVICE=web BERTH_EVENT=stopped" "no such entry for container $ID1" \
             wait_for 5 journal_has BERTH_SERVICE=web BERTH_CONTAINER="$ID1" BERTH_EVENT=stopped
+        v=$(IN berth logs web 2>&1)
+        check "journal: berth logs web shows lighttpd's start-up line" "$(echo "$v" | tail -n 2 | tr '\n' ' ')" \
+            eval '[[ "$v" == *"server started"* ]]'
     fi
 else
     not_ok "web via berth serve" "berth.service is not up"
@@ -455,8 +511,25 @@ if [ $SERVE_UP = 1 ]; then
         check "bomb: the scope holds the bomb" "$B ended" scope_active "$B"
         check "bomb: web still answers during the fork bomb" "curl failed" web_ok
         check "bomb: berth.service unaffected" "berth.service $(IN systemctl is-active berth.service)" berth_active
-        IN systemctl kill --signal=SIGKILL "$B" >/dev/null 2>&1
-        check "bomb: scope gone after SIGKILL to it" "$B still active" wait_for 15 scope_gone "$B"
+        out=$(IN berth stop bomb 2>&1)
+        if wait_for 15 scope_gone "$B"; then
+            ok "bomb: berth stop bomb ends the container (scope gone)"
+        else
+            not_ok "bomb: berth stop bomb ends the container (scope gone)" "$B still active; berth stop said: $out"
+            IN systemctl kill --signal=SIGKILL "$B" >/dev/null 2>&1
+            wait_for 15 scope_gone "$B"
+        fi
+        exec 8>&-
+        # berth stop leaves the socket working: the next connection starts a new container.
+        exec 8<>"/dev/tcp/127.0.0.1/$PORT_BOMB"
+        if wait_for 5 eval '[ -n "$(scopes bomb)" ] && [ "$(scopes bomb)" != "$B" ]'; then
+            ok "bomb: the socket still starts containers after berth stop"
+            B2=$(scopes bomb | head -n1)
+            IN berth stop bomb >/dev/null 2>&1 || IN systemctl kill --signal=SIGKILL "$B2" >/dev/null 2>&1
+            wait_for 15 scope_gone "$B2" || IN systemctl kill --signal=SIGKILL "$B2" >/dev/null 2>&1
+        else
+            not_ok "bomb: the socket still starts containers after berth stop" "no new berth-bomb-*.scope"
+        fi
     else
         not_ok "bomb: a connection starts a container with a scope" "no berth-bomb-*.scope"
     fi
@@ -496,12 +569,4 @@ fi
 v=$(IN systemctl list-units --plain --no-legend --no-pager --state=failed 2>/dev/null | awk '{print $1}' | xargs)
 check "no failed units in the testbed" "failed: $v" [ -z "$v" ]
 
-if [ "$FAILED" -gt 0 ]; then
-    mkdir -p "$LOGDIR"
-    IN journalctl --no-pager -o short-monotonic >"$LOGDIR/journal.txt" 2>&1
-    note "full testbed journal: $LOGDIR/journal.txt; last lines of berth:"
-    IN journalctl --no-pager -o cat -n 15 _COMM=berth 2>/dev/null | diag
-fi
-note "took $(( $(date +%s) - T0 )) s"
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+exit   # on_exit: stops the testbed, prints the summary, exits 1 if anything failed
