@@ -12,11 +12,12 @@ fn main() -> ExitCode {
         // The stage must stay single-threaded: no runtime, no logger threads.
         Command::SandboxStage => berth::sandbox::stage::main(),
         Command::Check { paths } => {
-            let (_ok, errors) = berth::config::check(&paths, &cli.config_dir);
+            let (ok, errors) = berth::config::check(&paths, &cli.config_dir);
             for e in &errors {
                 eprintln!("{e}");
             }
             if errors.is_empty() {
+                println!("{ok} file{} valid", if ok == 1 { "" } else { "s" });
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(2)

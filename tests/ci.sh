@@ -36,3 +36,5 @@ echo "== cargo test"
 CI="${CI:-true}" cargo test --all-targets --quiet 2>&1
 echo "== system tests: berth on a real systemd (testbed 1)"
 bash tests/system/run.sh
+echo "== the README's administrator guide, run as written (Debian package on testbed 1)"
+bash tests/system/guide.sh

@@ -62,7 +62,7 @@ fn thousand_inetd_connections_leak_nothing() {
     let (b, addr) = Berth::start_tcp("leak", &inetd_toml(""));
     // Warm up once so lazily opened descriptors (runtime, /dev/null) exist.
     assert_eq!(tcp_request(&addr, "echo warm"), "warm\n");
-    b.log.wait_count("container stopped", 1, T);
+    b.log.wait_count("event=\"stopped\"", 1, T);
     let mounts = mount_table();
     let netns = net_namespaces();
     let fds = fd_count(b.pid());
@@ -83,8 +83,8 @@ fn thousand_inetd_connections_leak_nothing() {
         t.join().expect("client thread");
     }
     b.log
-        .wait_count("container stopped", n + 1, Duration::from_secs(120));
-    assert_eq!(b.log.count("container started"), n + 1);
+        .wait_count("event=\"stopped\"", n + 1, Duration::from_secs(120));
+    assert_eq!(b.log.count("event=\"started\""), n + 1);
     assert_eq!(mount_table(), mounts, "host mount table changed");
     assert_eq!(net_namespaces(), netns, "network namespaces left behind");
     assert_eq!(fd_count(b.pid()), fds, "descriptors leaked in berth");

@@ -76,7 +76,7 @@ fn inetd_serves_tcp4_tcp6_and_unix() {
     let a = net_ns_of(&tcp_request(&format!("127.0.0.1:{p4}"), "report"));
     let c = net_ns_of(&tcp_request(&format!("127.0.0.1:{p4}"), "report"));
     assert_ne!(a, c);
-    b.log.wait_count("container stopped", 5, T);
+    b.log.wait_count("event=\"stopped\"", 5, T);
 }
 
 #[test]
@@ -87,14 +87,14 @@ fn inetd_max_connections_refuses_and_recovers() {
     let (b, addr) = Berth::start_tcp("probe", &inetd_toml("max_connections = 2"));
     let h1 = hold(&addr);
     let _h2 = hold(&addr);
-    b.log.wait_count("container started", 2, T);
+    b.log.wait_count("event=\"started\"", 2, T);
     let mut third = TcpStream::connect(&addr).unwrap();
     let _ = third.write_all(b"echo no\n");
     assert_eq!(read_all(&mut third), "", "over the limit: closed at once");
     b.log.wait_for("max_connections (2) reached", T);
     assert!(b.log.count("event=\"refused\"") >= 1);
     drop(h1);
-    b.log.wait_count("container stopped", 1, T);
+    b.log.wait_count("event=\"stopped\"", 1, T);
     assert_eq!(tcp_request(&addr, "echo again"), "again\n");
 }
 
@@ -105,7 +105,7 @@ fn inetd_max_connections_per_source() {
     }
     let (b, addr) = Berth::start_tcp("probe", &inetd_toml("max_connections_per_source = 1"));
     let _h = hold(&addr);
-    b.log.wait_count("container started", 1, T);
+    b.log.wait_count("event=\"started\"", 1, T);
     let mut second = TcpStream::connect(&addr).unwrap();
     assert_eq!(read_all(&mut second), "");
     b.log
@@ -159,7 +159,7 @@ fn listen_starts_on_demand_idles_out_and_wakes_again() {
     }
     let (b, addr) = Berth::start_tcp("web", &listen_toml("idle_timeout = \"400ms\""));
     assert_eq!(
-        b.log.count("container started"),
+        b.log.count("event=\"started\""),
         0,
         "nothing runs before a connection"
     );
@@ -169,7 +169,7 @@ fn listen_starts_on_demand_idles_out_and_wakes_again() {
     b.log.wait_for("idle_timeout reached", T);
     let woken = net_ns_of(&tcp_request(&addr, "report"));
     assert_ne!(first, woken, "a new container after the idle teardown");
-    assert_eq!(b.log.count("container started"), 2);
+    assert_eq!(b.log.count("event=\"started\""), 2);
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn listen_open_connection_keeps_container() {
     }
     let (b, addr) = Berth::start_tcp("web", &listen_toml("idle_timeout = \"200ms\""));
     let h = hold(&addr);
-    b.log.wait_for("container started", T);
+    b.log.wait_for("event=\"started\"", T);
     // Several idle periods pass with the connection open: no teardown.
     let before = net_ns_of(&tcp_request(&addr, "report"));
     std::thread::sleep(Duration::from_millis(1200));
@@ -206,7 +206,7 @@ fn listen_connections_during_teardown_are_served() {
         std::thread::sleep(Duration::from_millis(20 + (i * 37) % 90));
     }
     assert_eq!(answered, 60);
-    let started = b.log.count("container started");
+    let started = b.log.count("event=\"started\"");
     assert!(
         started >= 3,
         "expected several idle teardowns, saw {started} starts"
@@ -235,7 +235,7 @@ fn sigterm_stops_all_containers_and_exits_zero() {
         let mut h1 = hold(&addr);
         let mut h2 = hold(&addr);
         let want = if mode == "inetd" { 2 } else { 1 };
-        let lines = b.log.wait_count("container started", want, T);
+        let lines = b.log.wait_count("event=\"started\"", want, T);
         let pids: Vec<u32> = lines
             .iter()
             .filter_map(|l| l.split("pid=").nth(1))
@@ -328,7 +328,7 @@ fn runtime_errors_close_the_connection_and_berth_keeps_serving() {
         );
         let line = b.log.wait_for(needle, T);
         assert!(line.contains("event=\"failed\""), "failure event: {line}");
-        assert_eq!(b.log.count("container failed to start"), i + 1);
+        assert_eq!(b.log.count("event=\"failed\""), i + 1);
         fix();
         assert_eq!(
             tcp_request(&addr, "echo fixed"),
@@ -444,12 +444,12 @@ fn warm_sandboxes_wait_parked_and_serve_connections() {
     // Two parked stages, no application yet.
     let parked = stage_children(b.pid());
     assert_eq!(parked.len(), 2, "parked stages: {parked:?}");
-    assert_eq!(b.log.count("container started"), 0);
+    assert_eq!(b.log.count("event=\"started\""), 0);
     // A connection takes a parked sandbox: the container id is the one
     // prepared ahead, and the pool is refilled.
     let r = json(&tcp_request(&addr, "report"));
     assert_eq!(r["uid"], 65534);
-    let started = b.log.wait_for("container started", T);
+    let started = b.log.wait_for("event=\"started\"", T);
     let prepared: Vec<String> = b
         .log
         .lines()

@@ -272,7 +272,7 @@ async fn accept_loop(
             if c.total >= svc.max_connections {
                 tracing::warn!(
                     service = %name, event = "refused", peer = %peer,
-                    "connection refused: max_connections ({}) reached", svc.max_connections
+                    "{}: connection from {peer} refused: max_connections ({}) reached", svc.name, svc.max_connections
                 );
                 continue;
             }
@@ -280,7 +280,7 @@ async fn accept_loop(
                 if from_source >= max {
                     tracing::warn!(
                         service = %name, event = "refused", peer = %peer,
-                        "connection refused: max_connections_per_source ({max}) reached for {source}"
+                        "{}: connection from {peer} refused: max_connections_per_source ({max}) reached for {source}", svc.name
                     );
                     continue;
                 }
@@ -369,7 +369,7 @@ pub async fn run_one(
         Err((id, e)) => {
             tracing::error!(
                 service = %svc.name, container = %id, event = "failed", peer = %peer,
-                "container failed to start: {e}"
+                "{}: container failed to start ({id}): {e}", svc.name
             );
             launcher.note_failure(&id);
             return None; // dropping conn closes the connection
@@ -381,7 +381,7 @@ pub async fn run_one(
     tracing::info!(
         service = %svc.name, container = %id, event = "started", peer = %peer,
         pid = c.running.init_pid(), unit = c.unit.as_deref().unwrap_or("-"),
-        "container started"
+        "{}: container started ({id}, for {peer})", svc.name
     );
     // Only TCP_INFO tells idleness without proxying; keep our copy of the
     // connection for it, otherwise let the application own it alone.
@@ -426,7 +426,7 @@ pub async fn run_one(
     };
     tracing::info!(
         service = %svc.name, container = %id, event = "stopped", peer = %peer,
-        "container stopped ({reason}): {status_text}"
+        "{}: container stopped ({reason}; {id}): {status_text}", svc.name
     );
     let ok = matches!(&status, Ok(s) if s.success());
     if reason == "exited" && !ok && started.elapsed() < QUICK_EXIT {

@@ -119,7 +119,7 @@ pub async fn serve(
                 Err(e) => {
                     tracing::error!(
                         service = %name, container = %id, event = "failed",
-                        "container failed to start: {e}"
+                        "{name}: container failed to start ({id}): {e}"
                     );
                     launcher.note_failure(&id);
                     // Without a delay, the queued connection would wake us at once.
@@ -135,7 +135,7 @@ pub async fn serve(
             tracing::info!(
                 service = %name, container = %id, event = "started",
                 pid = c.running.init_pid(), unit = c.unit.as_deref().unwrap_or("-"),
-                "container started"
+                "{name}: container started ({id})"
             );
         }
         let reg = launcher.register(&c, "");
@@ -154,7 +154,7 @@ pub async fn serve(
         };
         tracing::info!(
             service = %name, container = %id, event = "stopped",
-            "container stopped ({reason}): {text}"
+            "{name}: container stopped ({reason}; {id}): {text}"
         );
         match reason {
             Stop::Shutdown => return,

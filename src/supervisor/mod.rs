@@ -113,7 +113,8 @@ impl Launcher {
         if let Some(delay) = self.throttle.failure() {
             tracing::warn!(
                 service = %self.service().name, container = %id, event = "throttled",
-                "{} failed starts in a row; next start delayed {delay:?}",
+                "{}: {} failed starts in a row; next start delayed {delay:?}",
+                self.service().name,
                 self.throttle.consecutive_failures()
             );
         }

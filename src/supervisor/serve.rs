@@ -192,7 +192,7 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
                     tasks.spawn(super::listen::serve(l, listeners, rx, first));
                 }
             }
-            tracing::info!(service = %name, event = "armed", "armed ({mode:?} mode)");
+            tracing::info!(service = %name, event = "armed", "{name}: armed ({} mode)", if mode == Mode::Inetd { "inetd" } else { "listen" });
             launchers.insert(name, launcher);
         }
         let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::bus::ReloadRequest>(4);
