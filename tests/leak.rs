@@ -17,17 +17,18 @@ fn inetd_toml(extra: &str) -> String {
     )
 }
 
+/// Host mounts berth could have left: anything under its staging
+/// directory or made from its root tmpfs. (Unrelated mounts other jobs make
+/// on the host meanwhile do not count.)
 fn mount_table() -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .map(|l| {
-            l.split_whitespace()
-                .skip(3)
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ")
+        .filter(|l| {
+            let mount_point = l.split_whitespace().nth(4).unwrap_or("");
+            mount_point.starts_with("/run/berth") || l.contains(" berth-root ")
         })
+        .map(|l| l.to_owned())
         .collect()
 }
 
