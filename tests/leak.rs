@@ -32,14 +32,14 @@ fn mount_table() -> Vec<String> {
         .collect()
 }
 
-/// Network namespaces held by container processes (the probe or a stage):
-/// what other activity on the host creates meanwhile does not count.
+/// Network namespaces held by this test's applications (their environment
+/// has BERTH_SERVICE=leak): other berths and testbeds on the host meanwhile
+/// do not count. Stage processes are checked as berth's children below.
 fn net_namespaces() -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd);
-        if !(cmd.starts_with("/probe") || cmd.contains("sandbox-stage")) {
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        if !env.split(|b| *b == 0).any(|v| v == b"BERTH_SERVICE=leak") {
             continue;
         }
         if let Ok(l) = std::fs::read_link(e.path().join("ns/net")) {
