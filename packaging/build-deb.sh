@@ -117,7 +117,6 @@ Depends: $LIBC_DEP, systemd, dbus
 Suggests: lighttpd, dropbear-bin
 Section: admin
 Priority: optional
-Homepage: https://localhost/berth
 Description: socket-activated network services in throw-away containers
  berth runs network services in sandboxed application containers that
  systemd wakes up on demand. systemd owns the listening sockets; berth

@@ -237,8 +237,39 @@ fn matches(r: &Row, name: &str) -> bool {
     }
 }
 
+/// The supervisor's throttle state of a service, if it runs.
+async fn throttle_of(name: &str) -> Option<crate::supervisor::registry::ServiceInfo> {
+    let conn = zbus::Connection::system().await.ok()?;
+    let p = Supervisor1Proxy::new(&conn).await.ok()?;
+    p.list_services()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|s| s.name == name)
+}
+
+fn print_throttle(t: &Option<crate::supervisor::registry::ServiceInfo>) {
+    let Some(t) = t else { return };
+    let now = now_usec();
+    if t.throttled_until_usec > now {
+        println!(
+            "Throttled:      {} failed starts in a row; next start in {}",
+            t.failures,
+            duration_usec(t.throttled_until_usec - now)
+        );
+    } else {
+        println!("Failed starts:  {} in a row", t.failures);
+    }
+}
+
 pub fn status(name: &str) -> Result<(), AdminError> {
-    let (rows, live) = runtime().block_on(rows())?;
+    let rt = runtime();
+    let (rows, live) = rt.block_on(rows())?;
+    let throttle = if is_container_name(name) {
+        None
+    } else {
+        rt.block_on(throttle_of(name))
+    };
     let mine: Vec<&Row> = rows.iter().filter(|r| matches(r, name)).collect();
     if !live {
         println!("({FALLBACK})");
@@ -249,6 +280,7 @@ pub fn status(name: &str) -> Result<(), AdminError> {
         }
         println!("Service:        {name}");
         println!("Containers:     none running");
+        print_throttle(&throttle);
         recent_logs(&service_matches(name), 10);
         return Ok(());
     }
@@ -261,6 +293,7 @@ pub fn status(name: &str) -> Result<(), AdminError> {
             if i.unit.is_empty() { &i.id } else { &i.unit }
         );
         println!("Service:        {}", i.service);
+        print_throttle(&throttle);
         println!("Container:      {}", i.id);
         println!("State:          {}", i.state);
         println!(

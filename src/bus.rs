@@ -11,7 +11,7 @@ use zbus::fdo;
 use zbus::message::Header;
 
 use crate::scope::Scopes;
-use crate::supervisor::registry::{ContainerInfo, Registry};
+use crate::supervisor::registry::{ContainerInfo, Registry, ServiceInfo};
 
 pub const NAME: &str = "org.berth.Supervisor1";
 pub const PATH: &str = "/org/berth/Supervisor1";
@@ -71,6 +71,11 @@ impl Supervisor {
     /// (µs since the epoch, 0 for none), peer.
     async fn list_containers(&self) -> Vec<ContainerInfo> {
         self.registry.list()
+    }
+
+    /// Services with failed starts: count in a row and the throttle's end.
+    async fn list_services(&self) -> Vec<ServiceInfo> {
+        self.registry.services()
     }
 
     /// Stop one container (by id or scope name) through its scope.
@@ -143,6 +148,7 @@ pub async fn export(sup: Supervisor) -> zbus::Result<()> {
 )]
 pub trait Supervisor1 {
     fn list_containers(&self) -> zbus::Result<Vec<ContainerInfo>>;
+    fn list_services(&self) -> zbus::Result<Vec<ServiceInfo>>;
     fn stop_container(&self, name: &str) -> zbus::Result<u32>;
     fn stop_service(&self, name: &str) -> zbus::Result<u32>;
     fn reload(&self) -> zbus::Result<()>;

@@ -432,7 +432,7 @@ pub async fn run_one(
     if reason == "exited" && !ok && started.elapsed() < QUICK_EXIT {
         launcher.note_failure(&id);
     } else {
-        launcher.throttle.success();
+        launcher.note_success();
     }
     status.ok()
 }

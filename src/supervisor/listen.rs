@@ -159,8 +159,7 @@ pub async fn serve(
         match reason {
             Stop::Shutdown => return,
             Stop::Exited if started.elapsed() < QUICK_EXIT => launcher.note_failure(&id),
-            Stop::Exited if !matches!(&status, Ok(s) if s.success()) => launcher.note_failure(&id),
-            _ => launcher.throttle.success(),
+            _ => launcher.note_success(),
         }
     }
 }

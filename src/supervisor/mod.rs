@@ -110,7 +110,9 @@ pub struct Parked {
 impl Launcher {
     /// Count a failed start; log the delay if the service is now throttled.
     pub fn note_failure(&self, id: &str) {
-        if let Some(delay) = self.throttle.failure() {
+        let delay = self.throttle.failure();
+        self.publish_throttle();
+        if let Some(delay) = delay {
             tracing::warn!(
                 service = %self.service().name, container = %id, event = "throttled",
                 "{}: {} failed starts in a row; next start delayed {delay:?}",
@@ -118,6 +120,20 @@ impl Launcher {
                 self.throttle.consecutive_failures()
             );
         }
+    }
+
+    /// A container ran properly: the failure count starts over.
+    pub fn note_success(&self) {
+        self.throttle.success();
+        self.publish_throttle();
+    }
+
+    fn publish_throttle(&self) {
+        self.registry.set_service(registry::ServiceInfo {
+            name: self.service().name.clone(),
+            failures: self.throttle.consecutive_failures(),
+            throttled_until_usec: self.throttle.remaining().map_or(0, registry::usec_after),
+        });
     }
 
     /// Enter a running container in the registry while the guard lives.

@@ -37,14 +37,41 @@ pub fn usec_after(d: Duration) -> u64 {
     now_usec().saturating_add(d.as_micros() as u64)
 }
 
+/// A service's failed-start throttling as `berth status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, zbus::zvariant::Type)]
+pub struct ServiceInfo {
+    pub name: String,
+    /// Failed starts in a row.
+    pub failures: u32,
+    /// No new container before this (µs since the epoch; 0: not throttled).
+    pub throttled_until_usec: u64,
+}
+
 #[derive(Default)]
 pub struct Registry {
     map: Mutex<BTreeMap<String, ContainerInfo>>,
+    services: Mutex<BTreeMap<String, ServiceInfo>>,
 }
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ContainerInfo>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn services(&self) -> Vec<ServiceInfo> {
+        self.services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn set_service(&self, info: ServiceInfo) {
+        self.services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(info.name.clone(), info);
     }
 
     pub fn list(&self) -> Vec<ContainerInfo> {

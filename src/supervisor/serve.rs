@@ -213,10 +213,11 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
             );
         }
         let status = |n: usize, extra: &str| {
+            let plural = |k: usize, w: &str| format!("{k} {w}{}", if k == 1 { "" } else { "s" });
             format!(
-                "{} services, {} containers{extra}",
-                launchers.len(),
-                n
+                "{}, {}{extra}",
+                plural(launchers.len(), "service"),
+                plural(n, "container")
             )
         };
         notify(&[

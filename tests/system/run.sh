@@ -2,7 +2,7 @@
 # System tests: berth under a real systemd (tests/testbed, booted with --userns so
 # MemoryMax/TasksMax are enforced and MemoryCurrent/TasksCurrent reported), driven
 # from the host over 127.0.0.1 with real clients (ssh, curl, wrk) against real
-# peers (dropbear, lighttpd).
+# peers (dropbear, lighttpd) and the probe (src/bin/berth-probe.rs).
 #
 #   sudo tests/system/run.sh            # from anywhere; builds with cargo first
 #
@@ -12,10 +12,13 @@
 #
 # Ports used on the host's loopback (the testbed shares the host network):
 #   8080 web (berth serve, listen)   2222 ssh (berth serve, inetd)
-#   2223 dropbear (systemd Accept=yes -> berth inetd)   2291 bomb, 2292 hog (berth serve, inetd)
+#   2223 dropbear (systemd Accept=yes -> berth inetd)   2291 bomb, 2292 hog,
+#   2293 probe, 2294 crash (berth serve, inetd)
 #
 # Runs are serialized on a host by flock on /run/lock/berth-system-test.lock (the
-# ports are fixed by the shipped socket units). About 30 s with a cached tree.
+# ports are fixed by the shipped socket units; tests/demo-systemd.sh takes it too).
+# About 60 s with a cached tree. The boot and install steps are shared with
+# tests/demo-systemd.sh in tests/system/lib.sh.
 #
 # Environment:
 #   BERTH_SYSTEM_CONFIG   the config/ directory to install (default: the repo's config/)
@@ -26,8 +29,10 @@ cd "$(dirname "$0")/../.." || exit 2
 REPO=$PWD
 CONFIG=$(realpath -e "${BERTH_SYSTEM_CONFIG:-config}") || exit 2
 LOGDIR=$REPO/target/system-test
+# shellcheck source=tests/system/lib.sh
+. "$REPO/tests/system/lib.sh"
 
-PORT_WEB=8080 PORT_SSH=2222 PORT_DROPBEAR=2223 PORT_BOMB=2291 PORT_HOG=2292
+PORT_BOMB=2291 PORT_HOG=2292 PORT_PROBE=2293 PORT_CRASH=2294
 
 T0=$(date +%s)
 PASSED=0 FAILED=0
@@ -57,7 +62,7 @@ stop_testbed() {
     fi
     if [ -d "$S/tb" ]; then
         t=$(date +%s)
-        "$REPO/tests/testbed/stop.sh" "$S/tb" 2>"$S/stop.log"; diag <"$S/stop.log"
+        lib_stop 2>"$S/stop.log"; diag <"$S/stop.log"
         note "testbed stopped in $(( $(date +%s) - t )) s"
     fi
     if [ -e "$S/tb/rootfs" ]; then note "testbed root left in $S/tb"; else rm -rf "$S"; fi
@@ -81,91 +86,31 @@ trap 'not_ok "interrupted" "by a signal"; exit 1' INT TERM HUP
 
 # ---------------------------------------------------------------- host side
 echo "# building berth" >&2
-cargo build --bins --quiet || die "cargo build failed"
-BERTH=$REPO/target/debug/berth
-
-need=()
-for t in ssh:openssh-client ssh-keygen:openssh-client curl:curl wrk:wrk; do
-    command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    note "installing on the host: ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null &&
-        apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends \
-            $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null || die "apt-get install failed"
-fi
-
-# One run at a time on a host: the ports are fixed by the shipped socket units.
-exec 4>/run/lock/berth-system-test.lock
-flock -w 900 4 || die "another tests/system/run.sh still holds /run/lock/berth-system-test.lock after 15 min"
-for p in $PORT_WEB $PORT_SSH $PORT_DROPBEAR $PORT_BOMB $PORT_HOG; do
-    [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] ||
-        die "port $p is already in use on this host (the testbed shares the host network)"
-done
+lib_build
+lib_host_tools ssh:openssh-client ssh-keygen:openssh-client curl:curl wrk:wrk jq:jq
+lib_lock
+lib_ports_free $PORT_WEB $PORT_SSH $PORT_DROPBEAR $PORT_BOMB $PORT_HOG $PORT_PROBE $PORT_CRASH
 
 HAVE_SERVE=0 HAVE_INETD=0
 "$BERTH" serve --help >/dev/null 2>&1 && HAVE_SERVE=1
 "$BERTH" inetd --help >/dev/null 2>&1 && HAVE_INETD=1
 
-TREE=$(tests/testbed/tree.sh | tail -n1) || die "tests/testbed/tree.sh failed"
-
-# (stderr to a file, not a pipe: the testbed's processes would keep a pipe open)
-if ! tests/testbed/boot.sh "$TREE" "$S/tb" --userns 2>"$S/boot.log" 4>&-; then
-    diag <"$S/boot.log"; die "tests/testbed/boot.sh failed"
-fi
+lib_boot
 diag <"$S/boot.log"
-TB=$S/tb
-ROOT=$(cat "$TB/root")
-IN() { "$REPO/tests/testbed/in.sh" "$TB" "$@"; }
-
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-# wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds or time runs out
-wait_for() {
-    local end=$(( $(now_ms) + $1 * 1000 )); shift
-    while :; do
-        "$@" && return 0
-        [ "$(now_ms)" -lt "$end" ] || return 1
-        sleep 0.1
-    done
-}
-# scopes SERVICE: the active berth-SERVICE-*.scope units, one a line
-scopes() {
-    IN systemctl list-units --plain --no-legend --no-pager --state=active "berth-$1-*.scope" 2>/dev/null |
-        awk '{print $1}'
-}
-has_scope()    { [ -n "$(scopes "$1")" ]; }
-no_scope()     { [ -z "$(scopes "$1")" ]; }
-scope_active() { [ "$(IN systemctl show -p ActiveState --value "$1" 2>/dev/null)" = active ]; }
-scope_gone()   { ! scope_active "$1"; }
-prop()         { IN systemctl show -p "$2" --value "$1" 2>/dev/null; }
-is_number()    { [[ "$1" =~ ^[0-9]+$ ]]; }
-container_id() { local u=${1%.scope}; echo "${u#berth-"$2"-}"; }   # UNIT SERVICE
-journal_has()  { IN journalctl --no-pager -q -o cat "$@" 2>/dev/null | grep -q .; }  # MATCHES...
-journal_grep() { local re=$1; shift; IN journalctl --no-pager -q -o cat "$@" 2>/dev/null | grep -Eq "$re"; }
 
 # ---------------------------------------------------------------- configuration under test
-# The network sandbox needs CAP_NET_ADMIN in the container's user namespace to bring
-# `lo` up in each new network namespace. systemd-nspawn drops CAP_NET_ADMIN when the
-# container shares the host network unless told otherwise (--capability=CAP_NET_ADMIN).
-LEADER=$(cat "$TB/leader.pid")
-capbnd=$(awk '/^CapBnd:/{print $2}' "/proc/$LEADER/status")
 NET_FALLBACK=0
-if (( (16#$capbnd >> 12) & 1 )); then
+if lib_net_admin; then
     ok "testbed: the container has CAP_NET_ADMIN (needed to bring up lo in a private netns)"
 else
     not_ok "testbed: the container has CAP_NET_ADMIN (needed to bring up lo in a private netns)" \
-        "CapBnd of the testbed's PID 1 is $capbnd (no CAP_NET_ADMIN): tests/testbed/boot.sh must pass --capability=CAP_NET_ADMIN with --userns; the services below run with network = \"host\" instead, so the 'only lo' tests fail"
+        "CapBnd of the testbed's PID 1 is $(awk '/^CapBnd:/{print $2}' "/proc/$LEADER/status") (no CAP_NET_ADMIN): tests/testbed/boot.sh must pass --capability=CAP_NET_ADMIN with --userns; the services below run with network = \"host\" instead, so the 'only lo' tests fail"
     NET_FALLBACK=1
 fi
 
 CFG=$S/cfg
-mkdir -p "$CFG/services" "$CFG/systemd"
-cp "$CONFIG"/services/*.toml "$CFG/services/"
-cp "$CONFIG"/systemd/*.socket "$CFG/systemd/"
 # The test's one change to the shipped web service: a short idle timeout.
-sed -i -E 's/^idle_timeout *=.*/idle_timeout = "2s"/' "$CFG/services/web.toml"
-grep -q '^idle_timeout = "2s"' "$CFG/services/web.toml" || echo 'idle_timeout = "2s"' >>"$CFG/services/web.toml"
+lib_stage_config "$CONFIG" "$CFG" 2s
 
 cat >"$CFG/services/bomb.toml" <<'TOML'
 # A fork bomb: TasksMax must hold it inside its scope.
@@ -192,48 +137,45 @@ tmp_size = "1M"
 [resources]
 memory_max = "32M"
 TOML
-for svc in bomb:$PORT_BOMB hog:$PORT_HOG; do
-    cat >"$CFG/systemd/berth-${svc%%:*}.socket" <<UNIT
-[Socket]
-ListenStream=127.0.0.1:${svc#*:}
-FileDescriptorName=${svc%%:*}
-Service=berth.service
+# probe_toml [TOP-LEVEL LINES]: the probe (installed as /usr/lib/berth/berth-probe,
+# under /usr so every container sees it), inetd style: one command a connection.
+probe_toml() {
+    cat <<TOML
+# berth-probe: reports what it sees from inside its container (src/bin/berth-probe.rs).
+mode = "inetd"
+exec = ["/usr/lib/berth/berth-probe"]
+max_lifetime = "2min"
+${1:-}
 
-[Install]
-WantedBy=sockets.target
-UNIT
-done
+[sandbox]
+tmp_size = "1M"
+$([ $NET_FALLBACK = 1 ] && echo 'network = "host"')
+
+[resources]
+memory_max = "64M"
+tasks_max = 16
+TOML
+}
+probe_toml >"$CFG/services/probe.toml"
+cat >"$CFG/services/crash.toml" <<'TOML'
+# Exits with status 3 at once, every time: a crash loop berth must throttle.
+mode = "inetd"
+exec = ["/usr/lib/berth/berth-probe", "--exit-now", "3"]
+
+[sandbox]
+tmp_size = "1M"
+TOML
+lib_add_socket "$CFG" bomb $PORT_BOMB
+lib_add_socket "$CFG" hog $PORT_HOG
+lib_add_socket "$CFG" probe $PORT_PROBE
+lib_add_socket "$CFG" crash $PORT_CRASH
 if [ $NET_FALLBACK = 1 ]; then
-    for f in "$CFG"/services/*.toml; do
-        if grep -q '^\[sandbox\]' "$f"; then
-            sed -i 's/^\[sandbox\]$/[sandbox]\nnetwork = "host"/' "$f"
-        else
-            printf '\n[sandbox]\nnetwork = "host"\n' >>"$f"
-        fi
-    done
+    lib_net_host $(ls "$CFG"/services/*.toml | grep -v '/probe\.toml$')
 fi
 
 # ---------------------------------------------------------------- install into the testbed
-install -m755 "$BERTH" "$ROOT/usr/bin/berth"
-install -m644 "$REPO"/units/*.service "$ROOT/usr/lib/systemd/system/"
-install -m644 "$CFG"/systemd/*.socket "$ROOT/etc/systemd/system/"
-# As units/berth-inetd@.service says: link it under the berth service's name.
-ln -sfn /lib/systemd/system/berth-inetd@.service "$ROOT/etc/systemd/system/dropbear@.service"
-mkdir -p "$ROOT/etc/berth/services" "$ROOT/usr/share/berth/web" "$ROOT/usr/share/berth/ssh"
-install -m644 "$CFG"/services/*.toml "$ROOT/etc/berth/services/"
-cp -r "$CONFIG/web/." "$ROOT/usr/share/berth/web/"
-# The supervisor's bus name (berth list/status/stop talk to it), as packaging installs it.
-if [ -f "$REPO/packaging/dbus/org.berth.Supervisor1.conf" ]; then
-    install -D -m644 "$REPO/packaging/dbus/org.berth.Supervisor1.conf" \
-        "$ROOT/usr/share/dbus-1/system.d/org.berth.Supervisor1.conf"
-    IN systemctl reload dbus.service >/dev/null 2>&1 || note "reloading dbus.service failed"
-fi
-ssh-keygen -q -t ed25519 -N '' -C berth-system-test -f "$S/key" || die "ssh-keygen failed"
-install -m644 "$S/key.pub" "$ROOT/usr/share/berth/ssh/authorized_keys"
-# A minbase tree has no /etc/hosts (no netbase); every installed system has one.
-[ -e "$ROOT/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$ROOT/etc/hosts"
-IN sh -c 'mkdir -p /etc/dropbear && dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key' \
-    >/dev/null 2>&1 || die "dropbearkey inside the testbed failed"
+lib_install "$CONFIG" "$CFG"
+install -D -m755 "$BERTH_PROBE" "$ROOT/usr/lib/berth/berth-probe"
 
 if out=$(IN berth check 2>&1); then
     ok "berth check passes on the installed configuration"
@@ -241,22 +183,18 @@ else
     not_ok "berth check passes on the installed configuration" "$(echo "$out" | tr '\n' ' ')"
 fi
 
-SOCKETS="berth-web.socket berth-ssh.socket dropbear.socket berth-bomb.socket berth-hog.socket"
-IN systemctl daemon-reload
-if out=$(IN systemctl enable --now $SOCKETS 2>&1); then
+SOCKETS="berth-web.socket berth-ssh.socket dropbear.socket berth-bomb.socket berth-hog.socket berth-probe.socket berth-crash.socket"
+if out=$(lib_enable_sockets $SOCKETS); then
     ok "socket units enabled and listening"
 else
     not_ok "socket units enabled and listening" "$(echo "$out" | tr '\n' ' ')"
 fi
 # berth.service gets the sockets that name it (Service=berth.service); start it
 # after them so it is handed all of them.
-IN systemctl enable berth.service >/dev/null 2>&1
-IN systemctl start --no-block berth.service
-berth_active() { [ "$(IN systemctl is-active berth.service 2>/dev/null)" = active ]; }
 SERVE_UP=0
 if [ $HAVE_SERVE = 0 ]; then
     not_ok "berth.service (berth serve) is active" "this build has no 'berth serve' subcommand"
-elif wait_for 15 berth_active; then
+elif lib_start_serve; then
     ok "berth.service (berth serve) is active"; SERVE_UP=1
 else
     not_ok "berth.service (berth serve) is active" \
@@ -264,38 +202,10 @@ else
 fi
 
 # ---------------------------------------------------------------- ssh helpers
-SSH=(ssh -F /dev/null -i "$S/key" -o IdentitiesOnly=yes -o BatchMode=yes
-     -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
-     -o ConnectTimeout=10 -o ServerAliveInterval=5)
 PROBE='echo ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | sort | tr "\n" " ")
 if touch /usr/berth-probe 2>/dev/null; then echo usr=rw; else echo usr=ro; fi
 echo tmp=[$(ls -A /tmp)]
 echo procs=$(ls /proc | grep -c "^[0-9]")'
-
-# A long-lived session: a remote `sh` fed commands through a fifo.
-SESS_PID=
-sess_open() { # PORT
-    rm -f "$S/sin" "$S/sout"; mkfifo "$S/sin" "$S/sout"
-    "${SSH[@]}" -p "$1" root@127.0.0.1 sh <"$S/sin" >"$S/sout" 2>&1 4>&- &
-    SESS_PID=$!; BG_PIDS+=("$SESS_PID")
-    exec 5>"$S/sin" 6<"$S/sout"
-}
-sess_run() { # CMD [TIMEOUT]: prints CMD's output; fails on timeout or a dead session
-    local line out=
-    ( trap '' PIPE; printf '%s\necho __berth_end__\n' "$1" >&5 ) 2>/dev/null || return 1
-    while IFS= read -r -t "${2:-15}" -u 6 line; do
-        if [ "$line" = __berth_end__ ]; then printf '%s' "$out"; return 0; fi
-        out+="$line"$'\n'
-    done
-    printf '%s' "$out"; return 1
-}
-sess_close() {
-    exec 5>&-
-    local i
-    for i in $(seq 100); do kill -0 "$SESS_PID" 2>/dev/null || break; sleep 0.1; done
-    kill "$SESS_PID" 2>/dev/null; wait "$SESS_PID" 2>/dev/null
-    exec 6<&-
-}
 
 # ssh_suite LABEL PORT SERVICE: the sandbox as seen from a login, and the scope of a session
 ssh_suite() {
@@ -563,6 +473,289 @@ if [ $SERVE_UP = 1 ]; then
     exec 9>&-
 else
     not_ok "limits (bomb, hog)" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- helpers for f-l
+# probe_cmd CMD: one command line to the probe service; its answer (if any) on stdout
+probe_cmd() {
+    timeout 10 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; printf "%s\n" "$2" >&3 2>/dev/null; cat <&3' \
+        _ "$PORT_PROBE" "$1" 2>/dev/null
+}
+# jcount MATCHES...: how many journal entries match
+jcount()    { IN journalctl --no-pager -q -o json "$@" 2>/dev/null | grep -c .; }
+jcount_gt() { local n=$1; shift; [ "$(jcount "$@")" -gt "$n" ]; }   # N MATCHES...
+# jlast FIELD MATCHES...: FIELD of the newest matching entry
+jlast()     { local f=$1; shift; IN journalctl --no-pager -q -o json -n 1 "$@" 2>/dev/null | jq -r ".$f // empty"; }
+status_text() { prop berth.service StatusText; }
+all_idle()  { [ -z "$(IN systemctl list-units --plain --no-legend --no-pager --state=active 'berth-*.scope' 2>/dev/null)" ]; }
+# the scope's cgroup has no process left (PIDs in the testbed whose /proc/PID/cgroup names it)
+procs_in_scope() { IN sh -c 'grep -l -F "/$1" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 | xargs' _ "$1"; }
+
+# ---------------------------------------------------------------- f. STATUS=
+if [ $SERVE_UP = 1 ]; then
+    # N: the services with a socket handed to berth.service (dropbear.toml has none:
+    # its socket is systemd's own Accept=yes).
+    NSVC=0
+    for n in $(sed -n 's/^FileDescriptorName=//p' "$CFG"/systemd/*.socket | sort -u); do
+        [ -f "$CFG/services/$n.toml" ] && NSVC=$((NSVC + 1))
+    done
+    status_is() { [[ "$(status_text)" =~ ^$NSVC\ services,\ $1\ containers?($|\;) ]]; }
+    wait_for 20 all_idle || note "containers still running before the STATUS= checks: $(IN systemctl list-units --plain --no-legend --state=active 'berth-*.scope' | awk '{print $1}' | xargs)"
+    if wait_for 5 status_is 0; then
+        ok "status: StatusText is '$NSVC services, 0 containers' with nothing running"
+    else
+        not_ok "status: StatusText is '$NSVC services, 0 containers' with nothing running" "StatusText='$(status_text)'"
+    fi
+    # A probe connection with no command yet: its container runs, waiting for a line.
+    exec 3<>"/dev/tcp/127.0.0.1/$PORT_PROBE"
+    if wait_for 5 status_is 1; then
+        ok "status: StatusText counts 1 container while a probe connection is open"
+    else
+        not_ok "status: StatusText counts 1 container while a probe connection is open" "StatusText='$(status_text)'"
+    fi
+    exec 8<>"/dev/tcp/127.0.0.1/$PORT_PROBE"
+    if wait_for 5 status_is 2; then
+        ok "status: StatusText counts 2 containers with two probe connections"
+    else
+        not_ok "status: StatusText counts 2 containers with two probe connections" "StatusText='$(status_text)'"
+    fi
+    exec 3>&- 8>&-
+    if wait_for 10 status_is 0; then
+        ok "status: StatusText back to 0 containers once they ended"
+    else
+        not_ok "status: StatusText back to 0 containers once they ended" "StatusText='$(status_text)'"
+    fi
+else
+    not_ok "STATUS= of berth.service" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- g. berth list, status, logs
+if [ $SERVE_UP = 1 ]; then
+    wait_for 15 no_scope web
+    # One connection held open: the container stays up with its idle timer running.
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT_WEB"
+    if wait_for 5 has_scope web; then
+        WA=$(scopes web | head -n1)
+        wait_for 5 journal_grep 'server started' -u "$WA"
+        sleep 0.5   # the supervisor's idle check (every 200 ms here) sets the timer
+        out=$(IN berth list 2>&1)
+        read -r mem tasks < <(awk -v u="$WA" 'NR==1{for(i=1;i<=NF;i++)c[$i]=i; next} $1==u{print $c["MEMORY"], $c["TASKS"]}' <<<"$out")
+        check "admin: berth list shows the web container's row with MEMORY and TASKS" \
+            "MEMORY='${mem:-}' TASKS='${tasks:-}' in: $(echo "$out" | tr -s ' ' | tr '\n' '|')" \
+            eval '[[ "${mem:-}" =~ ^[0-9.]+[BKMGT]$ ]] && is_number "${tasks:-}" && [ "$tasks" -gt 0 ]'
+        out=$(IN berth status web 2>&1)
+        why="$(echo "$out" | tr -s ' ' | tr '\n' '|' | cut -c1-600)"
+        check "admin: berth status web shows 'Memory use'" "$why" eval 'grep -Eq "^Memory use: +[0-9.]+[BKMGT] " <<<"$out"'
+        check "admin: berth status web shows 'Tasks'" "$why" eval 'grep -Eq "^Tasks: +[1-9][0-9]* " <<<"$out"'
+        check "admin: berth status web shows 'Idle timer: ends in'" "$why" eval 'grep -Eq "^Idle timer: +ends in [0-9]" <<<"$out"'
+        check "admin: berth status web shows lighttpd's line under 'Recent log'" "$why" \
+            eval 'awk "/^Recent log:/{f=1;next} f && /server started/{x=1} END{exit !x}" <<<"$out"'
+        out=$(IN berth logs web 2>&1)
+        check "admin: berth logs web shows lighttpd's line and berth's events" \
+            "$(echo "$out" | tail -n 4 | tr '\n' '|')" \
+            eval '[[ "$out" == *"server started"* && "$out" == *"container started"* ]]'
+        exec 7>&-
+        wait_for 15 scope_gone "$WA" || note "$WA still active 15 s after its connection closed"
+        # Follow: the request made meanwhile wakes a container, whose events must show up.
+        IN timeout 3 berth logs web -f >"$S/follow" 2>&1 4>&- &
+        FPID=$!; BG_PIDS+=("$FPID")
+        wait_for 2 test -s "$S/follow"; sleep 0.3
+        n0=$(wc -l <"$S/follow")
+        out=$(web_page)
+        wait "$FPID"
+        new=$(tail -n +$((n0 + 1)) "$S/follow")
+        check "admin: berth logs web -f follows (a request meanwhile: its container's start appears)" \
+            "curl: '$(echo "$out" | head -c 60)'; new lines: '$(echo "$new" | tr '\n' '|')'" \
+            eval 'grep -q "container started" <<<"$new"'
+    else
+        exec 7>&-
+        not_ok "admin: a held connection wakes the web container" "no berth-web-*.scope"
+    fi
+
+    # ------------------------------------------------------------ h. berth stop (listen)
+    web_ok || web_ok
+    WB=$(scopes web | head -n1)
+    if [ -n "$WB" ]; then
+        lp=$(IN pgrep -x lighttpd | xargs)
+        out=$(IN berth stop web 2>&1); rc=$?
+        check "listen stop: berth stop web succeeds" "exit $rc: $out" [ $rc = 0 ]
+        check "listen stop: the web scope is gone" "$WB still active 10 s after berth stop" wait_for 10 scope_gone "$WB"
+        check "listen stop: lighttpd's processes are gone" "before: '$lp', after: '$(IN pgrep -x lighttpd | xargs)'" \
+            eval '[ -n "$lp" ] && wait_for 5 eval "[ -z \"\$(IN pgrep -x lighttpd)\" ]"'
+        out=$(web_page); WC=$(scopes web | head -n1)
+        check "listen stop: the socket still wakes a new container" \
+            "page: '$(echo "$out" | head -c 80)', scope '$WC' (stopped: $WB)" \
+            eval '[[ "$out" == *"Hello from lighttpd"* ]] && [ -n "$WC" ] && [ "$WC" != "$WB" ]'
+    else
+        not_ok "listen stop: a running web container to stop" "no berth-web-*.scope after a request"
+    fi
+else
+    not_ok "berth list/status/logs/stop" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- i. double fork (inetd)
+if [ $SERVE_UP = 1 ]; then
+    wait_for 10 no_scope probe
+    exec 3<>"/dev/tcp/127.0.0.1/$PORT_PROBE"
+    if wait_for 5 has_scope probe; then
+        P=$(scopes probe | head -n1)
+        cg=$(prop "$P" ControlGroup)
+        printf 'orphan\n' >&3
+        ans=$(timeout 10 cat <&3)
+        exec 3>&-
+        opid=$(jq -r '.orphan_pid // empty' <<<"$ans" 2>/dev/null)
+        check "double fork: the probe forked a detached grandchild (orphan_pid $opid inside)" "answer: '$ans'" is_number "$opid"
+        check "double fork: the scope ends with the application" "$P still active" wait_for 10 scope_gone "$P"
+        left=$(procs_in_scope "$P")
+        check "double fork: no process left in the scope's cgroup ($cg)" "pids still in $P: $left" [ -z "$left" ]
+        check "double fork: the scope's cgroup is removed" "/sys/fs/cgroup/pids$cg still exists" \
+            eval '[ -n "$cg" ] && ! IN test -d "/sys/fs/cgroup/pids$cg"'
+        v=$(IN pgrep -x berth-probe | xargs)
+        check "double fork: no berth-probe process left in the testbed" "pids: $v" [ -z "$v" ]
+    else
+        exec 3>&-
+        not_ok "double fork: a probe connection starts a container with a scope" "no berth-probe-*.scope"
+    fi
+else
+    not_ok "double fork" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- j. reload
+if [ $SERVE_UP = 1 ]; then
+    r=$(probe_cmd report)
+    h=$(jq -r '.hostname // empty' <<<"$r" 2>/dev/null); g=$(jq -r '.env.GREETING // "unset"' <<<"$r" 2>/dev/null)
+    check "reload: before, the probe reports hostname 'probe' and no GREETING" "hostname='$h' GREETING='$g'" \
+        eval '[ "$h" = probe ] && [ "$g" = unset ]'
+
+    # A broken file: the whole reload is refused and the old configuration stays.
+    printf 'mode = "inetd"\nexec = ["/bin/true"]\nbogus_key = 1\n' >"$ROOT/etc/berth/services/broken.toml"
+    nrf=$(jcount -u berth.service BERTH_EVENT=reload-failed)
+    out=$(IN systemctl reload berth.service 2>&1) || note "systemctl reload (broken config): $out"
+    if wait_for 5 jcount_gt "$nrf" -u berth.service BERTH_EVENT=reload-failed; then
+        m=$(jlast MESSAGE -u berth.service BERTH_EVENT=reload-failed)
+        check "reload (broken): journal says 'reload refused, old configuration kept' with broken.toml:3:1 and the key" \
+            "message: '$m'" eval '[[ "$m" == *"reload refused, old configuration kept"*"/etc/berth/services/broken.toml:3:1:"*"bogus_key"* ]]'
+    else
+        not_ok "reload (broken): journal has BERTH_EVENT=reload-failed" \
+            "none; berth.service said: $(IN journalctl -u berth.service -n 3 -o cat --no-pager | tr '\n' '|')"
+    fi
+    if wait_for 5 eval '[[ "$(status_text)" == *"reload failed"* ]]'; then
+        ok "reload (broken): StatusText mentions the failed reload ($(status_text))"
+    else
+        not_ok "reload (broken): StatusText mentions the failed reload" "StatusText='$(status_text)'"
+    fi
+    check "reload (broken): berth.service still active" "$(IN systemctl is-active berth.service)" berth_active
+    check "reload (broken): web still answers" "curl failed" web_ok
+    r=$(probe_cmd report); h=$(jq -r '.hostname // empty' <<<"$r" 2>/dev/null)
+    check "reload (broken): the probe still runs with the old configuration" "hostname='$h'" [ "$h" = probe ]
+
+    # Fixed, and the probe changed: the next container has the new settings.
+    rm -f "$ROOT/etc/berth/services/broken.toml"
+    probe_toml 'hostname = "probe-reloaded"
+environment = { GREETING = "hello-after-reload" }' >"$ROOT/etc/berth/services/probe.toml"
+    nrl=$(jcount -u berth.service BERTH_EVENT=reloaded)
+    out=$(IN systemctl reload berth.service 2>&1) || note "systemctl reload: $out"
+    if wait_for 5 jcount_gt "$nrl" -u berth.service BERTH_EVENT=reloaded; then
+        m=$(jlast MESSAGE -u berth.service BERTH_EVENT=reloaded)
+        check "reload: journal says 'configuration reloaded' (BERTH_EVENT=reloaded)" "message: '$m'" \
+            eval '[[ "$m" == *"configuration reloaded"* ]]'
+    else
+        not_ok "reload: journal has BERTH_EVENT=reloaded" \
+            "none; berth.service said: $(IN journalctl -u berth.service -n 3 -o cat --no-pager | tr '\n' '|')"
+    fi
+    check "reload: StatusText no longer mentions a failed reload" "StatusText='$(status_text)'" \
+        wait_for 3 eval '[[ "$(status_text)" =~ ^$NSVC\ services,\ [0-9]+\ containers?$ ]]'
+    r=$(probe_cmd report)
+    h=$(jq -r '.hostname // empty' <<<"$r" 2>/dev/null); g=$(jq -r '.env.GREETING // "unset"' <<<"$r" 2>/dev/null)
+    check "reload: the next probe container has the new hostname and environment" "hostname='$h' GREETING='$g'" \
+        eval '[ "$h" = probe-reloaded ] && [ "$g" = hello-after-reload ]'
+
+    # The same over D-Bus: root may, nobody may not.
+    BUSCALL=(busctl call org.berth.Supervisor1 /org/berth/Supervisor1 org.berth.Supervisor1)
+    NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+    nrl=$(jcount -u berth.service BERTH_EVENT=reloaded)
+    out=$(IN "${BUSCALL[@]}" Reload 2>&1); rc=$?
+    check "bus: Reload as root works (and reloads)" "exit $rc: '$out'" \
+        eval '[ $rc = 0 ] && wait_for 5 jcount_gt "$nrl" -u berth.service BERTH_EVENT=reloaded'
+    nrl=$(jcount -u berth.service BERTH_EVENT=reloaded)
+    out=$(IN "${NOBODY[@]}" "${BUSCALL[@]}" Reload 2>&1); rc=$?
+    sleep 0.3
+    check "bus: Reload as nobody is refused (AccessDenied)" "exit $rc: '$out'" \
+        eval '[ $rc != 0 ] && grep -Eqi "access ?denied" <<<"$out" && [ "$(jcount -u berth.service BERTH_EVENT=reloaded)" = "$nrl" ]'
+    exec 3<>"/dev/tcp/127.0.0.1/$PORT_PROBE"
+    if wait_for 5 has_scope probe; then
+        P=$(scopes probe | head -n1)
+        out=$(IN "${NOBODY[@]}" "${BUSCALL[@]}" StopService s probe 2>&1); rc=$?
+        sleep 0.3
+        check "bus: StopService as nobody is refused (AccessDenied), the container keeps running" "exit $rc: '$out'; $P active: $(prop "$P" ActiveState)" \
+            eval '[ $rc != 0 ] && grep -Eqi "access ?denied" <<<"$out" && scope_active "$P"'
+    else
+        not_ok "bus: StopService as nobody is refused" "no probe container to try it on"
+    fi
+    exec 3>&-
+else
+    not_ok "reload" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- k. a failed scope job
+if [ $SERVE_UP = 1 ]; then
+    wait_for 10 no_scope probe
+    nf=$(jcount BERTH_SERVICE=probe BERTH_EVENT=failed)
+    out=$(IN systemctl mask berth-probe.slice 2>&1) || note "systemctl mask berth-probe.slice: $out"
+    ans=$(probe_cmd report)
+    check "scope failure: the connection is closed with no answer" "answer: '$(echo "$ans" | head -c 120)'" [ -z "$ans" ]
+    if wait_for 5 jcount_gt "$nf" BERTH_SERVICE=probe BERTH_EVENT=failed; then
+        m=$(jlast MESSAGE BERTH_SERVICE=probe BERTH_EVENT=failed)
+        fid=$(jlast BERTH_CONTAINER BERTH_SERVICE=probe BERTH_EVENT=failed)
+        check "scope failure: BERTH_EVENT=failed names the scope and the reason" "message: '$m'" \
+            eval '[[ "$m" == *"berth-probe-$fid.scope"* ]] && grep -qi "mask" <<<"$m"'
+        check "scope failure: the application never started" \
+            "started event for $fid: $(jcount BERTH_CONTAINER="$fid" BERTH_EVENT=started); scopes: $(scopes probe | xargs); probe pids: $(IN pgrep -x berth-probe | xargs)" \
+            eval '[ -n "$fid" ] && ! journal_has BERTH_CONTAINER="$fid" BERTH_EVENT=started && no_scope probe && [ -z "$(IN pgrep -x berth-probe)" ]'
+    else
+        not_ok "scope failure: journal has BERTH_EVENT=failed for the probe" \
+            "none; probe events: $(IN journalctl BERTH_SERVICE=probe -n 3 -o cat --no-pager | tr '\n' '|')"
+    fi
+    IN systemctl unmask berth-probe.slice >/dev/null 2>&1
+    r=$(probe_cmd report); h=$(jq -r '.hostname // empty' <<<"$r" 2>/dev/null)
+    check "scope failure: after unmask the probe answers again" "answer: '$(echo "$r" | head -c 120)'" [ -n "$h" ]
+else
+    not_ok "scope failure" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- l. crash loop
+if [ $SERVE_UP = 1 ]; then
+    nt=$(jcount BERTH_SERVICE=crash BERTH_EVENT=throttled)
+    # Six connections one after another; each container exits 3 at once.
+    (
+        for i in 1 2 3 4 5 6; do
+            timeout 20 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && cat <&3' _ "$PORT_CRASH" >/dev/null 2>&1
+        done
+    ) 4>&- &
+    CPID=$!; BG_PIDS+=("$CPID")
+    if wait_for 10 jcount_gt "$nt" BERTH_SERVICE=crash BERTH_EVENT=throttled; then
+        ok "crash loop: BERTH_EVENT=throttled for BERTH_SERVICE=crash"
+    else
+        not_ok "crash loop: BERTH_EVENT=throttled for BERTH_SERVICE=crash" \
+            "none; crash events: $(IN journalctl BERTH_SERVICE=crash -n 4 -o cat --no-pager | tr '\n' '|')"
+    fi
+    check "crash loop: web answers meanwhile" "curl failed" web_ok
+    out=$(timeout 30 "${SSH[@]}" -p $PORT_SSH root@127.0.0.1 'echo alive' 2>&1)
+    check "crash loop: ssh answers meanwhile" "ssh said: '$(echo "$out" | tail -n 2 | tr '\n' ' ')'" [ "$out" = alive ]
+    wait "$CPID"
+    delays=$(IN journalctl --no-pager -q -o cat BERTH_SERVICE=crash BERTH_EVENT=throttled 2>/dev/null |
+             sed -n 's/.*next start delayed \([0-9.]*\)\(ms\|s\)$/\1 \2/p' |
+             awk '{printf "%d ", ($2 == "ms") ? $1 : $1 * 1000}')
+    check "crash loop: throttled with growing delays (ms: $delays)" "delays: '$delays'" \
+        eval 'awk "{ if (NF < 3) exit 1; for (i = 2; i <= NF; i++) if (\$i <= \$(i-1)) exit 1 }" <<<"$delays"'
+    out=$(IN berth status crash 2>&1)
+    check "crash loop: berth status crash reports the throttling" "$(echo "$out" | tail -n 3 | tr '\n' '|')" \
+        eval 'grep -q "next start delayed" <<<"$out"'
+    check "crash loop: berth status crash has the throttle line" "$(echo "$out" | head -n 4 | tr '\n' '|')" \
+        eval 'grep -Eq "^(Throttled: +[0-9]+ failed starts in a row; next start in|Failed starts: +[1-9])" <<<"$out"'
+    check "crash loop: berth.service stays active" "$(IN systemctl is-active berth.service)" berth_active
+else
+    not_ok "crash loop" "berth.service is not up"
 fi
 
 # ---------------------------------------------------------------- the end

@@ -207,7 +207,8 @@ while :; do
             echo "boot.sh: warning: system degraded; failed units:" >&2
             nsenter -t "$LEADER" -a systemctl --failed --no-legend --no-pager >&2 || true
             break ;;
-        maintenance|stopping|offline) fail "system state $state" ;;
+        # "offline": asked before systemd created /run/systemd/system; not up yet.
+        maintenance|stopping) fail "system state $state" ;;
     esac
     [ -d "/proc/$NSPAWN" ] || fail "systemd-nspawn exited during boot"
     sleep 0.1
