@@ -10,7 +10,7 @@
 #
 #   sudo bash tests/demo-systemd.sh
 #
-# Root on a fresh Debian 12 machine; builds berth (cargo build --bins) and, the first
+# Root on a fresh Debian 12 machine; builds berth's Debian package and, the first
 # time, the testbed tree (~45 s, cached in /var/tmp/berth-testbed). Then well under
 # 2 minutes. Exits non-zero if any step fails; the testbed is always stopped and
 # removed at the end. Uses ports 8080 and 2222 on the host's loopback, so it waits
@@ -54,7 +54,7 @@ inside() {
 host() { echo "host\$ $*"; }
 
 # ---------------------------------------------------------------- set-up
-step "building berth (cargo build --bins)"
+step "building berth and its Debian package (packaging/build-deb.sh)"
 lib_build
 lib_host_tools ssh:openssh-client ssh-keygen:openssh-client curl:curl
 lib_lock

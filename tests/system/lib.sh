@@ -15,11 +15,13 @@
 PORT_WEB=8080 PORT_SSH=2222 PORT_DROPBEAR=2223
 
 # ---------------------------------------------------------------- host side
-# lib_build: cargo build --bins; sets BERTH and BERTH_PROBE (host paths).
+# lib_build: the Debian package (packaging/build-deb.sh); sets DEB. The testbed gets
+# berth the way an administrator does: dpkg -i. BERTH is the host's copy of the
+# binary the package holds (for --help probes on the host).
 lib_build() {
-    (cd "$REPO" && cargo build --bins --quiet) || die "cargo build --bins failed"
-    BERTH=$REPO/target/debug/berth
-    BERTH_PROBE=$REPO/target/debug/berth-probe
+    DEB=$(cd "$REPO" && bash packaging/build-deb.sh target/debian 2>&1 | tail -n1)
+    [ -f "$DEB" ] || die "packaging/build-deb.sh failed: $DEB"
+    BERTH=$REPO/target/release/berth
 }
 
 # lib_host_tools TOOL:PACKAGE...: install the packages of the missing tools.
@@ -150,26 +152,22 @@ lib_net_host() {
     done
 }
 
-# lib_install CONFIG CFG: berth, its units, the staged services and sockets, the web
-# content, the D-Bus policy, an ssh key (private half $S/key, authorized for root in
-# the ssh containers) and dropbear's host key, into the testbed. Sets SSH (the ssh
-# client command line with that key).
+# lib_install CONFIG CFG: the berth package (binary, units, D-Bus policy, probe,
+# examples), then what an administrator adds: the staged services and sockets, an ssh
+# key (private half $S/key, authorized for root in the ssh containers) and dropbear's
+# host key. Sets SSH (the ssh client command line with that key).
 lib_install() {
     local config=$1 cfg=$2
-    install -m755 "$BERTH" "$ROOT/usr/bin/berth"
-    install -m644 "$REPO"/units/*.service "$ROOT/usr/lib/systemd/system/"
+    # /tmp inside is systemd's own tmpfs; /var/tmp is on the root.
+    install -m644 "$DEB" "$ROOT/var/tmp/berth.deb"
+    IN dpkg -i /var/tmp/berth.deb >/dev/null 2>&1 || die "dpkg -i berth.deb in the testbed failed"
     install -m644 "$cfg"/systemd/*.socket "$ROOT/etc/systemd/system/"
     # As units/berth-inetd@.service says: link it under the berth service's name.
     ln -sfn /lib/systemd/system/berth-inetd@.service "$ROOT/etc/systemd/system/dropbear@.service"
     mkdir -p "$ROOT/etc/berth/services" "$ROOT/usr/share/berth/web" "$ROOT/usr/share/berth/ssh"
     install -m644 "$cfg"/services/*.toml "$ROOT/etc/berth/services/"
+    # The package ships the web example's content; a test may stage its own.
     cp -r "$config/web/." "$ROOT/usr/share/berth/web/"
-    # The supervisor's bus name (berth list/status/stop talk to it), as packaging installs it.
-    if [ -f "$REPO/packaging/dbus/org.berth.Supervisor1.conf" ]; then
-        install -D -m644 "$REPO/packaging/dbus/org.berth.Supervisor1.conf" \
-            "$ROOT/usr/share/dbus-1/system.d/org.berth.Supervisor1.conf"
-        IN systemctl reload dbus.service >/dev/null 2>&1 || note "reloading dbus.service failed"
-    fi
     rm -f "$S/key" "$S/key.pub"
     ssh-keygen -q -t ed25519 -N '' -C berth-system-test -f "$S/key" || die "ssh-keygen failed"
     install -m644 "$S/key.pub" "$ROOT/usr/share/berth/ssh/authorized_keys"

@@ -175,7 +175,7 @@ fi
 
 # ---------------------------------------------------------------- install into the testbed
 lib_install "$CONFIG" "$CFG"
-install -D -m755 "$BERTH_PROBE" "$ROOT/usr/lib/berth/berth-probe"
+# The probe comes with the package, at /usr/lib/berth/berth-probe.
 
 if out=$(IN berth check 2>&1); then
     ok "berth check passes on the installed configuration"
@@ -756,6 +756,30 @@ if [ $SERVE_UP = 1 ]; then
     check "crash loop: berth.service stays active" "$(IN systemctl is-active berth.service)" berth_active
 else
     not_ok "crash loop" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- m. without the supervisor
+if [ $SERVE_UP = 1 ]; then
+    # A probe container waits for its command line; then berth.service stops
+    # (KillMode=process: the container stays in its scope).
+    exec 6<>"/dev/tcp/127.0.0.1/$PORT_PROBE"
+    if wait_for 5 has_scope probe; then
+        IN systemctl stop berth.service
+        out=$(IN berth list 2>&1)
+        check "no supervisor: berth list says it shows systemd's view" "$(echo "$out" | tr '\n' '|')" \
+            eval 'grep -q "berth serve is not running" <<<"$out"'
+        check "no supervisor: berth list still lists the running container" "$(echo "$out" | tr '\n' '|')" \
+            eval 'grep -Eq "^berth-probe-[0-9a-f]{12}\.scope +probe +[0-9]+ +running" <<<"$out"'
+        out=$(IN berth status probe 2>&1)
+        check "no supervisor: berth status says so and shows the scope's accounting" "$(echo "$out" | head -n 8 | tr '\n' '|')" \
+            eval 'grep -q "berth serve is not running" <<<"$out" && grep -q "^Memory use:" <<<"$out"'
+        exec 6>&-
+        IN systemctl start berth.service
+        check "berth.service back after the fallback checks" "$(IN systemctl is-active berth.service)" berth_active
+    else
+        exec 6>&-
+        not_ok "no supervisor: list/status fall back" "no berth-probe scope to look at"
+    fi
 fi
 
 # ---------------------------------------------------------------- the end
