@@ -196,6 +196,19 @@ pub async fn serve(
         taken: tokio::sync::Notify::new(),
     });
     let filler = tokio::spawn(warm.clone().keep_filled(launcher.clone(), shutdown.clone()));
+    if launcher.service().idle_timeout.is_some() {
+        for l in &listeners {
+            if let crate::activation::ListenAddr::Unix(p) = &l.addr {
+                // TCP_INFO says when data last moved; unix sockets have no
+                // such record, and berth does not proxy to find out.
+                tracing::warn!(
+                    service = %launcher.service().name,
+                    "idle_timeout is not enforced on connections from the unix socket {}",
+                    p.display()
+                );
+            }
+        }
+    }
     for l in listeners {
         let launcher = launcher.clone();
         let counts = counts.clone();
