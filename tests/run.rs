@@ -476,3 +476,27 @@ fn warm_sandboxes_wait_parked_and_serve_connections() {
         assert!(!alive(p), "parked stage {p} outlived berth");
     }
 }
+
+#[test]
+fn listen_steady_short_connections_keep_one_container() {
+    if !require_root() {
+        return;
+    }
+    // Each request takes about a millisecond, far less than the idle
+    // sampling step; arriving every 100 ms they must still count as
+    // activity against the 400 ms idle timeout.
+    let (b, addr) = Berth::start_tcp("web", &listen_toml("idle_timeout = \"400ms\""));
+    let first = net_ns_of(&tcp_request(&addr, "report"));
+    for i in 0..20 {
+        assert_eq!(tcp_request(&addr, &format!("echo s{i}")), format!("s{i}\n"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let last = net_ns_of(&tcp_request(&addr, "report"));
+    assert_eq!(
+        first, last,
+        "the container was replaced under steady traffic"
+    );
+    assert_eq!(b.log.count("event=\"started\""), 1);
+    assert_eq!(b.log.count("idle_timeout reached"), 0);
+    b.log.wait_for("idle_timeout reached", T);
+}

@@ -3,7 +3,7 @@
 //! whether anything waits in their accept queues. This is how listen mode
 //! decides that a container is idle without proxying its traffic.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -54,6 +54,46 @@ pub fn all_threads_stopped(pid: u32) -> bool {
             Err(_) => true,
         }
     })
+}
+
+/// Threads of `pids` asleep in accept(), with their voluntary context
+/// switches. Such a thread switches once more for every connection it takes,
+/// so a changed count (or a thread gone from accept) between two looks means
+/// connections came, however briefly they lasted.
+pub fn acceptors(pids: &[u32]) -> BTreeMap<u32, u64> {
+    let mut out = BTreeMap::new();
+    for pid in pids {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Ok(wchan) = fs::read_to_string(t.path().join("wchan")) else {
+                continue;
+            };
+            // inet_csk_accept (TCP); unix stream accept waits for a packet.
+            if !(wchan.contains("accept") || wchan.contains("wait_for_more_packets")) {
+                continue;
+            }
+            let tid = t.file_name().to_string_lossy().parse::<u32>().unwrap_or(0);
+            let switches = fs::read_to_string(t.path().join("status"))
+                .ok()
+                .and_then(|st| {
+                    st.lines()
+                        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+                .unwrap_or(0);
+            out.insert(tid, switches);
+        }
+    }
+    out
+}
+
+/// Whether the acceptors show connections taken since `before`.
+pub fn accepted_since(before: &BTreeMap<u32, u64>, now: &BTreeMap<u32, u64>) -> bool {
+    before
+        .iter()
+        .any(|(tid, n)| now.get(tid).is_none_or(|m| m != n))
 }
 
 /// Socket inodes open in any of `pids`.
@@ -186,6 +226,20 @@ pub fn tcp_idle_ms(fd: &OwnedFd) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_counts_compare() {
+        let a: BTreeMap<u32, u64> = [(10, 5), (11, 7)].into_iter().collect();
+        assert!(!accepted_since(&a, &a.clone()));
+        let more: BTreeMap<u32, u64> = [(10, 6), (11, 7)].into_iter().collect();
+        assert!(accepted_since(&a, &more));
+        let gone: BTreeMap<u32, u64> = [(11, 7)].into_iter().collect();
+        assert!(
+            accepted_since(&a, &gone),
+            "a thread out of accept is handling something"
+        );
+        assert!(!accepted_since(&BTreeMap::new(), &a));
+    }
 
     #[test]
     fn counts_tcp_connections_of_our_ports() {

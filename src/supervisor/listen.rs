@@ -1,6 +1,7 @@
 //! listen mode: one container per service, started by the first
 //! connection, handed the listening sockets, stopped when idle.
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::task::Poll;
@@ -139,7 +140,16 @@ pub async fn serve(
             );
         }
         let reg = launcher.register(&c, "");
-        let (reason, status) = supervise(&launcher, &mut c, &fds, &keys, &mut shutdown, &reg).await;
+        let (reason, status) = supervise(
+            &launcher,
+            &mut c,
+            &fds,
+            &watchers,
+            &keys,
+            &mut shutdown,
+            &reg,
+        )
+        .await;
         drop(reg);
         if reason == Stop::Shutdown && launcher.keep_containers {
             tracing::info!(
@@ -188,6 +198,7 @@ async fn supervise(
     launcher: &Launcher,
     c: &mut Container,
     fds: &[OwnedFd],
+    watchers: &[AsyncFd<OwnedFd>],
     keys: &[ListenerKey],
     shutdown: &mut watch::Receiver<bool>,
     reg: &super::registry::Registered,
@@ -199,6 +210,7 @@ async fn supervise(
         .map(|d| (d / 10).clamp(Duration::from_millis(20), Duration::from_secs(2)))
         .unwrap_or(Duration::from_secs(3600));
     let mut last_busy = Instant::now();
+    let mut last_acceptors = BTreeMap::new();
     loop {
         let lifetime = async {
             match deadline {
@@ -221,6 +233,16 @@ async fn supervise(
             continue;
         };
         let init = c.running.init_pid();
+        // Connections shorter than a sampling step leave no socket to see.
+        // Servers that poll show them as readiness on berth's own
+        // registration of the listener; servers asleep in accept() (the
+        // kernel then wakes only them) in their acceptors' switch counts.
+        let acceptors = conns::acceptors(&conns::process_tree(init));
+        let taken = conns::accepted_since(&last_acceptors, &acceptors);
+        last_acceptors = acceptors;
+        if arrived(watchers) || taken {
+            last_busy = Instant::now();
+        }
         let open = conns::open_connections(init, keys);
         let deadline = limit.saturating_sub(last_busy.elapsed());
         reg.update(|i| {
@@ -242,12 +264,8 @@ async fn supervise(
         // A stop lands when a thread returns to user space: an accept() in
         // flight completes first. Look again only once all have stopped.
         wait_stopped(&pids).await;
-        tracing::debug!(
-            pids = ?pids,
-            pending = conns::pending(fds),
-            open = conns::open_connections(init, keys),
-            "frozen for the idle check"
-        );
+        // Frozen threads are no longer "in accept"; here only connections
+        // still open or queued matter (one already served is not lost).
         if busy(init, fds, keys) {
             signal_all(&pids, Signal::SIGCONT);
             last_busy = Instant::now();
@@ -261,6 +279,20 @@ async fn supervise(
         // settles systemd's side (and anything that escaped the namespace).
         return (Stop::Idle, launcher.kill(c).await);
     }
+}
+
+/// Whether a connection arrived on any listener since the last look
+/// (edge-triggered readiness, cleared here).
+fn arrived(watchers: &[AsyncFd<OwnedFd>]) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut any = false;
+    for w in watchers {
+        if let Poll::Ready(Ok(mut guard)) = w.poll_read_ready(&mut cx) {
+            guard.clear_ready();
+            any = true;
+        }
+    }
+    any
 }
 
 fn busy(init: u32, fds: &[OwnedFd], keys: &[ListenerKey]) -> bool {
