@@ -77,6 +77,8 @@ pub enum StageError {
 
 /// Entry point of `berth sandbox-stage`.
 pub fn main() -> ExitCode {
+    // exec of /proc/self/exe names the process "exe"; say what it is.
+    let _ = nix::sys::prctl::set_name(c"berth-stage");
     // SAFETY: fd 0 is the control channel the supervisor passed; from here
     // on this process owns it.
     let stdin = unsafe { OwnedFd::from_raw_fd(0) };
@@ -210,6 +212,7 @@ fn inner(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
             .map_err(|e| StageError::Prctl("PR_SET_PDEATHSIG", e))?;
     }
+    let _ = nix::sys::prctl::set_name(c"berth-init");
     // Not dumpable: the application cannot open /proc/1/exe (this binary
     // on the host) or ptrace its reaper, even as uid 0.
     nix::sys::prctl::set_dumpable(false).map_err(|e| StageError::Prctl("PR_SET_DUMPABLE", e))?;

@@ -164,13 +164,13 @@ lib_install() {
     install -m644 "$cfg"/systemd/*.socket "$ROOT/etc/systemd/system/"
     # As units/berth-inetd@.service says: link it under the berth service's name.
     ln -sfn /lib/systemd/system/berth-inetd@.service "$ROOT/etc/systemd/system/dropbear@.service"
-    mkdir -p "$ROOT/etc/berth/services" "$ROOT/usr/share/berth/web" "$ROOT/usr/share/berth/ssh"
+    mkdir -p "$ROOT/etc/berth/services" "$ROOT/usr/share/berth/web" "$ROOT/etc/berth/ssh"
     install -m644 "$cfg"/services/*.toml "$ROOT/etc/berth/services/"
     # The package ships the web example's content; a test may stage its own.
     cp -r "$config/web/." "$ROOT/usr/share/berth/web/"
     rm -f "$S/key" "$S/key.pub"
     ssh-keygen -q -t ed25519 -N '' -C berth-system-test -f "$S/key" || die "ssh-keygen failed"
-    install -m644 "$S/key.pub" "$ROOT/usr/share/berth/ssh/authorized_keys"
+    install -m644 "$S/key.pub" "$ROOT/etc/berth/ssh/authorized_keys"
     # A minbase tree has no /etc/hosts (no netbase); every installed system has one.
     [ -e "$ROOT/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$ROOT/etc/hosts"
     IN sh -c 'mkdir -p /etc/dropbear && dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key' \

@@ -10,7 +10,8 @@
 #    systemd, dbus, lighttpd, curl, procps), configured to boot fast, made into
 #    an ext4 image with mkfs.ext4 -d. Cached under
 #    ${BERTH_TESTBED_CACHE:-/var/tmp/berth-testbed}/vm-<hash>, where the hash
-#    covers SUITE, PACKAGES and VM_VERSION (bump it when configure_tree changes).
+#    covers SUITE, PACKAGES, VM_VERSION and the text of configure_tree, so a
+#    change to either builds a new image (about 3 minutes).
 # 3. Boots it with qemu (TCG, never KVM) on the full cgroup v2 hierarchy. The
 #    root image is used with -snapshot (never modified); a second virtio disk
 #    holds a tar of the .deb and tests/vm/guest.sh. The image's enabled unit
@@ -77,7 +78,8 @@ configure_tree() {
              apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
              e2scrub_all.timer e2scrub_reap.service fstrim.timer man-db.timer dpkg-db-backup.timer \
              systemd-firstboot.service systemd-hwdb-update.service systemd-fsck-root.service \
-             systemd-journald-audit.socket; do
+             systemd-journald-audit.socket systemd-logind.service \
+             systemd-update-utmp.service systemd-update-utmp-runlevel.service; do
         ln -sfn /dev/null "$t/etc/systemd/system/$u"
     done
     # lighttpd runs only inside berth's containers.
@@ -184,8 +186,10 @@ for old in "$CACHE"/vm-*/ok; do
     [ "$old" = "$VM/ok" ] && continue
     if [ -n "$(find "$old" -mtime +7)" ]; then rm -rf --one-file-system "${old%/ok}"; fi
 done 2>/dev/null || true
+# Work directories of earlier runs (kept on failure) older than a day.
+find "$CACHE" -maxdepth 1 -name 'vm-run.*' -mmin +1440 -exec rm -rf --one-file-system {} + 2>/dev/null || true
 T_IMG=$(since "$T0")
-if [ $PREPARE = 1 ]; then rm -rf "$WORK"; log "image ready: $VM"; exit 0; fi
+if [ $PREPARE = 1 ]; then [ -n "${BERTH_VM_WORK:-}" ] || rm -rf "$WORK"; log "image ready: $VM"; exit 0; fi
 
 # 3. The payload disk and the boot.
 mkdir -p "$WORK/payload"
@@ -201,7 +205,7 @@ TMPDIR=$WORK qemu-system-x86_64 \
     -accel tcg -cpu max -m 1024 -smp 2 \
     -nodefaults -no-user-config -display none -nic none \
     -kernel "$VM/vmlinuz" -initrd "$VM/initrd.img" \
-    -append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1 loglevel=4" \
+    -append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1 loglevel=4 systemd.log_color=0" \
     -drive file="$VM/root.img",if=virtio,format=raw \
     -drive file="$WORK/payload.tar",if=virtio,format=raw,readonly=on \
     -snapshot -serial file:"$CONSOLE" -no-reboot \
@@ -246,7 +250,7 @@ elif [ "$(echo "$SUMMARY" | awk '{print $3}')" != 0 ] || [ "$(echo "$SUMMARY" | 
 fi
 if [ $STATUS != 0 ]; then
     echo "--- console tail ($CONSOLE):"
-    tr -d '\r' <"$CONSOLE" | grep -v 'berth-vm: ' | tail -n 120
+    tr -d '\r' <"$CONSOLE" | sed 's/\x1b\[[0-9;]*[A-Za-z]//g; s/\x1b[A-Z]//g' | grep -v 'berth-vm: ' | tail -n 60
     [ -s "$WORK/qemu.log" ] && { echo "--- qemu:"; cat "$WORK/qemu.log"; }
 fi
 log "timings: package ${T_DEB}s, image ready at ${T_IMG}s, VM boot+tests+poweroff ${T_RUN}s, total $(since "$T0")s"
