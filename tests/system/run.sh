@@ -32,7 +32,7 @@ LOGDIR=$REPO/target/system-test
 # shellcheck source=tests/system/lib.sh
 . "$REPO/tests/system/lib.sh"
 
-PORT_BOMB=2291 PORT_HOG=2292 PORT_PROBE=2293 PORT_CRASH=2294
+PORT_BOMB=2291 PORT_HOG=2292 PORT_PROBE=2293 PORT_CRASH=2294 PORT_PROBE2=2295 PORT_NOSUCH=2296
 
 T0=$(date +%s)
 PASSED=0 FAILED=0
@@ -168,6 +168,10 @@ TOML
 lib_add_socket "$CFG" bomb $PORT_BOMB
 lib_add_socket "$CFG" hog $PORT_HOG
 lib_add_socket "$CFG" probe $PORT_PROBE
+# Several sockets may share one name: a second one for the probe service.
+sed -i "s|^ListenStream=127.0.0.1:$PORT_PROBE\$|&\nListenStream=127.0.0.1:$PORT_PROBE2|" "$CFG/systemd/berth-probe.socket"
+# A socket whose name matches no service: logged and ignored.
+lib_add_socket "$CFG" nosuch $PORT_NOSUCH
 lib_add_socket "$CFG" crash $PORT_CRASH
 if [ $NET_FALLBACK = 1 ]; then
     lib_net_host $(ls "$CFG"/services/*.toml | grep -v '/probe\.toml$')
@@ -183,7 +187,7 @@ else
     not_ok "berth check passes on the installed configuration" "$(echo "$out" | tr '\n' ' ')"
 fi
 
-SOCKETS="berth-web.socket berth-ssh.socket dropbear.socket berth-bomb.socket berth-hog.socket berth-probe.socket berth-crash.socket"
+SOCKETS="berth-web.socket berth-ssh.socket dropbear.socket berth-bomb.socket berth-hog.socket berth-probe.socket berth-crash.socket berth-nosuch.socket"
 if out=$(lib_enable_sockets $SOCKETS); then
     ok "socket units enabled and listening"
 else
@@ -756,6 +760,22 @@ if [ $SERVE_UP = 1 ]; then
     check "crash loop: berth.service stays active" "$(IN systemctl is-active berth.service)" berth_active
 else
     not_ok "crash loop" "berth.service is not up"
+fi
+
+# probe_cmd_port PORT CMD: one command line to the probe, its answer.
+probe_cmd_port() {
+    timeout 10 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"; printf "%s\n" "$2" >&3; cat <&3' _ "$1" "$2"
+}
+
+# ---------------------------------------------------------------- n. socket names
+if [ $SERVE_UP = 1 ]; then
+    a=$(probe_cmd_port $PORT_PROBE "echo one" 2>/dev/null)
+    b=$(probe_cmd_port $PORT_PROBE2 "echo two" 2>/dev/null)
+    check "two sockets named probe both reach the probe service" "got '$a' and '$b'" \
+        eval '[ "$a" = one ] && [ "$b" = two ]'
+    check "a socket named nosuch (no such service) is logged and ignored" \
+        "$(IN journalctl --no-pager -q -u berth.service -o cat | grep -c nosuch) journal lines" \
+        eval 'IN journalctl --no-pager -q -u berth.service -o cat | grep nosuch | grep -q "matches no service"'
 fi
 
 # ---------------------------------------------------------------- m. without the supervisor
