@@ -56,6 +56,24 @@ pub fn all_threads_stopped(pid: u32) -> bool {
     })
 }
 
+/// Read and write syscalls made so far by the processes of `pids`
+/// (`/proc/PID/io`; read/write/writev/sendfile count, recv/send do not).
+pub fn io_syscalls(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/io")).ok())
+        .map(|io| {
+            io.lines()
+                .filter_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    matches!(k, "syscr" | "syscw")
+                        .then(|| v.trim().parse::<u64>().ok())
+                        .flatten()
+                })
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// Threads of `pids` asleep in accept(), with their voluntary context
 /// switches. Such a thread switches once more for every connection it takes,
 /// so a changed count (or a thread gone from accept) between two looks means

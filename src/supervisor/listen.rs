@@ -140,16 +140,7 @@ pub async fn serve(
             );
         }
         let reg = launcher.register(&c, "");
-        let (reason, status) = supervise(
-            &launcher,
-            &mut c,
-            &fds,
-            &watchers,
-            &keys,
-            &mut shutdown,
-            &reg,
-        )
-        .await;
+        let (reason, status) = supervise(&launcher, &mut c, &fds, &keys, &mut shutdown, &reg).await;
         drop(reg);
         if reason == Stop::Shutdown && launcher.keep_containers {
             tracing::info!(
@@ -198,7 +189,6 @@ async fn supervise(
     launcher: &Launcher,
     c: &mut Container,
     fds: &[OwnedFd],
-    watchers: &[AsyncFd<OwnedFd>],
     keys: &[ListenerKey],
     shutdown: &mut watch::Receiver<bool>,
     reg: &super::registry::Registered,
@@ -211,6 +201,7 @@ async fn supervise(
         .unwrap_or(Duration::from_secs(3600));
     let mut last_busy = Instant::now();
     let mut last_acceptors = BTreeMap::new();
+    let mut last_io = 0u64;
     loop {
         let lifetime = async {
             match deadline {
@@ -233,14 +224,18 @@ async fn supervise(
             continue;
         };
         let init = c.running.init_pid();
-        // Connections shorter than a sampling step leave no socket to see.
-        // Servers that poll show them as readiness on berth's own
-        // registration of the listener; servers asleep in accept() (the
-        // kernel then wakes only them) in their acceptors' switch counts.
-        let acceptors = conns::acceptors(&conns::process_tree(init));
-        let taken = conns::accepted_since(&last_acceptors, &acceptors);
+        // Connections shorter than a sampling step leave no socket to see,
+        // and readiness of the listener is gone once it was accepted. What
+        // stays: servers asleep in accept() switch once per connection, and
+        // servers that read and write their sockets (lighttpd, nginx) move
+        // their read/write syscall counts. Either change is activity.
+        let tree = conns::process_tree(init);
+        let acceptors = conns::acceptors(&tree);
+        let io = conns::io_syscalls(&tree);
+        let taken = conns::accepted_since(&last_acceptors, &acceptors) || io != last_io;
         last_acceptors = acceptors;
-        if arrived(watchers) || taken {
+        last_io = io;
+        if taken {
             last_busy = Instant::now();
         }
         let open = conns::open_connections(init, keys);
@@ -279,20 +274,6 @@ async fn supervise(
         // settles systemd's side (and anything that escaped the namespace).
         return (Stop::Idle, launcher.kill(c).await);
     }
-}
-
-/// Whether a connection arrived on any listener since the last look
-/// (edge-triggered readiness, cleared here).
-fn arrived(watchers: &[AsyncFd<OwnedFd>]) -> bool {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let mut any = false;
-    for w in watchers {
-        if let Poll::Ready(Ok(mut guard)) = w.poll_read_ready(&mut cx) {
-            guard.clear_ready();
-            any = true;
-        }
-    }
-    any
 }
 
 fn busy(init: u32, fds: &[OwnedFd], keys: &[ListenerKey]) -> bool {
