@@ -121,10 +121,16 @@ pub fn parse_unit_name(unit: &str) -> Option<(&str, &str)> {
         .then_some((service, id))
 }
 
+/// Calls to systemd in flight at once. dbus-daemon allows a connection 128
+/// pending replies (max_replies_per_connection) and fails the rest with
+/// LimitsExceeded; a burst of connections waits here instead.
+const IN_FLIGHT: usize = 64;
+
 #[derive(Clone)]
 pub struct Scopes {
     manager: ManagerProxy<'static>,
     jobs: Arc<Mutex<HashMap<String, Job>>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// Turn `[resources]` into scope properties; accounting is always on.
@@ -201,7 +207,11 @@ impl Scopes {
             // Bus gone: wake every waiter with a failure.
             j.lock().unwrap_or_else(|p| p.into_inner()).clear();
         });
-        Ok(Scopes { manager, jobs })
+        Ok(Scopes {
+            manager,
+            jobs,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+        })
     }
 
     async fn wait_job(&self, unit: &str, job: &OwnedObjectPath) -> Result<(), ScopeError> {
@@ -230,6 +240,7 @@ impl Scopes {
 
     /// Create the scope and wait until systemd has moved the pids in.
     pub async fn create(&self, req: &ScopeRequest<'_>) -> Result<(), ScopeError> {
+        let _permit = self.in_flight.acquire().await;
         let props = properties(req);
         let job = self
             .manager
@@ -245,6 +256,7 @@ impl Scopes {
     /// Stop a scope: systemd kills everything in it. A scope that is
     /// already gone (emptied and collected) counts as stopped.
     pub async fn stop(&self, unit: &str) -> Result<(), ScopeError> {
+        let _permit = self.in_flight.acquire().await;
         match self.manager.stop_unit(unit, "replace").await {
             Ok(_) => Ok(()),
             Err(zbus::Error::MethodError(name, _, _))

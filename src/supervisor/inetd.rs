@@ -99,15 +99,10 @@ pub struct WarmPool {
 
 impl WarmPool {
     fn take(&self) -> Option<super::Parked> {
-        let p = self
-            .parked
+        self.parked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .pop_front();
-        if p.is_some() {
-            self.taken.notify_one();
-        }
-        p
+            .pop_front()
     }
 
     fn len(&self) -> usize {
@@ -155,7 +150,9 @@ impl WarmPool {
                             service = %launcher.service().name, container = %id, event = "failed",
                             "preparing a warm sandbox: {e}"
                         );
-                        launcher.note_failure(&id);
+                        if !e.is_infrastructure() {
+                            launcher.note_failure(&id);
+                        }
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
@@ -308,8 +305,8 @@ async fn accept_loop(
         let launcher = launcher.clone();
         let alive = alive.clone();
         let shutdown = shutdown.clone();
-        let parked = warm.take();
-        if let Some(p) = &parked {
+        let parked = warm.take().map(|p| (p, warm.clone()));
+        if let Some((p, _)) = &parked {
             launcher.registry.remove(&p.id);
         }
         tokio::spawn(async move {
@@ -346,14 +343,18 @@ pub async fn run_one(
     conn: OwnedFd,
     peer: String,
     mut shutdown: watch::Receiver<bool>,
-    parked: Option<super::Parked>,
+    parked: Option<(super::Parked, Arc<WarmPool>)>,
 ) -> Option<std::process::ExitStatus> {
     let svc = launcher.service();
     let started = Instant::now();
     let launched = match parked {
-        Some(p) => {
+        Some((p, pool)) => {
             let warm_id = p.id.clone();
-            match launcher.start(p, &conn, Some(&conn), &[]).await {
+            let started = launcher.start(p, &conn, Some(&conn), &[]).await;
+            // Refill only now: preparing the next one must not delay this
+            // connection's exec.
+            pool.taken.notify_one();
+            match started {
                 Ok(c) => Ok(c),
                 Err(e) => {
                     // A parked sandbox that died is replaced on demand.
@@ -384,7 +385,9 @@ pub async fn run_one(
                 service = %svc.name, container = %id, event = "failed", peer = %peer,
                 "{}: container failed to start ({id}): {e}", svc.name
             );
-            launcher.note_failure(&id);
+            if !e.is_infrastructure() {
+                launcher.note_failure(&id);
+            }
             return None; // dropping conn closes the connection
         }
     };

@@ -122,7 +122,9 @@ pub async fn serve(
                         service = %name, container = %id, event = "failed",
                         "{name}: container failed to start ({id}): {e}"
                     );
-                    launcher.note_failure(&id);
+                    if !e.is_infrastructure() {
+                        launcher.note_failure(&id);
+                    }
                     // Without a delay, the queued connection would wake us at once.
                     if launcher.throttle.remaining().is_none() {
                         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -32,6 +32,14 @@ pub enum LaunchError {
     Dup(#[source] std::io::Error),
 }
 
+impl LaunchError {
+    /// A failure on systemd's side (scope creation), not the application's:
+    /// it does not count towards throttling the service.
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(self, LaunchError::Scope(_))
+    }
+}
+
 /// Exit code for an error reaching the binary's edge: 2 for configuration
 /// and usage errors, 1 for everything else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
