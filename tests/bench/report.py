@@ -1,0 +1,833 @@
+#!/usr/bin/python3
+"""Assemble the raw results of tests/bench/run.sh into docs/benchmarks.json and
+render docs/benchmarks.md from it.
+
+    report.py RESULTS_DIR OUT_DIR      # what run.sh does at its end
+    report.py --render OUT_DIR         # re-render the .md from an existing .json
+"""
+
+import json
+import os
+import re
+import statistics
+import sys
+
+# ---------------------------------------------------------------- helpers
+
+
+def load(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def pct(vals, p):
+    s = sorted(v for v in vals if v is not None)
+    if not s:
+        return None
+    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def f(v, unit="", nd=1):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return ("%." + str(nd) + "f%s") % (v, unit)
+    return "%s%s" % (v, unit)
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+def slab(path):
+    out = {}
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(("slabinfo", "#")):
+                    continue
+                p = line.split()
+                if len(p) > 4:
+                    out[p[0]] = int(p[2]) * int(p[3])   # num_objs * objsize
+    except OSError:
+        pass
+    return out
+
+
+def smaps_txt(path):
+    rows = []
+    try:
+        with open(path) as fh:
+            for line in fh:
+                kib, _, name = line.rstrip("\n").partition("\t")
+                rows.append({"rss_kib": int(kib), "mapping": name})
+    except (OSError, ValueError):
+        pass
+    return rows
+
+
+# ---------------------------------------------------------------- assemble
+
+
+def parallel_summary(pairs):
+    """b, both variants at once: the figure and its spread."""
+    return {"wrk": "two wrk -t1 -c8 --latency at the same time, one per variant",
+            "rounds": pairs,
+            # wrk runs the same time in every round: total requests over all rounds
+            "ratio_total": ratio(sum(p["berth"].get("requests") or 0 for p in pairs),
+                                 sum(p["direct"].get("requests") or 0 for p in pairs)),
+            "ratio_median": med([p["ratio"] for p in pairs]),
+            "ratio_min": min((p["ratio"] for p in pairs if p["ratio"] is not None), default=None),
+            "ratio_max": max((p["ratio"] for p in pairs if p["ratio"] is not None), default=None),
+            "berth_rps_mean": sum(p["berth"].get("rps") or 0 for p in pairs) / max(1, len(pairs)),
+            "direct_rps_mean": sum(p["direct"].get("rps") or 0 for p in pairs) / max(1, len(pairs)),
+            "berth_rps_median": med([p["berth"].get("rps") for p in pairs]),
+            "direct_rps_median": med([p["direct"].get("rps") for p in pairs]),
+            "berth_p99_median": med([p["berth"].get("p99_ms") for p in pairs]),
+            "direct_p99_median": med([p["direct"].get("p99_ms") for p in pairs])}
+
+
+
+def assemble(res):
+    d = {"machine": load(os.path.join(res, "machine.json"), {}),
+         "run": load(os.path.join(res, "end.json"), {})}
+
+    # a
+    a = {}
+    for c in (1, 8):
+        r = load(os.path.join(res, "a_c%d.json" % c))
+        if r:
+            a["c%d" % c] = r
+    if a:
+        d["a"] = a
+
+    # b
+    rounds = []
+    for name in sorted(os.listdir(res)):
+        m = re.match(r"b_(direct|berth)_(\d+)\.json$", name)
+        if m:
+            r = load(os.path.join(res, name), {})
+            r.update({"variant": m.group(1), "round": int(m.group(2))})
+            rounds.append(r)
+    pairs = []
+    for name in sorted(os.listdir(res)):
+        m = re.match(r"bp_berth_(\d+)\.json$", name)
+        if m:
+            rb = load(os.path.join(res, name), {})
+            rd = load(os.path.join(res, "bp_direct_%s.json" % m.group(1)), {})
+            pairs.append({"round": int(m.group(1)), "berth": rb, "direct": rd,
+                          "ratio": ratio(rb.get("rps"), rd.get("rps"))})
+    pairs.sort(key=lambda p: p["round"])
+    if rounds:
+        summ = {}
+        for v in ("direct", "berth"):
+            rr = [r for r in rounds if r["variant"] == v]
+            summ[v] = {"rps_median": med([r.get("rps") for r in rr]),
+                       "p99_ms_median": med([r.get("p99_ms") for r in rr]),
+                       "p50_ms_median": med([r.get("p50_ms") for r in rr]),
+                       "rounds": len(rr),
+                       "errors": sum(1 for r in rr if r.get("socket_errors") or r.get("non2xx"))}
+        d["b"] = {"wrk": "wrk -t2 -c16 --latency, HTTP/1.1 keep-alive, GET / (index.html)",
+                  "rounds": rounds, "summary": summ}
+        if pairs:
+            d["b"]["parallel"] = parallel_summary(pairs)
+
+    # c
+    raw = os.path.join(res, "c_raw.txt")
+    if os.path.exists(raw):
+        samples = {"berth": [], "ssa": [], "direct": []}
+        errors = []
+        for line in open(raw):
+            k, _, js = line.partition(" ")
+            try:
+                r = json.loads(js)
+            except ValueError:
+                continue
+            if r.get("error"):
+                errors.append("%s: %s" % (k, r["error"]))
+            elif k in samples:
+                samples[k].append(r["first_byte_ms"])
+        summ = {k: {"n": len(v), "p50": med(v), "p90": pct(v, 90), "min": min(v) if v else None,
+                    "max": max(v) if v else None} for k, v in samples.items()}
+        d["c"] = {"samples_ms": samples, "summary": summ, "errors": errors}
+
+    # d
+    if os.path.exists(os.path.join(res, "d_held.json")):
+        idle = load(os.path.join(res, "d_mem_idle.json"), {})
+        held = load(os.path.join(res, "d_mem_held.json"), {})
+        after = load(os.path.join(res, "d_mem_after.json"), {})
+        up = load(os.path.join(res, "d_hold_up.json"), {})
+        n = (up.get("held") or 0)
+        dd = {"requested": (up.get("burst") or {}).get("requested"),
+              "hold_client": up,
+              "held": load(os.path.join(res, "d_held.json"), {}),
+              "teardown": load(os.path.join(res, "d_teardown.json"), {}),
+              "before": load(os.path.join(res, "d_before.json"), {}),
+              "after": load(os.path.join(res, "d_after.json"), {}),
+              "mem_idle": idle, "mem_held": held, "mem_after": after,
+              "app_alone": load(os.path.join(res, "d_app_alone.json"), {}),
+              "supervisor_smaps_held": smaps_txt(os.path.join(res, "d_supervisor_smaps.txt"))}
+        try:
+            dd["failures"] = [l.strip() for l in open(os.path.join(res, "d_failures.txt")) if l.strip()]
+        except OSError:
+            dd["failures"] = []
+        s0, s1 = slab(os.path.join(res, "d_slab_idle.txt")), slab(os.path.join(res, "d_slab_held.txt"))
+        deltas = sorted(((s1.get(k, 0) - s0.get(k, 0), k) for k in set(s0) | set(s1)), reverse=True)
+        dd["slab_growth_top"] = [{"cache": k, "bytes": b} for b, k in deltas[:10] if b > 0]
+        # derived figures
+        if n and held.get("stage"):
+            mi0, mi1 = idle.get("meminfo_kib", {}), held.get("meminfo_kib", {})
+            kern = {k: (mi1.get(k, 0) - mi0.get(k, 0)) for k in ("SUnreclaim", "PageTables", "KernelStack")}
+            stage_pss = held["stage"]["pss_kib"] / n
+            app_pss = held["app"]["pss_kib"] / n
+            kern_per = sum(kern.values()) / n
+            dd["per_container_kib"] = {
+                "containers": n,
+                "stage_processes_pss": round(stage_pss, 1),
+                "app_pss": round(app_pss, 1),
+                "kernel_delta_total": round(kern_per, 1),
+                "kernel_delta": {k: round(v / n, 1) for k, v in kern.items()},
+                "beyond_app": round(stage_pss + kern_per, 1),
+                "memavailable_drop": round((mi0.get("MemAvailable", 0) - mi1.get("MemAvailable", 0)) / n, 1),
+                "slice_charged": round((held.get("slice") or {}).get("usage_bytes", 0) / 1024 / n, 1),
+            }
+        sup = held.get("supervisor", {})
+        dd["supervisor"] = {"idle_vmrss_kib": idle.get("supervisor", {}).get("vmrss_kib"),
+                            "held_vmrss_kib": sup.get("vmrss_kib"),
+                            "peak_vmhwm_kib": sup.get("vmhwm_kib"),
+                            "after_vmrss_kib": after.get("supervisor", {}).get("vmrss_kib"),
+                            "threads": sup.get("threads")}
+        d["d"] = dd
+
+    # profile
+    prof = {}
+    for k, fn in (("timeline", "prof_timeline.json"), ("timeline_wake", "prof_timeline_wake.json"),
+                  ("timeline_ssa", "prof_timeline_ssa.json"),
+                  ("cpu_berth_warm0", "prof_cpu_berth_warm0.json"), ("cpu_systemd_bare", "prof_cpu_systemd_bare.json"),
+                  ("cpu_systemd_sandboxed", "prof_cpu_systemd_sandboxed.json"),
+                  ("client", "prof_client.json"), ("client_wake", "prof_client_wake.json")):
+        v = load(os.path.join(res, fn))
+        if v:
+            prof[k] = v
+    if prof:
+        d["profile"] = prof
+    d["targets"] = targets(d)
+    return d
+
+
+# ---------------------------------------------------------------- targets
+
+
+def targets(d):
+    rows = []
+    a = d.get("a", {})
+    for c in ("c1", "c8"):
+        r = a.get(c)
+        if not r:
+            continue
+        bare = r.get("systemd_bare", {}).get("first_byte_ms", {}).get("p50")
+        sbx = r.get("systemd_sandboxed", {}).get("first_byte_ms", {}).get("p50")
+        for b, label in (("berth_warm0", "warm = 0"), ("berth_warm8", "warm = 8")):
+            fb = r.get(b, {}).get("first_byte_ms", {})
+            p50, p99 = fb.get("p50"), fb.get("p99")
+            conc = c[1:]
+            rows.append({"id": "a", "figure": "a. inetd cold start, %s client%s, berth %s: p50 vs systemd bare Accept=yes p50"
+                         % (conc, "s" if conc != "1" else "", label),
+                         "berth": p50, "anchor": bare, "unit": "ms", "ratio": ratio(p50, bare),
+                         "target": "<= 1.0x", "met": None if ratio(p50, bare) is None else ratio(p50, bare) <= 1.0})
+            rows.append({"id": "a", "figure": "a. ... %s client%s, berth %s: p50 vs systemd sandboxed Accept=yes p50"
+                         % (conc, "s" if conc != "1" else "", label),
+                         "berth": p50, "anchor": sbx, "unit": "ms", "ratio": ratio(p50, sbx),
+                         "target": "<= 0.25x", "met": None if ratio(p50, sbx) is None else ratio(p50, sbx) <= 0.25})
+            rows.append({"id": "a", "figure": "a. ... %s client%s, berth %s: p99 vs its own p50"
+                         % (conc, "s" if conc != "1" else "", label),
+                         "berth": p99, "anchor": p50, "unit": "ms", "ratio": ratio(p99, p50),
+                         "target": "<= 2.0x", "met": None if ratio(p99, p50) is None else ratio(p99, p50) <= 2.0})
+    b = d.get("b", {}).get("summary")
+    bp = d.get("b", {}).get("parallel")
+    if bp:
+        rb, rd, rr = bp["berth_rps_mean"], bp["direct_rps_mean"], bp.get("ratio_total")
+        rows.append({"id": "b", "figure": "b. listen mode, warm: wrk requests/s, lighttpd in berth vs socket-activated by "
+                     "systemd, both at once (mean req/s over the rounds; round ratios %s-%s)"
+                     % (f(bp.get("ratio_min"), "", 2), f(bp.get("ratio_max"), "", 2)),
+                     "berth": rb, "anchor": rd, "unit": "req/s", "ratio": rr, "target": ">= 0.98x",
+                     "met": None if rr is None else rr >= 0.98})
+    if b:
+        rb, rd = b["berth"]["rps_median"], b["direct"]["rps_median"]
+        rows.append({"id": "b" if not bp else "b-info",
+                     "figure": "b. ... one after the other, alternating (median of rounds)%s" % ("; context" if bp else ""),
+                     "berth": rb, "anchor": rd, "unit": "req/s", "ratio": ratio(rb, rd), "target": ">= 0.98x" if not bp else "-",
+                     "met": None if bp or ratio(rb, rd) is None else ratio(rb, rd) >= 0.98})
+        pb, pd = (bp["berth_p99_median"], bp["direct_p99_median"]) if bp else (b["berth"]["p99_ms_median"], b["direct"]["p99_ms_median"])
+        rows.append({"id": "b-info", "figure": "b. ... wrk p99 latency (no target; shown for the issue)",
+                     "berth": pb, "anchor": pd, "unit": "ms", "ratio": ratio(pb, pd), "target": "-", "met": None})
+    c = d.get("c", {}).get("summary")
+    if c:
+        wb, ws = c["berth"]["p50"], c["ssa"]["p50"]
+        rows.append({"id": "c", "figure": "c. wake from idle: first byte after teardown (p50) vs lighttpd's own start-up (p50)",
+                     "berth": wb, "anchor": ws, "unit": "ms", "ratio": ratio(wb, ws), "target": "<= start-up + 5 ms",
+                     "met": None if wb is None or ws is None else wb <= ws + 5.0,
+                     "gap_ms": None if wb is None or ws is None else wb - ws})
+    dd = d.get("d")
+    if dd:
+        peak = dd["supervisor"]["peak_vmhwm_kib"]
+        rows.append({"id": "d", "figure": "d. %s containers held: supervisor RSS (peak, VmHWM)" % dd["hold_client"].get("held"),
+                     "berth": peak / 1024.0 if peak else None, "anchor": 15.0, "unit": "MB",
+                     "ratio": ratio(peak / 1024.0 if peak else None, 15.0), "target": "<= 15 MB",
+                     "met": None if not peak else peak / 1024.0 <= 15.0})
+        burst = dd["hold_client"].get("burst", {})
+        rows.append({"id": "d", "figure": "d. all %s connections opened at once: containers started" % burst.get("requested"),
+                     "berth": burst.get("up"), "anchor": burst.get("requested"), "unit": "",
+                     "ratio": ratio(burst.get("up"), burst.get("requested")), "target": "all (implied)",
+                     "met": burst.get("up") == burst.get("requested")})
+        b0, b1 = dd.get("before", {}), dd.get("after", {})
+        clean = bool(b1) and b1.get("hold_units_any_state") == 0 and all(
+            b1.get(k) == b0.get(k) for k in ("mounts_pid1", "mounts_berth", "net_namespaces", "mnt_namespaces")) \
+            and b1.get("staging_entries") == 0
+        rows.append({"id": "d", "figure": "d. after teardown: no berth-hold-* unit, no extra mount, no extra net/mnt namespace",
+                     "berth": "clean" if clean else "leftovers", "anchor": None, "unit": "", "ratio": None,
+                     "target": "nothing left", "met": clean})
+    return rows
+
+
+# ---------------------------------------------------------------- render
+
+
+def table(head, rows):
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(x) for x in r) + " |")
+    return "\n".join(out)
+
+
+def yesno(m):
+    return "n/a" if m is None else ("**yes**" if m else "**no**")
+
+
+def phase_table(tl):
+    rows = []
+    for tgt, v in tl.items():
+        label = "%s (%s conns)" % (tgt, v.get("connections"))
+        for i, p in enumerate(v.get("phases", [])):
+            rows.append([label if i == 0 else "", p["phase"], f(p["p50_ms"], nd=2), f(p["p90_ms"], nd=2)])
+    return table(["variant", "phase", "p50 ms", "p90 ms"], rows)
+
+
+def phase(tl, tgt, name_start):
+    for p in tl.get(tgt, {}).get("phases", []):
+        if p["phase"].startswith(name_start):
+            return p["p50_ms"]
+    return None
+
+
+def render(d):
+    m = d.get("machine", {})
+    L = []
+    w = L.append
+    rows = d.get("targets", [])
+    met = sum(1 for r in rows if r["met"] is True)
+    judged = sum(1 for r in rows if r["met"] is not None)
+    w("# berth benchmarks\n")
+    w("Generated by `tests/bench/run.sh` from [`benchmarks.json`](benchmarks.json) (raw numbers) on %s; "
+      "every berth figure and its anchor were measured in the same run, on the same testbed (systemd 252 "
+      "in systemd-nspawn with its own user namespace, so limits and accounting are real: `tests/testbed/`)."
+      % m.get("date", "?"))
+    if m.get("quick"):
+        w("\n**This is a short development run (`BERTH_BENCH_QUICK=1`): few samples, do not quote it.**")
+    w("\n**%d of %d targets met.** Ratios are berth / anchor from the same run; the host is shared with other "
+      "jobs (load average %s at the start, %s at the end), so absolute times move between runs and only the ratios "
+      "are meant to be compared.\n" % (met, judged, m.get("loadavg_start", "?"), d.get("run", {}).get("loadavg_end", "?")))
+
+    w("## Targets\n")
+    trs = []
+    for r in rows:
+        u = r["unit"]
+        bv = r["berth"] if isinstance(r["berth"], str) else f(r["berth"], (" " + u) if u else "", 1 if u != "" else 0)
+        av = f(r["anchor"], (" " + u) if u else "", 1 if u != "" else 0) if r["anchor"] is not None else "-"
+        rv = f(r["ratio"], "x", 2) if r["ratio"] is not None else "-"
+        if r.get("gap_ms") is not None:
+            rv += " (+%.1f ms)" % r["gap_ms"]
+        trs.append([r["figure"], bv, av, rv, r["target"], yesno(r["met"])])
+    w(table(["figure", "berth", "anchor", "ratio", "target", "met?"], trs))
+    w("")
+
+    w("## How to reproduce\n")
+    w("On a Debian 12 machine (root; the same set-up as the test suite), from the repository:\n")
+    w("```sh\nsudo tests/bench/run.sh\n```\n")
+    w("It builds `target/release/berth` (`cargo build --release --bins`), builds or reuses the testbed tree "
+      "(`tests/testbed/tree.sh`), boots testbed 1 with `--userns`, installs berth, `units/berth.service`, "
+      "`units/berth-inetd@.service` and the benchmark's services and socket units (ports 19101-19131 on "
+      "127.0.0.1, 19190 for the client-overhead server), measures a, b, c, d and the profile, writes "
+      "`docs/benchmarks.json` and this file, and stops the testbed. This run took %s after the build. "
+      "`BERTH_BENCH_QUICK=1` makes a short run for development, `BERTH_BENCH_PHASES=\"a b\"` runs a subset, "
+      "`BERTH_BENCH_OUT=DIR` writes elsewhere. It is not part of `tests/ci.sh`.\n"
+      % (f(d.get("run", {}).get("duration_s"), " s", 0)))
+
+    w("## Machine\n")
+    w(table(["", ""], [
+        ["CPU", "%s x %s" % (m.get("nproc"), m.get("cpu"))],
+        ["memory", f((m.get("mem_total_kib") or 0) / 1048576.0, " GiB", 1)],
+        ["kernel", m.get("kernel")],
+        ["host", m.get("host_os")],
+        ["cgroups", m.get("cgroups")],
+        ["testbed", "%s, in systemd-nspawn (tests/testbed/boot.sh --userns), host network shared" % m.get("testbed_systemd")],
+        ["peers", "%s; %s; client %s" % (m.get("lighttpd"), m.get("wrk"), m.get("python"))],
+        ["berth", "commit %s, release build" % m.get("berth_commit")],
+        ["load average", "%s (start) / %s (end)" % (m.get("loadavg_start"), d.get("run", {}).get("loadavg_end"))],
+    ]))
+    w("")
+
+    # ---------------------------------------------------------------- a
+    a = d.get("a")
+    if a:
+        w("## a. inetd cold start: connect to first byte\n")
+        w("The service is `/bin/echo hi`; the client (`tests/bench/client.py latency`, on the host, to 127.0.0.1) "
+          "takes the time from just before `connect()` to the first byte received, then reads to EOF. "
+          "Clients are closed loops (1 or 8 threads, each opening the next connection when the last one "
+          "ended). The variants are interleaved: every round gives each variant its share in rotating "
+          "order, so changes in the machine's load hit all of them alike. Rate is connections served per "
+          "second of that variant's own wall time.\n")
+        w("- **berth warm = 0**: `berth serve` (berth.service), inetd mode, full default sandbox "
+          "(mount, pid, ipc, uts, cgroup and network namespaces, tmpfs root with read-only /usr, "
+          "seccomp, no capabilities, user nobody), a transient scope per container with MemoryMax=64M and "
+          "TasksMax=16, stderr to the journal.")
+        w("- **berth warm = 8**: the same with `warm = 8` (8 sandboxes and scopes prepared ahead).")
+        w("- **berth inetd (Accept=yes)**: systemd accepts and runs `berth inetd` per connection "
+          "(`units/berth-inetd@.service`); shown for information.")
+        w("- **systemd bare**: `Accept=yes`, `ExecStart=/bin/echo hi`, nothing else.")
+        w("- **systemd sandboxed**: `Accept=yes` with PrivateNetwork, PrivateTmp, ProtectSystem=strict, "
+          "PrivateDevices, PrivateIPC, ProtectHostname, NoNewPrivileges, CapabilityBoundingSet= (empty), "
+          "MemoryMax=64M, TasksMax=16 (shared/TESTBED.md).")
+        w("- **client floor**: a trivial Python server on the host that writes at once: the client's own "
+          "overhead.\n")
+        names = [("berth_warm0", "berth warm = 0"), ("berth_warm8", "berth warm = 8"),
+                 ("berth_inetd_acceptyes", "berth inetd (Accept=yes)"), ("systemd_bare", "systemd bare"),
+                 ("systemd_sandboxed", "systemd sandboxed"), ("client_floor", "client floor")]
+        for c in ("c1", "c8"):
+            r = a.get(c)
+            if not r:
+                continue
+            w("**%s concurrent client%s**\n" % (c[1:], "s" if c != "c1" else ""))
+            trs = []
+            for k, label in names:
+                v = r.get(k)
+                if not v:
+                    continue
+                fb = v["first_byte_ms"]
+                trs.append([label, v["connections"], v["errors"], f(fb.get("p50"), nd=2), f(fb.get("p90"), nd=2),
+                            f(fb.get("p99"), nd=2), f(fb.get("max"), nd=1), f(v.get("rate_per_s"), "/s", 1)])
+            w(table(["variant", "conns", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms", "rate"], trs))
+            w("")
+
+    # ---------------------------------------------------------------- b
+    b = d.get("b")
+    if b:
+        w("## b. listen mode, warm: wrk\n")
+        w("`%s`, against lighttpd socket-activated by systemd directly (`lighttpd-direct.socket` + "
+          "`.service`, User=www-data) and against the same lighttpd and configuration in a berth container "
+          "(`config/services/web.toml` with `idle_timeout = \"10min\"`), after a warm-up of each; rounds "
+          "alternate the order. The summary is the median over rounds.\n" % b["wrk"])
+        trs = [[r["round"], r["variant"], f(r.get("rps"), nd=0), f(r.get("p50_ms"), nd=2), f(r.get("p99_ms"), nd=2),
+                r.get("requests"), (r.get("socket_errors") or "") + (" non-2xx %s" % r["non2xx"] if r.get("non2xx") else "")]
+               for r in sorted(b["rounds"], key=lambda x: (x["round"], x["variant"]))]
+        w(table(["round", "variant", "req/s", "p50 ms", "p99 ms", "requests", "errors"], trs))
+        w("")
+        bp = b.get("parallel")
+        if bp:
+            w("Both at once (the target's figure): %s, %s rounds; each round compares the two under the same "
+              "load from the rest of the machine. The figure is the ratio of all requests each served over "
+              "the rounds: %s (median of the round ratios %s, range %s-%s). On this shared host a single "
+              "round's ratio moves by that range, so differences of a few per cent between the two are below "
+              "what this benchmark can resolve.\n"
+              % (bp["wrk"], len(bp["rounds"]), f(bp.get("ratio_total"), "x", 3), f(bp.get("ratio_median"), "x", 3),
+                 f(bp.get("ratio_min"), "", 2), f(bp.get("ratio_max"), "", 2)))
+            w(table(["round", "berth req/s", "direct req/s", "ratio", "berth p99 ms", "direct p99 ms"],
+                    [[p["round"], f(p["berth"].get("rps"), nd=0), f(p["direct"].get("rps"), nd=0), f(p["ratio"], "x", 3),
+                      f(p["berth"].get("p99_ms"), nd=2), f(p["direct"].get("p99_ms"), nd=2)] for p in bp["rounds"]]))
+            w("")
+
+    # ---------------------------------------------------------------- c
+    c = d.get("c")
+    if c:
+        s = c["summary"]
+        w("## c. wake from idle\n")
+        w("- **berth**: lighttpd in berth with `idle_timeout = \"1s\"`; the script waits until "
+          "`systemctl list-units 'berth-webidle-*'` shows no container, 0.3 s more, then one HTTP/1.0 request: "
+          "connect to first byte of the reply. It includes berth noticing the queued connection, the sandbox, "
+          "the scope and lighttpd's whole start-up.")
+        w("- **lighttpd start-up (the anchor)**: `systemd-socket-activate -l 127.0.0.1:PORT lighttpd -D -f ...` "
+          "(started as a unit, User=www-data) binds the socket and execs lighttpd only when the first connection "
+          "arrives; connect to first byte of that first request is lighttpd's exec, start-up, accept and reply, "
+          "with nothing else on the path.")
+        w("- **systemd restart (context)**: `systemctl stop lighttpd-direct.service` (its socket stays), then "
+          "the request: systemd's spawn of the service plus lighttpd's start-up.\n")
+        w(table(["variant", "n", "p50 ms", "p90 ms", "min ms", "max ms"], [
+            [label, s[k]["n"], f(s[k]["p50"], nd=2), f(s[k]["p90"], nd=2), f(s[k]["min"], nd=2), f(s[k]["max"], nd=2)]
+            for k, label in (("berth", "berth, woken from idle"), ("ssa", "lighttpd start-up (systemd-socket-activate)"),
+                             ("direct", "systemd restarting lighttpd from its socket"))]))
+        if c.get("errors"):
+            w("\nErrors: %s" % "; ".join(c["errors"][:5]))
+        w("")
+
+    # ---------------------------------------------------------------- d
+    dd = d.get("d")
+    if dd:
+        hc = dd["hold_client"]
+        burst = hc.get("burst", {})
+        pc = dd.get("per_container_kib", {})
+        sup = dd["supervisor"]
+        w("## d. %s concurrent inetd containers held open\n" % burst.get("requested"))
+        w("Service `hold`: inetd mode, `exec = [\"/bin/cat\"]`, default sandbox, MemoryMax=16M, TasksMax=4, "
+          "`max_connections = %s`. The client (`client.py hold`) opens all connections at once, sends a line "
+          "on each and counts a container as started when `cat` echoes it. Connections that fail are opened "
+          "again in waves of 100 until all are held, so the memory figures are taken with the full number "
+          "held. `berth.service` is restarted before this figure, so its peak RSS (VmHWM) is this figure's.\n"
+          % (int(burst.get("requested") or 0) + 100))
+        waves = hc.get("waves", [])
+        w(table(["", ""], [
+            ["burst: started / failed", "%s / %s (all that started did so within %s s; median %s s)"
+             % (burst.get("up"), burst.get("failed"), burst.get("start_all_s"), burst.get("p50_up_s"))],
+            ["why they failed (journal, counts)", "<br>".join(dd.get("failures") or ["-"])],
+            ["retries", "%d waves of up to 100: %s" % (len(waves), ", ".join(
+                "%s up in %s s" % (x["up"], x["took_s"]) for x in waves)) if waves else "none needed"],
+            ["time until all %s were held" % hc.get("held"), f(hc.get("all_up_s"), " s", 1)],
+            ["active scopes while held / STATUS=", "%s / %s" % (dd["held"].get("active_scopes"), dd["held"].get("status"))],
+            ["teardown of all (clients close -> no container process, no scope)", f(dd["teardown"].get("teardown_all_s"), " s", 2)],
+            ["supervisor VmRSS idle / held / peak (VmHWM) / after", "%s / %s / %s / %s MB" % tuple(
+                f(x / 1024.0 if x else None, "", 1) for x in (sup["idle_vmrss_kib"], sup["held_vmrss_kib"],
+                                                          sup["peak_vmhwm_kib"], sup["after_vmrss_kib"]))],
+            ["supervisor threads", sup.get("threads")],
+        ]))
+        w("")
+        if pc:
+            w("Memory per container (%d held), KiB:\n" % pc["containers"])
+            w(table(["what", "KiB per container", "how"], [
+                ["application (`cat`) PSS", pc["app_pss"], "smaps_rollup of the cat processes in berth-hold.slice"],
+                ["application alone, for reference", dd.get("app_alone", {}).get("pss_kib"), "PSS of one cat outside any sandbox (nothing to share with)"],
+                ["berth's stage processes (outer stage + PID 1) PSS", pc["stage_processes_pss"], "smaps_rollup of the `berth sandbox-stage` processes"],
+                ["kernel: unreclaimable slab", pc["kernel_delta"].get("SUnreclaim"), "/proc/meminfo delta idle -> held, divided by N (namespaces, mounts, tmpfs, sockets)"],
+                ["kernel: page tables", pc["kernel_delta"].get("PageTables"), "same (all 3 processes of a container)"],
+                ["kernel: stacks", pc["kernel_delta"].get("KernelStack"), "same (3 tasks)"],
+                ["**beyond the application** (stage PSS + kernel)", "**%s**" % pc["beyond_app"], "upper bound: the kernel part includes the app's own page tables and stack"],
+                ["MemAvailable drop", pc["memavailable_drop"], "system-wide, includes other jobs on the host: a cross-check only"],
+                ["charged to berth-hold.slice", pc["slice_charged"], "memory.usage_in_bytes / N; v1 charges pages to the cgroup that first touched them, so the stage's pages made before the move into the scope stay with berth.service"],
+            ]))
+            w("")
+        b0, b1 = dd.get("before", {}), dd.get("after", {})
+        w("Leftovers (inside the testbed, before the burst / after teardown):\n")
+        w(table(["", "before", "after"], [
+            ["berth-hold-* units in any state (`systemctl list-units --all`)", b0.get("hold_units_any_state"), b1.get("hold_units_any_state")],
+            ["mounts in PID 1's namespace", b0.get("mounts_pid1"), b1.get("mounts_pid1")],
+            ["mounts in berth serve's namespace", b0.get("mounts_berth"), b1.get("mounts_berth")],
+            ["network namespaces (`lsns -t net`)", b0.get("net_namespaces"), b1.get("net_namespaces")],
+            ["mount namespaces (`lsns -t mnt`)", b0.get("mnt_namespaces"), b1.get("mnt_namespaces")],
+            ["entries in /run/berth/root (staging)", b0.get("staging_entries"), b1.get("staging_entries")],
+        ]))
+        w("")
+
+    # ---------------------------------------------------------------- profiles
+    prof = d.get("profile", {})
+    tl = prof.get("timeline", {})
+    tlw = dict(list(prof.get("timeline_wake", {}).items()) + list(prof.get("timeline_ssa", {}).items()))
+    if tl or tlw:
+        w("## Where the time goes (profile)\n")
+        w("Kernel tracepoints recorded system-wide with `perf record` (sched_process_fork/exec, and "
+          "connect, accept4, unshare, sendmsg, recvmsg, recvfrom, pivot_root), over a few sequential "
+          "connections per variant with pauses between them, cut into phases by `tests/bench/timeline.py`. "
+          "No ptrace: `strace -f` was tried first and inflates every phase that makes many system calls "
+          "(the posix_spawn child's ~64 rt_sigaction calls alone took 20 ms under strace). The phases of "
+          "berth are its critical path in order; the two \"(overlapped)\" rows run beside it (the scope job).\n")
+        w(phase_table(dict(list(tl.items()) + list(tlw.items()))))
+        w("")
+
+    cpus = [(k[4:], prof[k]) for k in ("cpu_berth_warm0", "cpu_systemd_bare", "cpu_systemd_sandboxed") if k in prof]
+    if cpus:
+        w("CPU time per connection with 8 clients, by process: `perf record -a -e cpu-clock -F 999` while "
+          "the variant alone served %s connections, samples attributed to the testbed's processes (and all "
+          "they forked), the load client, kernel threads and the rest of the host (`tests/bench/cpuprof.py`). "
+          "Two CPUs give 2000 ms of CPU per second, so CPU per connection bounds the rate. The row "
+          "\"other host processes\" is the work of other jobs sharing the machine during the window, divided "
+          "by this variant's connections: it shows how contended the CPUs were.\n"
+          % cpus[0][1].get("connections"))
+        allg = []
+        for _, v in cpus:
+            for g in v["groups"]:
+                if g["group"] not in allg and g["group"] != "idle":
+                    allg.append(g["group"])
+        trs = []
+        for g in allg:
+            trs.append([g] + [f(next((x["cpu_ms_per_connection"] for x in v["groups"] if x["group"] == g), None), "", 2)
+                              for _, v in cpus])
+        trs.append(["**testbed total**"] + ["**%s**" % f(v.get("testbed_cpu_ms_per_connection"), "", 2) for _, v in cpus])
+        w(table(["ms of CPU per connection"] + [k for k, _ in cpus], trs))
+        w("")
+
+    if dd:
+        w("## Where the memory goes (profile)\n")
+        sm = dd.get("supervisor_smaps_held") or []
+        if sm:
+            w("The supervisor's resident memory by mapping while the containers are held (`/proc/PID/smaps`):\n")
+            w(table(["mapping", "RSS KiB"], [[r["mapping"], r["rss_kib"]] for r in sm]))
+            w("")
+        sg = dd.get("slab_growth_top") or []
+        if sg:
+            n = (dd.get("per_container_kib") or {}).get("containers") or 1
+            w("Kernel slab caches that grew most between idle and %d held (`/proc/slabinfo`, system-wide):\n" % n)
+            w(table(["cache", "growth MiB", "per container KiB"],
+                    [[r["cache"], f(r["bytes"] / 1048576.0, "", 1), f(r["bytes"] / 1024.0 / n, "", 1)] for r in sg]))
+            w("")
+
+    # ---------------------------------------------------------------- analysis
+    w("## Missed targets: where it goes and what would close it\n")
+    missed = [r for r in rows if r["met"] is False]
+    if not missed:
+        w("None missed in this run.\n")
+    ids = {r["id"] for r in missed}
+    w(analysis(d, ids, tl, tlw))
+    return "\n".join(L) + "\n"
+
+
+def analysis(d, ids, tl, tlw):
+    """The reading of the profile for each missed target, with the numbers of this run."""
+    L = []
+    w = L.append
+    a = d.get("a", {})
+    if "a" in ids:
+        g = lambda t, p: phase(tl, t, p)
+        job = g("berth_warm0", "(overlapped) StartTransientUnit")
+        tot0 = g("berth_warm0", "total")
+        mounts = g("berth_warm0", "PID 1: lo up")
+        wait = g("berth_warm0", "Prepared -> Start")
+        stage = sum(x for x in (g("berth_warm0", "stage fork -> exec"), g("berth_warm0", "stage exec -> Setup")) if x)
+        uns = g("berth_warm0", "unshare(")
+        bare_child = g("systemd_bare", "child fork")
+        sbx_child = g("systemd_sandboxed", "child fork")
+        w8 = a.get("c1", {}).get("berth_warm8", {}).get("first_byte_ms", {})
+        w8c8 = a.get("c8", {}).get("berth_warm8", {}).get("first_byte_ms", {})
+        w0c8 = a.get("c8", {}).get("berth_warm0", {}).get("first_byte_ms", {})
+        take = g("berth_warm8", "accept -> Start sent")
+        w("### a. inetd cold start\n")
+        w("**warm = 0.** In the profile a cold start took %s ms. The sandbox itself is not the problem: "
+          "exec of `berth sandbox-stage` and its start %s ms, `unshare()` of five namespaces %s ms, PID 1's "
+          "mounts and pivot_root %s ms. What dominates is the transient scope: StartTransientUnit is sent "
+          "once the stage reports PID 1's pid, and the job took %s ms from that call until berth could send "
+          "Start, so PID 1 sat %s ms with the sandbox ready, waiting for systemd. Of the job's time, systemd "
+          "itself took %s ms (from receiving the call to its last message before berth sent Start; dbus-daemon's "
+          "forwarding %s ms, berth's reaction %s ms): creating the scope's cgroup in each v1 hierarchy, moving the "
+          "pids, applying the limits, telling logind and journald. shared/TESTBED.md measured 3-4 ms per scope on "
+          "a quiet testbed with a 14-16 ms p99; it grows with the machine's load. For comparison systemd's "
+          "bare `Accept=yes` spends %s ms in its forked child and its sandboxed one %s ms, without any scope "
+          "round trip. The on-demand path cannot go below max(scope job, stage exec + unshare) + mounts + the "
+          "application's exec, which is above systemd's bare spawn even on a quiet machine; warm = 0 "
+          "cannot reach 1.0x of bare systemd, and the design answer is the warm pool.\n"
+          % (f(tot0, "", 1), f(stage, "", 1), f(uns, "", 1), f(mounts, "", 1), f(job, "", 1), f(wait, "", 1),
+             f(g("berth_warm0", "(overlapped, of which) systemd:"), "", 1),
+             f(g("berth_warm0", "(overlapped, of which) call ->"), "", 2),
+             f(g("berth_warm0", "(overlapped, of which) systemd's last"), "", 2),
+             f(bare_child, "", 1), f(sbx_child, "", 1)))
+        w("**warm = 8.** With sandboxes and scopes prepared ahead, a connection costs accept, the Start "
+          "message, the application's fork and exec: p50 %s ms with one client, %s ms with 8 (in the profile "
+          "accept -> Start sent was %s ms). The misses are the tail and the pool's drain:\n"
+          % (f(w8.get("p50"), "", 1), f(w8c8.get("p50"), "", 1), f(take, "", 2)))
+        w("- `p99` with one client is %s ms (%.1fx its p50): every connection that takes a warm sandbox "
+          "makes `keep_filled` prepare a new one *at once*, on the same single-threaded tokio runtime and "
+          "the same 2 CPUs. In %s of %s profiled connections the supervisor's `posix_spawn` of the refill's "
+          "stage (the runtime is blocked until that child execs, vfork semantics) and its Setup message came "
+          "between the accept and the Start message of the warm sandbox; after that, the new stage's unshare, "
+          "mounts and its scope job (systemd, dbus-daemon, logind) compete with the exec of the application "
+          "the client is waiting for."
+          % (f(w8.get("p99"), "", 1), (w8.get("p99") or 0) / (w8.get("p50") or 1),
+             tl.get("berth_warm8", {}).get("refill_spawned_before_start"), tl.get("berth_warm8", {}).get("connections")))
+        prof = d.get("profile", {})
+        cb = prof.get("cpu_berth_warm0", {}).get("testbed_cpu_ms_per_connection")
+        cs = prof.get("cpu_systemd_bare", {}).get("testbed_cpu_ms_per_connection")
+        cx = prof.get("cpu_systemd_sandboxed", {}).get("testbed_cpu_ms_per_connection")
+        top = [x for x in prof.get("cpu_berth_warm0", {}).get("groups", []) if x["group"].startswith("testbed:")][:4]
+        w("- With 8 clients the machine is CPU-bound and warm = 8 does not help (p50 %s ms, warm = 0: "
+          "%s ms): the pool empties within the first burst, `keep_filled` refills one sandbox at a time (it "
+          "awaits each `prepare`), and most connections find it empty. What sets the rate is CPU per "
+          "connection: %s ms in the testbed for berth (warm = 0) against %s ms for systemd bare and %s ms "
+          "for systemd sandboxed (table above); berth's largest items: %s. A warm pool moves this work "
+          "ahead in time but does not remove it, so under sustained load above ~2000/%s = %s connections "
+          "per second no pool size helps; below it, the pool must refill in parallel to keep up.\n"
+          % (f(w8c8.get("p50"), "", 1), f(w0c8.get("p50"), "", 1), f(cb, "", 1), f(cs, "", 1), f(cx, "", 1),
+             ", ".join("%s %s ms" % (x["group"][9:], f(x["cpu_ms_per_connection"], "", 1)) for x in top) or "n/a",
+             f(cb, "", 1), f(2000.0 / cb if cb else None, "", 0)))
+        mc = tl.get("berth_warm0", {}).get("mount_calls_per_container")
+        w("Changes that would close it (in `src/supervisor/inetd.rs` and `src/sandbox/`):\n")
+        w("1. Hand over first, refill after: in `accept_loop`/`run_one`, send Start to the taken sandbox "
+          "before waking the filler (`WarmPool::take` calls `notify_one` today, and the filler's "
+          "`spawn()` runs before `run_one` is polled), e.g. notify from `run_one` after `launcher.start()` "
+          "returned.")
+        w("2. Refill off the critical path: delay a refill until no connection is starting (a short "
+          "debounce, e.g. 20-50 ms after the last take, or after the taken container's exec), and run the "
+          "warm stages at low CPU priority (`setpriority`/`SCHED_IDLE` for a stage that is prepared ahead, "
+          "back to normal at Start), so that on a 2-CPU machine a refill never delays a live exec.")
+        w("3. Refill in parallel: let `keep_filled` prepare up to `warm - len` sandboxes concurrently "
+          "(a `JoinSet` bounded by, say, 4) so a burst of N <= warm connections is followed by a refill "
+          "that takes one scope-job time, not N.")
+        w("4. Keep the scope job out of the on-demand path where it is not needed for correctness: create "
+          "the scope for the stage's pid right after `posix_spawn` (it is known then) and let the stage "
+          "wait for a `Scoped` message only before it forks PID 1 (which then inherits the cgroup), so the "
+          "job overlaps the stage's exec and unshare instead of the mounts. The gain is bounded (the job "
+          "is the longer branch under load). To take the job off the on-demand path altogether, keep one "
+          "scope with an exec'd, not yet unshared stage ahead per inetd service even with warm = 0 (it costs "
+          "one parked process, as SPEC.md allows for warm sandboxes); a connection then waits for the "
+          "sandbox (about 6 ms here) but never for systemd. Whether warm = 0 may do that is a product "
+          "decision; otherwise the targets of (a) can only be met with warm > 0.")
+        w("5. Cheaper sandbox assembly, for warm = 0 and for the refill's CPU use: PID 1 made %s mount-related "
+          "system calls per container here (mount, mount_setattr, open_tree, move_mount; %s ms for the "
+          "phase). The read-only part of the tree (the /usr binds, merged-/usr links, /etc entries, "
+          "configured binds) is the same for every container of a service: build it once per service and "
+          "give each container a recursive clone (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` + "
+          "`move_mount`, one `mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY)`), leaving only /tmp, /run, "
+          "/proc and /dev/pts per container." % (f(mc, "", 0), f(mounts, "", 1)))
+        stage_cpu = next((x["cpu_ms_per_connection"] for x in prof.get("cpu_berth_warm0", {}).get("groups", [])
+                          if x["group"].startswith("testbed: berth sandbox-stage")), None)
+        w("6. A small dedicated stage binary: the stage processes are the largest CPU item per connection "
+          "(%s ms, table above) and the stage's exec and start take %s ms on the path; today they are the "
+          "whole %s MB berth binary (tokio, zbus, clap, toml, tracing) exec'd for a job that needs none of "
+          "that. A `berth-stage` built from `src/sandbox/{stage,mounts,creds,seccomp,net,proto}.rs` alone "
+          "would load and start in a fraction of that, and costs less memory per container (d).\n"
+          % (f(stage_cpu, "", 1), f(stage, "", 1), f(d.get("machine", {}).get("berth_binary_mb"), "", 1)))
+    if "b" in ids:
+        b = d.get("b", {}).get("summary", {})
+        w("### b. listen mode, warm\n")
+        w("Once lighttpd runs, berth is not on the data path: lighttpd accepts on the socket systemd made "
+          "and berth passed. The differences left are inside the container. Run side by side, berth's lighttpd served %s of the direct one's requests (per "
+          "round: %s). The spread between rounds is of the order of the gap, so the "
+          "first step is more rounds (`WRK_PAR_ROUNDS` in run.sh). The candidates, each to be switched off "
+          "in turn with the same side-by-side pair: the seccomp filter (on kernels from 5.11 on, the kernel "
+          "caches the verdict of calls the filter allows whatever their arguments, so lighttpd's epoll, "
+          "read, writev and sendfile should not even run it), the scope's memory cgroup (`memory_max`), "
+          "and the pid namespace.\n"
+          % (f(d.get("b", {}).get("parallel", {}).get("ratio_total"), "x", 3),
+             ", ".join(f(p["ratio"], "", 3) for p in d.get("b", {}).get("parallel", {}).get("rounds", []))))
+    if "c" in ids:
+        c = d.get("c", {}).get("summary", {})
+        gw = lambda p: phase(tlw, "berth_wake", p)
+        w("### c. wake from idle\n")
+        w("Woken from idle, berth's first byte came %s ms (p50) after connect; lighttpd's own start-up "
+          "(exec to first byte, `systemd-socket-activate`) took %s ms. In the profile of a wake (%s ms in "
+          "all): berth noticed the connection and spawned the stage after %s ms; stage exec and start %s ms; "
+          "unshare %s ms; PID 1's mounts %s ms; then PID 1 waited %s ms for the scope job "
+          "(StartTransientUnit -> Start sent: %s ms); lighttpd's fork and exec %s ms and its own start-up, "
+          "accept and reply %s ms (under systemd-socket-activate: %s ms from connect to lighttpd's exec, %s ms "
+          "from exec to first byte; the sandbox does not slow lighttpd itself). As in (a), the scope job is "
+          "the largest single item, and the stage's chain (exec, unshare, mounts) comes before it.\n"
+          % (f(c.get("berth", {}).get("p50"), "", 1), f(c.get("ssa", {}).get("p50"), "", 1), f(gw("total"), "", 1),
+             f(gw("connect -> stage"), "", 2), f(sum(x for x in (gw("stage fork -> exec"), gw("stage exec -> Setup")) if x), "", 1),
+             f(gw("unshare("), "", 1), f(gw("PID 1: lo up"), "", 1), f(gw("Prepared -> Start"), "", 1),
+             f(gw("(overlapped) StartTransientUnit"), "", 1),
+             f(sum(x for x in (gw("Start -> application"), gw("application fork")) if x), "", 1),
+             f(gw("application exec"), "", 1),
+             f(phase(tlw, "lighttpd_startup", "connect -> exec"), "", 1),
+             f(phase(tlw, "lighttpd_startup", "lighttpd exec"), "", 1)))
+        w("Changes that would close it:\n")
+        w("1. Prepare the next container of a listen-mode service as soon as the previous one is torn "
+          "down (the equivalent of `warm = 1` for listen mode: sandbox built, scope made, parked before the "
+          "exec, as inetd's warm pool does). A wake then costs Start, fork and exec plus lighttpd's own "
+          "start-up, which is what the target allows (+5 ms). SPEC.md allows `warm` only for inetd today "
+          "(`config.rs` rejects it with listen), so this is a product decision: either accept `warm = 1` "
+          "in listen mode or always keep one parked sandbox for listen services with an idle timeout.")
+        w("2. Failing that, the on-demand changes of (a) item 4 (scope created from the stage's pid right "
+          "after posix_spawn) shorten the wake by the overlap it buys.\n")
+    if "d" in ids:
+        dd = d.get("d", {})
+        sup = dd.get("supervisor", {})
+        sm = {r["mapping"]: r["rss_kib"] for r in dd.get("supervisor_smaps_held") or []}
+        pc = dd.get("per_container_kib", {})
+        burst = dd.get("hold_client", {}).get("burst", {})
+        w("### d. 1000 containers\n")
+        if burst.get("failed"):
+            w("**Start-up under a burst.** %s of %s connections opened at once got no container. The journal "
+              "says why: `org.freedesktop.DBus.Error.LimitsExceeded: The maximum number of pending replies "
+              "per connection has been reached`. berth issues one StartTransientUnit per connection on its "
+              "single bus connection without bounding how many are in flight, and dbus-daemon's system bus "
+              "allows 128 pending replies per connection (`max_replies_per_connection`). Each such failure "
+              "also counts as a failed start for the throttle, so after the burst the whole service was held "
+              "off for up to 30 s (the first retry wave waited that long).\n"
+              % (burst.get("failed"), burst.get("requested")))
+            w("Changes: (1) bound the in-flight D-Bus calls in `src/scope.rs` (`Scopes::create`/`stop`: a "
+              "`tokio::sync::Semaphore` of e.g. 64 permits held until the method reply), so a burst queues "
+              "instead of failing; (2) in `inetd::accept_loop`, stop accepting while the number of "
+              "containers being prepared is at that bound (the backlog holds the rest, as it does for "
+              "`max_connections`); (3) do not count berth's own infrastructure errors (D-Bus limits, "
+              "scope job failures) as the application's failed starts in `Throttle`.\n")
+        if sup.get("peak_vmhwm_kib") and sup["peak_vmhwm_kib"] > 15 * 1024:
+            heap = sm.get("[heap]")
+            binary = sm.get("/usr/bin/berth")
+            n = pc.get("containers") or 1
+            idle = sup.get("idle_vmrss_kib") or 0
+            w("**Supervisor RSS.** %s MB at peak with %s containers, %s MB idle. By mapping (while held): "
+              "heap %s MB, the berth binary %s MB (touched text and data; on the testbed's tmpfs root it "
+              "counts as shared memory, on a disk it would be file-backed - resident either way), libc and "
+              "the loader about 2 MB. Growth is (%s - %s) / %s = %s KiB per held container, and the heap "
+              "does not shrink after teardown (%s MB after).\n"
+              % (f(sup["peak_vmhwm_kib"] / 1024.0, "", 1), n, f(idle / 1024.0, "", 1),
+                 f((heap or 0) / 1024.0, "", 1), f((binary or 0) / 1024.0, "", 1),
+                 f(sup.get("held_vmrss_kib"), ""), idle, n,
+                 f(((sup.get("held_vmrss_kib") or 0) - idle) / float(n), "", 1),
+                 f((sup.get("after_vmrss_kib") or 0) / 1024.0, "", 1)))
+            w("Changes: (1) make what a held container keeps small: `inetd::run_one` is one async state "
+              "machine whose size is that of its largest state, the launch (spawn, scope creation through "
+              "zbus, the stage channel); split it so the launch runs in its own boxed future that is dropped "
+              "once the container runs, and the long-lived task holds only the child handle, the scope name "
+              "and the timers; (2) return freed heap after a teardown burst (`malloc_trim(0)` when the "
+              "container count falls, or a `M_TRIM_THRESHOLD`/arena limit at start, or jemalloc with "
+              "background purging); (3) shrink the resident binary: build the supervisor with `opt-level = "
+              "\"s\"`, `panic = \"abort\"` and `codegen-units = 1`, and move `sandbox-stage` into its own "
+              "small binary without tokio, zbus, clap and toml - which also cuts the per-container cost "
+              "below.\n")
+        if pc:
+            w("**Memory per container** (no target; for the issue): %s KiB beyond the application "
+              "(%s KiB PSS of the two stage processes, %s KiB of kernel memory: slab %s, page tables %s, "
+              "stacks %s), against %s KiB for `cat` itself. The stage processes are the full 7-8 MB berth "
+              "binary exec'd twice per container (outer stage and PID 1): their private pages, the page "
+              "tables for mapping the big binary and two kernel stacks. A small dedicated stage binary, and "
+              "an outer stage that exits after handing PID 1 over (PID 1 reparented to the supervisor with "
+              "`PR_SET_CHILD_SUBREAPER`), would remove most of the userspace part; the network namespace "
+              "is most of the slab part and is the price of `network = \"none\"`.\n"
+              % (pc.get("beyond_app"), pc.get("stage_processes_pss"), pc.get("kernel_delta_total"),
+                 pc.get("kernel_delta", {}).get("SUnreclaim"), pc.get("kernel_delta", {}).get("PageTables"),
+                 pc.get("kernel_delta", {}).get("KernelStack"), pc.get("app_pss")))
+    return "\n".join(L)
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--render":
+        out = sys.argv[2]
+        d = load(os.path.join(out, "benchmarks.json"))
+        if d.get("b", {}).get("parallel"):
+            pairs = sorted(d["b"]["parallel"]["rounds"], key=lambda p: p["round"])
+            d["b"]["parallel"] = parallel_summary(pairs)
+        d["targets"] = targets(d)
+        with open(os.path.join(out, "benchmarks.json"), "w") as fh:
+            json.dump(d, fh, indent=1)
+            fh.write("\n")
+    elif len(sys.argv) == 3:
+        res, out = sys.argv[1], sys.argv[2]
+        d = assemble(res)
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "benchmarks.json"), "w") as fh:
+            json.dump(d, fh, indent=1)
+            fh.write("\n")
+    else:
+        sys.exit("usage: report.py RESULTS_DIR OUT_DIR | report.py --render OUT_DIR")
+    with open(os.path.join(out, "benchmarks.md"), "w") as fh:
+        fh.write(render(d))
+
+
+if __name__ == "__main__":
+    main()
