@@ -121,45 +121,39 @@ fn main() {
 }
 
 fn spawn_tcp(idx: usize, listener: TcpListener) -> Option<std::thread::JoinHandle<()>> {
-    let spawned = std::thread::Builder::new()
-        .name(format!("listen-{idx}"))
-        .spawn(move || {
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(stream) => dispatch(move || {
-                        let mut r = &stream;
-                        let mut w = &stream;
-                        serve_one(&mut r, &mut w);
-                    }),
-                    Err(e) => accept_failed(&e),
-                }
-            }
-        });
-    match spawned {
-        Ok(t) => Some(t),
-        Err(e) => {
-            eprintln!("berth-probe: cannot start listener thread: {e}");
-            None
+    spawn_listener(idx, move || serve_incoming(listener.incoming()))
+}
+
+fn spawn_unix(idx: usize, listener: UnixListener) -> Option<std::thread::JoinHandle<()>> {
+    spawn_listener(idx, move || serve_incoming(listener.incoming()))
+}
+
+/// Accept forever, each connection on its own thread.
+fn serve_incoming<S>(incoming: impl Iterator<Item = std::io::Result<S>>)
+where
+    S: Send + 'static,
+    for<'a> &'a S: Read + Write,
+{
+    for conn in incoming {
+        match conn {
+            Ok(stream) => dispatch(move || {
+                let mut r = &stream;
+                let mut w = &stream;
+                serve_one(&mut r, &mut w);
+            }),
+            Err(e) => accept_failed(&e),
         }
     }
 }
 
-fn spawn_unix(idx: usize, listener: UnixListener) -> Option<std::thread::JoinHandle<()>> {
-    let spawned = std::thread::Builder::new()
+fn spawn_listener(
+    idx: usize,
+    body: impl FnOnce() + Send + 'static,
+) -> Option<std::thread::JoinHandle<()>> {
+    match std::thread::Builder::new()
         .name(format!("listen-{idx}"))
-        .spawn(move || {
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(stream) => dispatch(move || {
-                        let mut r = &stream;
-                        let mut w = &stream;
-                        serve_one(&mut r, &mut w);
-                    }),
-                    Err(e) => accept_failed(&e),
-                }
-            }
-        });
-    match spawned {
+        .spawn(body)
+    {
         Ok(t) => Some(t),
         Err(e) => {
             eprintln!("berth-probe: cannot start listener thread: {e}");
