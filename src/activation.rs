@@ -142,10 +142,24 @@ pub fn bind_listener(addr: &ListenAddr) -> Result<Listener, ActivationError> {
         addr: name.clone(),
         source,
     })?;
-    Ok(Listener {
-        addr: addr.clone(),
-        fd,
-    })
+    // Port 0 asks the kernel for a free port: report the one it gave.
+    let addr = match addr {
+        ListenAddr::Tcp(a) if a.port() == 0 => {
+            nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd.as_raw_fd())
+                .ok()
+                .and_then(|s| {
+                    s.as_sockaddr_in()
+                        .map(|v4| std::net::SocketAddr::V4((*v4).into()))
+                        .or_else(|| {
+                            s.as_sockaddr_in6()
+                                .map(|v6| std::net::SocketAddr::V6((*v6).into()))
+                        })
+                })
+                .map_or_else(|| addr.clone(), ListenAddr::Tcp)
+        }
+        _ => addr.clone(),
+    };
+    Ok(Listener { addr, fd })
 }
 
 fn reuse(fd: &OwnedFd, name: &str) -> Result<(), ActivationError> {

@@ -53,8 +53,9 @@ pub fn main(
 
     let mut listeners = Vec::new();
     for a in &addrs {
-        listeners.push(activation::bind_listener(a)?);
-        tracing::info!(service = %service.name, "listening on {a}");
+        let l = activation::bind_listener(a)?;
+        tracing::info!(service = %service.name, "listening on {}", l.addr);
+        listeners.push(l);
     }
     std::fs::create_dir_all(DEFAULT_STAGING_DIR)
         .with_context(|| format!("creating the staging directory {DEFAULT_STAGING_DIR}"))?;

@@ -106,10 +106,19 @@ impl Berth {
         Self::start_file(dir, file, listen)
     }
 
-    /// Start on a fresh loopback TCP port; returns berth and the address.
+    /// Start on a loopback port the kernel picks (no race with other
+    /// tests); returns berth and the address it reports listening on.
     pub fn start_tcp(name: &str, toml: &str) -> (Berth, String) {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let b = Self::start(name, toml, std::slice::from_ref(&addr));
+        let b = Self::start(name, toml, &["127.0.0.1:0".to_string()]);
+        let line = b
+            .log
+            .wait_for("listening on 127.0.0.1:", Duration::from_secs(5));
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .expect("address in the log")
+            .to_owned();
         (b, addr)
     }
 
