@@ -20,7 +20,7 @@
 #    "berth-vm: N passed, M failed" line on the serial console, then the unit's
 #    SuccessAction/FailureAction powers the VM off.
 # 4. Prints those lines; exits 0 only if the guest reported no failure.
-#    Timeout BERTH_VM_TIMEOUT (default 600 s) for the boot and the guest tests:
+#    Timeout BERTH_VM_TIMEOUT (default 900 s) for the boot and the guest tests:
 #    qemu is then killed by its pid and the console tail is printed.
 #
 # The console log and the payload are kept in BERTH_VM_WORK (default: a fresh
@@ -33,7 +33,7 @@ SUITE=bookworm
 PACKAGES="linux-image-cloud-amd64,initramfs-tools,systemd,systemd-sysv,dbus,lighttpd,curl,procps"
 VM_VERSION=1
 CACHE=${BERTH_TESTBED_CACHE:-/var/tmp/berth-testbed}
-TIMEOUT=${BERTH_VM_TIMEOUT:-600}
+TIMEOUT=${BERTH_VM_TIMEOUT:-900}
 
 log() { echo "vm/run.sh: $*" >&2; }
 die() { echo "vm/run.sh: ERROR: $*" >&2; exit 1; }
@@ -223,12 +223,25 @@ trap stop_qemu EXIT
 
 deadline=$(( $(date +%s) + TIMEOUT ))
 TIMED_OUT=0
+SUMMARY_SEEN=0
 while [ -d "/proc/$QEMU" ] && [ "$(awk '{print $3}' "/proc/$QEMU/stat" 2>/dev/null)" != Z ]; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then TIMED_OUT=1; break; fi
+    # The results are in once the guest printed its summary; its power-off
+    # gets 60 s more, then qemu is ended (a slow TCG shutdown is no failure).
+    if [ $SUMMARY_SEEN = 0 ] && tr -d '\r' <"$CONSOLE" | grep -Eq 'berth-vm: [0-9]+ passed, [0-9]+ failed$'; then
+        SUMMARY_SEEN=1
+        deadline=$(( $(date +%s) + 60 ))
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+        [ $SUMMARY_SEEN = 1 ] || TIMED_OUT=1
+        break
+    fi
     sleep 1
 done
 if [ $TIMED_OUT = 1 ]; then
     log "timeout after ${TIMEOUT}s: killing qemu $QEMU"
+    stop_qemu
+elif [ -d "/proc/$QEMU" ] && [ "$(awk '{print $3}' "/proc/$QEMU/stat" 2>/dev/null)" != Z ]; then
+    log "the guest reported its results but did not power off within 60 s: ending qemu $QEMU"
     stop_qemu
 fi
 QRC=0
