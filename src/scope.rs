@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
+use zbus::names::InterfaceName;
 use zbus::zvariant::{OwnedObjectPath, Value};
 
 use crate::config::Resources;
@@ -334,19 +335,15 @@ impl Scopes {
             .await
             .map_err(err)?;
         let scope = props
-            .get_all(
-                "org.freedesktop.systemd1.Scope"
-                    .try_into()
-                    .map_err(|e: zbus::names::Error| err(e.into()))?,
-            )
+            .get_all(InterfaceName::from_static_str_unchecked(
+                "org.freedesktop.systemd1.Scope",
+            ))
             .await
             .map_err(|e| err(e.into()))?;
         let unit_props = props
-            .get_all(
-                "org.freedesktop.systemd1.Unit"
-                    .try_into()
-                    .map_err(|e: zbus::names::Error| err(e.into()))?,
-            )
+            .get_all(InterfaceName::from_static_str_unchecked(
+                "org.freedesktop.systemd1.Unit",
+            ))
             .await
             .map_err(|e| err(e.into()))?;
         let num = |m: &std::collections::HashMap<String, zbus::zvariant::OwnedValue>, k: &str| {
