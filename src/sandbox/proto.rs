@@ -5,7 +5,7 @@
 //! same framing; the stage uses it blocking, the supervisor non-blocking.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use serde::{Deserialize, Serialize};
@@ -119,9 +119,4 @@ pub fn recv<T: for<'de> Deserialize<'de>>(
     }
     let msg = serde_json::from_slice(&buf[..len]).map_err(ProtoError::Decode)?;
     Ok(Some((msg, fds)))
-}
-
-/// Raw fd of anything that has one, for `send`'s fd list.
-pub fn raw<F: AsRawFd>(f: &F) -> RawFd {
-    f.as_raw_fd()
 }

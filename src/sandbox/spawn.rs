@@ -105,7 +105,6 @@ enum Handle {
 /// A running container (its stage process is the handle).
 pub struct Running {
     handle: Handle,
-    stage_pid: u32,
     inner_pid: u32,
 }
 
@@ -155,11 +154,6 @@ pub async fn spawn(spec: &Spec) -> Result<Pending, SpawnError> {
         pending.next().await?;
     }
     Ok(pending)
-}
-
-/// Spawn a stage and wait until it is parked before the exec.
-pub async fn prepare(spec: &Spec) -> Result<Prepared, SpawnError> {
-    spawn(spec).await?.parked().await
 }
 
 impl Pending {
@@ -251,7 +245,6 @@ impl Prepared {
         match self.channel.recv().await {
             Ok(None) => Ok(Running {
                 handle: Handle::Child(self.child),
-                stage_pid: self.stage_pid,
                 inner_pid: self.inner_pid,
             }),
             Ok(Some(FromStage::Failed(f))) => {
@@ -288,7 +281,6 @@ impl Running {
             .map_err(std::io::Error::from)?;
         Ok(Running {
             handle: Handle::Adopted(afd),
-            stage_pid: stage,
             inner_pid: init,
         })
     }
@@ -296,10 +288,6 @@ impl Running {
     /// PID 1 of the container on the host.
     pub fn init_pid(&self) -> u32 {
         self.inner_pid
-    }
-
-    pub fn stage_pid(&self) -> u32 {
-        self.stage_pid
     }
 
     /// Ask the application to stop: PID 1 forwards the signal.

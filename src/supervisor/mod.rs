@@ -10,7 +10,7 @@ pub mod registry;
 pub mod run;
 pub mod serve;
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -403,13 +403,6 @@ impl Launcher {
             _ => c.running.kill(),
         }
         c.running.wait().await
-    }
-
-    pub fn dup_output(&self) -> Result<OwnedFd, LaunchError> {
-        self.output
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(LaunchError::Dup)
     }
 }
 
