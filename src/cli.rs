@@ -93,4 +93,7 @@ pub enum Command {
     /// the application. Started by berth itself, never by hand.
     #[command(hide = true, name = "sandbox-stage")]
     SandboxStage,
+    /// Internal: forks sandbox stages for the supervisor.
+    #[command(hide = true, name = "sandbox-zygote")]
+    SandboxZygote,
 }

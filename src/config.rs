@@ -1364,7 +1364,7 @@ impl Cx<'_> {
             });
         }
         match (&p.mode, &p.warm) {
-            (Some(mode), Some(warm)) if mode.v == Mode::Listen && warm.v > 0 => {
+            (Some(mode), Some(warm)) if mode.v == Mode::Listen && warm.v > 1 => {
                 // Point at whichever of the two the service file itself sets.
                 let at = if warm.at.file == self.file || mode.at.file != self.file {
                     warm.at.clone()
@@ -1375,7 +1375,7 @@ impl Cx<'_> {
                     at,
                     key: "warm".to_string(),
                     message: format!(
-                        "expected 0 with mode = \"listen\" (warm sandboxes exist only in inetd mode), found {}",
+                        "expected 0 or 1 with mode = \"listen\" (one container serves all connections; 1 keeps the next one prepared), found {}",
                         warm.v
                     ),
                 });

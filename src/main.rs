@@ -7,10 +7,22 @@ use clap::Parser;
 use berth::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // The internal stages start here, before clap builds the whole command
+    // tree: they are on every container's critical path. They must stay
+    // single-threaded: no runtime, no logger threads.
+    match std::env::args_os()
+        .nth(1)
+        .as_deref()
+        .and_then(|a| a.to_str())
+    {
+        Some("sandbox-stage") => return berth::sandbox::stage::main(),
+        Some("sandbox-zygote") => return berth::sandbox::stage::zygote_main(),
+        _ => {}
+    }
     let cli = Cli::parse();
     match cli.command {
-        // The stage must stay single-threaded: no runtime, no logger threads.
         Command::SandboxStage => berth::sandbox::stage::main(),
+        Command::SandboxZygote => berth::sandbox::stage::zygote_main(),
         Command::Check { paths } => {
             let (ok, errors) = berth::config::check(&paths, &cli.config_dir);
             for e in &errors {

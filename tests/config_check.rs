@@ -340,7 +340,17 @@ fn warm_with_listen_mode() {
         "mode = \"listen\"\nexec = [\"/usr/bin/httpd\"]\nwarm = 2\n",
     );
     let out = conf.check(&[&file]);
-    out.error_at(&file, 3, 8, "warm: expected 0 with mode = \"listen\"");
+    out.error_at(&file, 3, 8, "warm: expected 0 or 1 with mode = \"listen\"");
+}
+
+#[test]
+fn warm_one_with_listen_mode_keeps_the_next_container_prepared() {
+    let conf = Conf::new();
+    let file = conf.service(
+        "web.toml",
+        "mode = \"listen\"\nexec = [\"/usr/bin/httpd\"]\nwarm = 1\n",
+    );
+    conf.check(&[&file]).ok();
 }
 
 #[test]

@@ -426,12 +426,134 @@ fn app_exiting_at_once_is_reported_and_throttled() {
     b.log.wait_count("exited 3", 5, T);
 }
 
-fn stage_children(berth: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{berth}/task/{berth}/children"))
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect()
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// berth's children named `name` (berth-stage, berth-zygote).
+fn children_named(berth: u32, name: &str) -> Vec<u32> {
+    children(berth)
+        .into_iter()
+        .filter(|p| comm(*p) == name)
+        .collect()
+}
+
+fn stage_children(berth: u32) -> Vec<u32> {
+    children_named(berth, "berth-stage")
+}
+
+/// Poll until `f` returns Some, or panic after T.
+fn until<R>(what: &str, mut f: impl FnMut() -> Option<R>) -> R {
+    let end = std::time::Instant::now() + T;
+    loop {
+        if let Some(r) = f() {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The container id in a log line.
+fn container_of(line: &str) -> String {
+    line.split("container=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn stages_come_from_a_zygote_that_is_replaced_if_it_dies() {
+    if !require_root() {
+        return;
+    }
+    let (b, addr) = Berth::start_tcp("zyg", &inetd_toml(""));
+    assert_eq!(tcp_request(&addr, "echo one"), "one\n");
+    let zygotes = children_named(b.pid(), "berth-zygote");
+    assert_eq!(zygotes.len(), 1, "zygotes: {zygotes:?}");
+    let z1 = zygotes[0];
+    // The stage a zygote forks is berth's own child (CLONE_PARENT), so
+    // berth reaps it and relays the application's exit status.
+    let held = hold(&addr);
+    let stage = until("a stage for the held connection", || {
+        stage_children(b.pid()).first().copied()
+    });
+    assert_ne!(stage, z1);
+    drop(held);
+    tcp_request(&addr, "exit 7");
+    b.log.wait_for("exited 7", T);
+    // SAFETY: kill takes a pid and a signal; z1 is a process this test's
+    // berth started.
+    unsafe { libc::kill(z1 as i32, libc::SIGKILL) };
+    assert_eq!(tcp_request(&addr, "echo two"), "two\n");
+    b.log.wait_for("sandbox zygote unusable", T);
+    let now = children_named(b.pid(), "berth-zygote");
+    assert_eq!(now.len(), 1, "zygotes after the kill: {now:?}");
+    assert_ne!(now[0], z1, "the dead zygote is still listed");
+}
+
+#[test]
+fn listen_warm_one_prepares_the_next_container_before_it_is_needed() {
+    if !require_root() {
+        return;
+    }
+    let (b, addr) = Berth::start_tcp(
+        "webwarm",
+        &listen_toml("warm = 1\nidle_timeout = \"300ms\""),
+    );
+    // Before any connection: a parked stage with its PID 1, no application.
+    b.log.wait_count("sandbox prepared ahead", 1, T);
+    let stage = until("a parked stage", || {
+        stage_children(b.pid()).first().copied()
+    });
+    let init = until("PID 1 of the parked sandbox", || {
+        children(stage).first().copied()
+    });
+    assert_eq!(comm(init), "berth-init");
+    assert!(
+        children(init).is_empty(),
+        "an application runs before any connection"
+    );
+    assert_eq!(b.log.count("event=\"started\""), 0);
+    // The first connection is served by that very sandbox.
+    let r = json(&tcp_request(&addr, "report"));
+    assert_eq!(r["uid"], 65534);
+    let started = b.log.wait_for("event=\"started\"", T);
+    let prepared = b.log.wait_for("sandbox prepared ahead", T);
+    assert_eq!(container_of(&started), container_of(&prepared));
+    assert!(started.contains(&format!("pid={init}")), "{started}");
+    // Idled out, the next one is prepared at once, in a new PID 1.
+    b.log.wait_for("idle_timeout reached", T);
+    b.log.wait_count("sandbox prepared ahead", 2, T);
+    let init2 = until("PID 1 of the next parked sandbox", || {
+        stage_children(b.pid())
+            .first()
+            .and_then(|s| children(*s).first().copied())
+    });
+    assert_ne!(init2, init);
+    assert!(!alive(init), "the idled container's PID 1 is still there");
+    assert_eq!(tcp_request(&addr, "echo again"), "again\n");
+    let started2 = b.log.wait_count("event=\"started\"", 2, T);
+    assert!(
+        started2[1].contains(&format!("pid={init2}")),
+        "{}",
+        started2[1]
+    );
 }
 
 #[test]

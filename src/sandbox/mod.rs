@@ -1,9 +1,11 @@
 //! The sandbox: one container = one process tree in fresh namespaces on a
 //! tmpfs root.
 //!
-//! The supervisor is multi-threaded (tokio), so it never forks to build a
-//! sandbox. It execs `berth sandbox-stage`, a single-threaded stage that
-//! talks to it over a typed channel ([`proto`]):
+//! The supervisor never forks to build a sandbox. A single-threaded
+//! `berth sandbox-zygote`, exec'd once, forks a stage per container with
+//! `CLONE_PARENT` (so the stage is the supervisor's child); `berth inetd`,
+//! which builds one container, execs `berth sandbox-stage` instead. The
+//! stage talks to the supervisor over a typed channel ([`proto`]):
 //!
 //! ```text
 //! supervisor                        stage (outer)          stage (inner, PID 1)         app
@@ -71,6 +73,9 @@ pub struct Spec {
     /// Kill the container if the supervisor dies (foreground `berth run`
     /// without scopes, where nothing else would clean it up).
     pub die_with_supervisor: bool,
+    /// Built ahead of need (`warm`): the stage runs at `SCHED_IDLE` until
+    /// the supervisor hands it a connection.
+    pub low_priority: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -39,6 +39,24 @@ pub enum FromStage {
     Failed(StageFailure),
 }
 
+/// Supervisor → zygote (`berth sandbox-zygote`).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToZygote {
+    /// Fork a stage as the supervisor's child. Carries one fd: the stage's
+    /// end of its control channel.
+    Fork,
+}
+
+/// Zygote → supervisor.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromZygote {
+    /// The new stage's pid; it is the supervisor's child (`CLONE_PARENT`).
+    Forked {
+        pid: i32,
+    },
+    Failed(StageFailure),
+}
+
 /// Why the stage gave up: the step and the error text (the stage's error
 /// type does not cross the process boundary).
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
@@ -80,7 +98,20 @@ pub fn recv<T: for<'de> Deserialize<'de>>(
     fd: RawFd,
     flags: MsgFlags,
 ) -> Result<Option<(T, Vec<OwnedFd>)>, ProtoError> {
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    // Size the buffer to the datagram (MSG_PEEK|MSG_TRUNC gives its length
+    // on a seqpacket socket) instead of zeroing MAX_MESSAGE for each one.
+    let want = loop {
+        match nix::sys::socket::recv(
+            fd,
+            &mut [],
+            flags | MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+        ) {
+            Ok(n) => break n,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(ProtoError::Recv(e)),
+        }
+    };
+    let mut buf = vec![0u8; want.clamp(1, MAX_MESSAGE)];
     let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (len, fds, truncated) = {
         let mut iov = [IoSliceMut::new(&mut buf)];

@@ -1,6 +1,7 @@
-//! Supervisor side of the stage channel: spawn `berth sandbox-stage`, send
-//! the spec, learn the pids to put in a scope, then hand over the
-//! application's descriptors and learn whether the exec happened.
+//! Supervisor side of the stage channel: start a stage (forked by the
+//! zygote, or `berth sandbox-stage` exec'd), send the spec, learn the pids to
+//! put in a scope, then hand over the application's descriptors and learn
+//! whether the exec happened.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::{ExitStatus, Stdio};
@@ -8,13 +9,14 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, socketpair};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
 
 use super::Spec;
-use super::proto::{self, FromStage, ProtoError, StageFailure, ToStage};
+use super::proto::{self, FromStage, FromZygote, ProtoError, StageFailure, ToStage, ToZygote};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -24,6 +26,18 @@ pub enum SpawnError {
     Register(#[source] std::io::Error),
     #[error("starting the sandbox stage: {0}")]
     Exec(#[source] std::io::Error),
+    #[error("starting the sandbox zygote: {0}")]
+    ZygoteExec(#[source] std::io::Error),
+    #[error("the sandbox zygote: {0}")]
+    Zygote(String),
+    #[error("resetting the scheduling policy of stage {pid}: {error}")]
+    Priority { pid: u32, error: String },
+    #[error("pidfd_open({pid}) for the sandbox stage: {source}")]
+    PidFd {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Proto(#[from] ProtoError),
     #[error("sandbox setup failed: {0}")]
@@ -57,9 +71,13 @@ impl Channel {
 
     /// Next message, or `None` once every stage process closed its end.
     async fn recv(&self) -> Result<Option<FromStage>, SpawnError> {
+        self.recv_as::<FromStage>().await
+    }
+
+    async fn recv_as<T: for<'de> serde::Deserialize<'de>>(&self) -> Result<Option<T>, SpawnError> {
         loop {
             let mut guard = self.0.readable().await.map_err(SpawnError::Register)?;
-            match proto::recv::<FromStage>(self.raw(), MsgFlags::MSG_DONTWAIT) {
+            match proto::recv::<T>(self.raw(), MsgFlags::MSG_DONTWAIT) {
                 Err(ProtoError::Recv(nix::Error::EAGAIN)) => {
                     guard.clear_ready();
                     continue;
@@ -77,12 +95,234 @@ impl Channel {
     }
 }
 
+/// How stages are started.
+pub enum Stager {
+    /// Exec `berth sandbox-stage` for each container: for one-shot use
+    /// (`berth inetd`), where a zygote would be one more exec.
+    Exec,
+    /// Ask a long-lived `berth sandbox-zygote` to fork one (started on first
+    /// use, again if it died).
+    Zygote(Box<tokio::sync::Mutex<Option<Zygote>>>),
+}
+
+impl Stager {
+    pub fn zygote() -> Stager {
+        Stager::Zygote(Box::new(tokio::sync::Mutex::new(None)))
+    }
+
+    /// A new stage process whose control channel is `theirs`.
+    async fn start(&self, theirs: OwnedFd) -> Result<StageProc, SpawnError> {
+        let Stager::Zygote(z) = self else {
+            return exec_stage("sandbox-stage", theirs)
+                .map(StageProc::Child)
+                .map_err(SpawnError::Exec);
+        };
+        // One request at a time: replies come back in order on one channel.
+        let mut z = z.lock().await;
+        // A zygote that died (killed, or the binary was replaced and it
+        // failed) is replaced once; a second failure is reported.
+        for attempt in 0..2 {
+            if z.is_none() {
+                *z = Some(Zygote::start()?);
+            }
+            let Some(zygote) = z.as_mut() else { continue };
+            match zygote.fork(&theirs).await {
+                Ok(pid) => return StageProc::forked(pid),
+                Err(e) if attempt == 0 && zygote.gone(&e) => {
+                    tracing::warn!("sandbox zygote unusable ({e}); starting a new one");
+                    if let Some(mut old) = z.take() {
+                        let _ = old.child.start_kill();
+                        let _ = old.child.wait().await;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(SpawnError::Zygote("could not be started".into()))
+    }
+}
+
+/// `berth sandbox-zygote` and its channel.
+pub struct Zygote {
+    child: Child,
+    channel: Channel,
+}
+
+impl Zygote {
+    fn start() -> Result<Zygote, SpawnError> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(SpawnError::SocketPair)?;
+        let child = exec_stage("sandbox-zygote", theirs).map_err(SpawnError::ZygoteExec)?;
+        Ok(Zygote {
+            child,
+            channel: Channel::new(ours)?,
+        })
+    }
+
+    async fn fork(&mut self, theirs: &OwnedFd) -> Result<u32, SpawnError> {
+        proto::send(self.channel.raw(), &ToZygote::Fork, &[theirs.as_raw_fd()])?;
+        match self.channel.recv_as::<FromZygote>().await? {
+            Some(FromZygote::Forked { pid }) if pid > 0 => Ok(pid as u32),
+            Some(FromZygote::Forked { pid }) => {
+                Err(SpawnError::Zygote(format!("reported pid {pid}")))
+            }
+            Some(FromZygote::Failed(f)) => Err(SpawnError::Zygote(f.message)),
+            None => Err(SpawnError::Zygote("exited".into())),
+        }
+    }
+
+    /// The zygote itself is gone, as opposed to one fork failing.
+    fn gone(&mut self, e: &SpawnError) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)) | Err(_))
+            || matches!(
+                e,
+                SpawnError::Proto(ProtoError::Send(_) | ProtoError::Recv(_))
+            )
+            || matches!(e, SpawnError::Zygote(m) if m == "exited")
+    }
+}
+
+/// Exec `berth SUBCOMMAND` with `channel` as its stdin. std dup2s it
+/// without CLOEXEC, so no pre_exec hook runs in the forked child of this
+/// threaded process.
+fn exec_stage(subcommand: &str, channel: OwnedFd) -> std::io::Result<Child> {
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("berth")
+        .arg(subcommand)
+        .env_clear()
+        .stdin(Stdio::from(channel))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(false);
+    cmd.spawn()
+}
+
+/// A stage process: our child either way, so its status is ours to reap.
+enum StageProc {
+    /// Exec'd by tokio.
+    Child(Child),
+    /// Forked by the zygote with `CLONE_PARENT`: watched through a pidfd and
+    /// reaped with `waitid(P_PIDFD)` (tokio reaps only what it spawned).
+    Forked {
+        pid: u32,
+        pidfd: Option<AsyncFd<OwnedFd>>,
+    },
+}
+
+impl StageProc {
+    fn forked(pid: u32) -> Result<StageProc, SpawnError> {
+        // The stage is our child and nobody else can reap it, so its pid
+        // cannot be reused before we open the pidfd.
+        let fd = pidfd_open(pid).map_err(|source| SpawnError::PidFd { pid, source })?;
+        // SAFETY: the AsyncFd owns the pidfd for its whole life.
+        let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(
+            |source| SpawnError::PidFd {
+                pid,
+                source: source.into(),
+            },
+        )?;
+        Ok(StageProc::Forked {
+            pid,
+            pidfd: Some(afd),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            StageProc::Child(c) => c.id().unwrap_or(0),
+            StageProc::Forked { pid, .. } => *pid,
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            StageProc::Child(c) => c.wait().await,
+            StageProc::Forked { pidfd, .. } => {
+                let Some(afd) = pidfd.as_ref() else {
+                    return Err(std::io::Error::other("stage already reaped"));
+                };
+                loop {
+                    let mut guard = afd.readable().await?;
+                    match reap_pidfd(afd.get_ref())? {
+                        Some(status) => {
+                            drop(guard);
+                            *pidfd = None;
+                            return Ok(status);
+                        }
+                        None => guard.clear_ready(),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for StageProc {
+    /// A forked stage dropped before it was reaped (the supervisor leaves a
+    /// container running at shutdown, or an error path): reap it when it
+    /// ends rather than leave a zombie.
+    fn drop(&mut self) {
+        if let StageProc::Forked { pidfd, .. } = self {
+            if let Some(afd) = pidfd.take() {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        while let Ok(mut g) = afd.readable().await {
+                            match reap_pidfd(afd.get_ref()) {
+                                Ok(None) => g.clear_ready(),
+                                _ => break,
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pidfd_open returned a new descriptor nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
+}
+
+/// Collect the status of the exited child behind `pidfd`; `None` while it
+/// runs.
+fn reap_pidfd(pidfd: &OwnedFd) -> std::io::Result<Option<ExitStatus>> {
+    use std::os::fd::AsFd;
+    use std::os::unix::process::ExitStatusExt;
+    loop {
+        return match waitid(
+            Id::PIDFd(pidfd.as_fd()),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        ) {
+            Ok(WaitStatus::Exited(_, code)) => Ok(Some(ExitStatus::from_raw((code & 0xff) << 8))),
+            Ok(WaitStatus::Signaled(_, sig, core)) => Ok(Some(ExitStatus::from_raw(
+                sig as i32 | if core { 0x80 } else { 0 },
+            ))),
+            Ok(WaitStatus::StillAlive) => Ok(None),
+            Ok(_) => Ok(None),
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => Err(e.into()),
+        };
+    }
+}
+
 /// A stage that has built its namespaces and waits for `Start`.
 pub struct Prepared {
-    child: Child,
+    child: StageProc,
     channel: Channel,
     stage_pid: u32,
     inner_pid: u32,
+    low_priority: bool,
 }
 
 /// The descriptors the application gets.
@@ -96,7 +336,7 @@ pub struct StartFds<'a> {
 /// How the supervisor learns that a container ended.
 enum Handle {
     /// Started by this supervisor: the stage is our child.
-    Child(Child),
+    Own(StageProc),
     /// Adopted after a supervisor restart: a pidfd on the stage, which is
     /// not our child (its exit status is not ours to collect).
     Adopted(AsyncFd<OwnedFd>),
@@ -115,9 +355,9 @@ pub struct Pending {
     parked: bool,
 }
 
-/// Spawn a stage for `spec` and return once it has forked PID 1 of the
+/// Start a stage for `spec` and return once it has forked PID 1 of the
 /// container; the sandbox is built meanwhile (see [`Pending::parked`]).
-pub async fn spawn(spec: &Spec) -> Result<Pending, SpawnError> {
+pub async fn spawn(spec: &Spec, stager: &Stager) -> Result<Pending, SpawnError> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -125,29 +365,28 @@ pub async fn spawn(spec: &Spec) -> Result<Pending, SpawnError> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(SpawnError::SocketPair)?;
-    // The stage's end becomes its stdin (std dup2s it without CLOEXEC), so
-    // no pre_exec hook runs in the forked child of this threaded process.
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("berth")
-        .arg("sandbox-stage")
-        .env_clear()
-        .stdin(Stdio::from(theirs))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(false);
-    let child = cmd.spawn().map_err(SpawnError::Exec)?;
-    let stage_pid = child.id().unwrap_or(0);
     let channel = Channel::new(ours)?;
-    channel.send(&ToStage::Setup(Box::new(spec.clone())), &[])?;
+    let child = stager.start(theirs).await?;
+    let stage_pid = child.pid();
     let mut pending = Pending {
         prepared: Prepared {
             child,
             channel,
             stage_pid,
             inner_pid: 0,
+            low_priority: spec.low_priority,
         },
         parked: false,
     };
+    if let Err(e) = pending
+        .prepared
+        .channel
+        .send(&ToStage::Setup(Box::new(spec.clone())), &[])
+    {
+        pending.prepared.kill();
+        pending.prepared.reap().await;
+        return Err(e);
+    }
     // Forked (from the outer stage) and Prepared (from the inner one) may
     // arrive in either order.
     while pending.prepared.inner_pid == 0 {
@@ -231,6 +470,19 @@ impl Prepared {
             fds.stderr.as_raw_fd(),
         ];
         raw.extend(fds.listeners.iter().map(|f| f.as_raw_fd()));
+        if self.low_priority {
+            // Built at SCHED_IDLE ahead of need; from now on a client waits.
+            for pid in [self.stage_pid, self.inner_pid] {
+                if let Err(e) = super::stage::set_policy(pid as libc::pid_t, libc::SCHED_OTHER) {
+                    self.kill();
+                    self.reap().await;
+                    return Err(SpawnError::Priority {
+                        pid,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
         let sent = self.channel.send(
             &ToStage::Start {
                 listen_fds: fds.listeners.len(),
@@ -244,7 +496,7 @@ impl Prepared {
         }
         match self.channel.recv().await {
             Ok(None) => Ok(Running {
-                handle: Handle::Child(self.child),
+                handle: Handle::Own(self.child),
                 inner_pid: self.inner_pid,
             }),
             Ok(Some(FromStage::Failed(f))) => {
@@ -269,13 +521,7 @@ impl Running {
     /// Take over a container started by an earlier supervisor: `stage` is
     /// its outer stage, `init` PID 1 of its pid namespace.
     pub fn adopt(stage: u32, init: u32) -> std::io::Result<Running> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, stage as libc::pid_t, 0u32) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: pidfd_open returned a new descriptor nothing else owns.
-        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) };
+        let fd = pidfd_open(stage)?;
         // SAFETY: the AsyncFd owns the pidfd for its whole life.
         let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
             .map_err(std::io::Error::from)?;
@@ -305,7 +551,7 @@ impl Running {
     /// (reported as 0 for an adopted container, whose status is unknown).
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         match &mut self.handle {
-            Handle::Child(c) => c.wait().await,
+            Handle::Own(c) => c.wait().await,
             Handle::Adopted(afd) => {
                 // A pidfd turns readable when the process exits.
                 let _guard = afd.readable().await?;

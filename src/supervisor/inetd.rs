@@ -110,58 +110,54 @@ impl WarmPool {
     }
 
     /// Keep the pool at the service's `warm`, until shutdown; then empty it.
+    /// Up to [`PARALLEL_REFILLS`] are prepared at once, so a burst that
+    /// empties the pool is refilled in about one preparation's time; they
+    /// run at idle CPU priority, so a refill never slows a container that a
+    /// client is waiting for.
     async fn keep_filled(
         self: Arc<Self>,
         launcher: Arc<Launcher>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let mut jobs = tokio::task::JoinSet::new();
+        let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
             let want = launcher.service().warm as usize;
-            if self.len() < want && launcher.throttle.remaining().is_none() {
-                let id = new_container_id();
-                let made = tokio::select! {
-                    m = launcher.prepare(&id, None, &[]) => m,
-                    _ = super::stopping(&mut shutdown) => break,
-                };
-                match made {
-                    Ok(p) => {
-                        launcher.registry.insert(super::registry::ContainerInfo {
-                            id: p.id.clone(),
-                            service: launcher.service().name.clone(),
-                            unit: p.unit.clone().unwrap_or_default(),
-                            pid: 0,
-                            state: "warm".into(),
-                            started_usec: super::registry::now_usec(),
-                            connections: 0,
-                            idle_deadline_usec: 0,
-                            peer: String::new(),
-                        });
-                        tracing::debug!(
-                            service = %launcher.service().name, container = %id, event = "warm",
-                            "sandbox prepared ahead"
-                        );
-                        self.parked
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push_back(p);
-                    }
-                    Err(e) => {
-                        tracing::error!(
-                            service = %launcher.service().name, container = %id, event = "failed",
-                            "preparing a warm sandbox: {e}"
-                        );
-                        if !e.is_infrastructure() {
-                            launcher.note_failure(&id);
+            let may_start = launcher.throttle.remaining().is_none()
+                && retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
+            while may_start && self.len() + jobs.len() < want && jobs.len() < PARALLEL_REFILLS {
+                let l = launcher.clone();
+                jobs.spawn(async move {
+                    let id = new_container_id();
+                    let made = l.prepare(&id, None, &[], true).await;
+                    (id, made)
+                });
+            }
+            let retry = async {
+                match retry_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(done) = jobs.join_next(), if !jobs.is_empty() => {
+                    if let Ok((id, made)) = done {
+                        if self.park(&launcher, id, made).is_err() {
+                            retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(500));
                         }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
-                continue;
-            }
-            tokio::select! {
+                _ = retry => retry_at = None,
                 _ = self.taken.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = super::stopping(&mut shutdown) => break,
+            }
+        }
+        // Preparations under way finish (each takes milliseconds) and are
+        // thrown away with the rest.
+        while let Some(done) = jobs.join_next().await {
+            if let Ok((id, made)) = done {
+                let _ = self.park(&launcher, id, made);
             }
         }
         let all: Vec<_> = self
@@ -175,7 +171,53 @@ impl WarmPool {
             launcher.discard(p).await;
         }
     }
+
+    /// Put a prepared sandbox in the pool, or log why there is none.
+    fn park(
+        &self,
+        launcher: &Launcher,
+        id: String,
+        made: Result<super::Parked, super::LaunchError>,
+    ) -> Result<(), ()> {
+        match made {
+            Ok(p) => {
+                launcher.registry.insert(super::registry::ContainerInfo {
+                    id: p.id.clone(),
+                    service: launcher.service().name.clone(),
+                    unit: p.unit.clone().unwrap_or_default(),
+                    pid: 0,
+                    state: "warm".into(),
+                    started_usec: super::registry::now_usec(),
+                    connections: 0,
+                    idle_deadline_usec: 0,
+                    peer: String::new(),
+                });
+                tracing::debug!(
+                    service = %launcher.service().name, container = %id, event = "warm",
+                    "sandbox prepared ahead"
+                );
+                self.parked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(p);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(
+                    service = %launcher.service().name, container = %id, event = "failed",
+                    "preparing a warm sandbox: {e}"
+                );
+                if !e.is_infrastructure() {
+                    launcher.note_failure(&id);
+                }
+                Err(())
+            }
+        }
+    }
 }
+
+/// Warm sandboxes prepared at the same time at most.
+const PARALLEL_REFILLS: usize = 4;
 
 /// Serve `listeners` until `shutdown` turns true, then end every container
 /// and return once they are gone.
@@ -347,37 +389,43 @@ pub async fn run_one(
 ) -> Option<std::process::ExitStatus> {
     let svc = launcher.service();
     let started = Instant::now();
-    let launched = match parked {
-        Some((p, pool)) => {
-            let warm_id = p.id.clone();
-            let started = launcher.start(p, &conn, Some(&conn), &[]).await;
-            // Refill only now: preparing the next one must not delay this
-            // connection's exec.
-            pool.taken.notify_one();
-            match started {
-                Ok(c) => Ok(c),
-                Err(e) => {
-                    // A parked sandbox that died is replaced on demand.
-                    tracing::warn!(
-                        service = %svc.name, container = %warm_id,
-                        "warm sandbox unusable ({e}); starting one on demand"
-                    );
-                    let id = new_container_id();
-                    launcher
-                        .launch(&id, Some(&peer), &conn, Some(&conn), &[], &[])
-                        .await
-                        .map_err(|e| (id, e))
+    // Boxed: the launch (stage, scope, channel) is the largest state of this
+    // future; on the heap only while it runs, a held container's task keeps
+    // just what the rest needs.
+    let launched = Box::pin(async {
+        match parked {
+            Some((p, pool)) => {
+                let warm_id = p.id.clone();
+                let started = launcher.start(p, &conn, Some(&conn), &[]).await;
+                // Refill only now: preparing the next one must not delay this
+                // connection's exec.
+                pool.taken.notify_one();
+                match started {
+                    Ok(c) => Ok(c),
+                    Err(e) => {
+                        // A parked sandbox that died is replaced on demand.
+                        tracing::warn!(
+                            service = %svc.name, container = %warm_id,
+                            "warm sandbox unusable ({e}); starting one on demand"
+                        );
+                        let id = new_container_id();
+                        launcher
+                            .launch(&id, Some(&peer), &conn, Some(&conn), &[], &[])
+                            .await
+                            .map_err(|e| (id, e))
+                    }
                 }
             }
+            None => {
+                let id = new_container_id();
+                launcher
+                    .launch(&id, Some(&peer), &conn, Some(&conn), &[], &[])
+                    .await
+                    .map_err(|e| (id, e))
+            }
         }
-        None => {
-            let id = new_container_id();
-            launcher
-                .launch(&id, Some(&peer), &conn, Some(&conn), &[], &[])
-                .await
-                .map_err(|e| (id, e))
-        }
-    };
+    })
+    .await;
     let mut c = match launched {
         Ok(c) => c,
         Err((id, e)) => {

@@ -92,6 +92,9 @@ pub async fn serve(
         }
     };
 
+    // `warm = 1`: the next container, built ahead and parked before its
+    // exec, so a wake from idle waits only for the application's start-up.
+    let mut parked: Option<super::Parked> = None;
     loop {
         let started = Instant::now();
         let mut c = if let Some(c) = adopted.take() {
@@ -107,15 +110,52 @@ pub async fn serve(
                     _ = super::stopping(&mut shutdown) => return,
                 }
             }
+            if launcher.service().warm > 0 && parked.is_none() {
+                let id = new_container_id();
+                tokio::select! {
+                    made = launcher.prepare(&id, None, &fdnames, true) => {
+                        parked = park(&launcher, &id, made);
+                    }
+                    _ = super::stopping(&mut shutdown) => return,
+                }
+            }
             tokio::select! {
                 _ = wait_readable(&watchers, &fds) => {}
-                _ = super::stopping(&mut shutdown) => return,
+                _ = super::stopping(&mut shutdown) => {
+                    if let Some(p) = parked.take() {
+                        launcher.registry.remove(&p.id);
+                        launcher.discard(p).await;
+                    }
+                    return;
+                }
             }
+            let from_warm = match parked.take() {
+                Some(p) => {
+                    let warm_id = p.id.clone();
+                    launcher.registry.remove(&warm_id);
+                    match launcher.start(p, &devnull, None, &fds).await {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::warn!(
+                                service = %name, container = %warm_id,
+                                "warm sandbox unusable ({e}); starting one on demand"
+                            );
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
             let id = new_container_id();
-            match launcher
-                .launch(&id, None, &devnull, None, &fds, &fdnames)
-                .await
-            {
+            let launched = match from_warm {
+                Some(c) => Ok(c),
+                None => {
+                    launcher
+                        .launch(&id, None, &devnull, None, &fds, &fdnames)
+                        .await
+                }
+            };
+            match launched {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(
@@ -163,6 +203,46 @@ pub async fn serve(
             Stop::Shutdown => return,
             Stop::Exited if started.elapsed() < QUICK_EXIT => launcher.note_failure(&id),
             _ => launcher.note_success(),
+        }
+    }
+}
+
+/// Keep a sandbox prepared ahead, or log why there is none.
+fn park(
+    launcher: &Launcher,
+    id: &str,
+    made: Result<super::Parked, super::LaunchError>,
+) -> Option<super::Parked> {
+    let svc = launcher.service();
+    match made {
+        Ok(p) => {
+            launcher.registry.insert(super::registry::ContainerInfo {
+                id: p.id.clone(),
+                service: svc.name.clone(),
+                unit: p.unit.clone().unwrap_or_default(),
+                pid: 0,
+                state: "warm".into(),
+                started_usec: super::registry::now_usec(),
+                connections: 0,
+                idle_deadline_usec: 0,
+                peer: String::new(),
+            });
+            tracing::debug!(
+                service = %svc.name, container = %id, event = "warm",
+                "sandbox prepared ahead"
+            );
+            Some(p)
+        }
+        Err(e) => {
+            // The first connection gets an on-demand container instead.
+            tracing::error!(
+                service = %svc.name, container = %id, event = "failed",
+                "preparing a warm sandbox: {e}"
+            );
+            if !e.is_infrastructure() {
+                launcher.note_failure(id);
+            }
+            None
         }
     }
 }

@@ -106,6 +106,8 @@ pub struct Launcher {
     pub keep_containers: bool,
     /// Containers of every service, for STATUS= and the D-Bus interface.
     pub registry: std::sync::Arc<registry::Registry>,
+    /// How stage processes are started (shared by all services).
+    pub stager: std::sync::Arc<spawn::Stager>,
 }
 
 /// A container built and waiting for its descriptors (`warm`).
@@ -177,6 +179,7 @@ impl Launcher {
         scopes: Option<Scopes>,
         keep_containers: bool,
         registry: std::sync::Arc<registry::Registry>,
+        stager: std::sync::Arc<spawn::Stager>,
     ) -> Launcher {
         Launcher {
             service: std::sync::RwLock::new(std::sync::Arc::new(service)),
@@ -187,6 +190,7 @@ impl Launcher {
             scopes,
             keep_containers,
             registry,
+            stager,
         }
     }
 
@@ -264,6 +268,7 @@ impl Launcher {
                 stdout: s.mode == config::Mode::Listen,
             }),
             die_with_supervisor: self.die_with_supervisor,
+            low_priority: false,
         }
     }
 
@@ -279,23 +284,27 @@ impl Launcher {
         listeners: &[OwnedFd],
         fdnames: &[String],
     ) -> Result<Container, LaunchError> {
-        let parked = self.prepare(id, peer, fdnames).await?;
+        let parked = self.prepare(id, peer, fdnames, false).await?;
         self.start(parked, stdin, stdout, listeners).await
     }
 
     /// Everything before the application's exec: sandbox and scope. A
     /// parked container costs its two stage processes and nothing else.
+    /// `ahead`: nobody waits for it yet (warm), so it is built at idle
+    /// CPU priority.
     pub async fn prepare(
         &self,
         id: &str,
         peer: Option<&str>,
         fdnames: &[String],
+        ahead: bool,
     ) -> Result<Parked, LaunchError> {
         let svc = self.service();
         let creds = config::resolve_credentials(&svc.user, svc.group.as_ref())?;
         let mut spec = self.spec(creds, id);
         spec.listen_fdnames = fdnames.to_vec();
-        let pending = spawn::spawn(&spec).await?;
+        spec.low_priority = ahead;
+        let pending = spawn::spawn(&spec, &self.stager).await?;
         let mut unit = None;
         let prepared = if let Some(scopes) = &self.scopes {
             let name = scope::unit_name(&svc.name, id);

@@ -84,6 +84,7 @@ pub fn main(
             scopes,
             false,
             Arc::default(),
+            Arc::new(crate::sandbox::spawn::Stager::zygote()),
         ));
         let (tx, rx) = watch::channel(false);
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

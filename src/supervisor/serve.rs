@@ -151,6 +151,8 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
         let mut adoptable = find_adoptable(&scopes).await;
         let (tx, rx) = watch::channel(false);
         let registry = Arc::new(super::registry::Registry::default());
+        // One zygote forks the stages of every service.
+        let stager = Arc::new(crate::sandbox::spawn::Stager::zygote());
         let mut launchers: BTreeMap<String, Arc<Launcher>> = BTreeMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         for svc in services {
@@ -166,6 +168,7 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
                 Some(scopes.clone()),
                 true,
                 registry.clone(),
+                stager.clone(),
             ));
             let adopted = adoptable.remove(&name).unwrap_or_default();
             let rx = rx.clone();
@@ -356,6 +359,8 @@ pub fn inetd(config_dir: &Path, name: &str) -> anyhow::Result<u8> {
             Some(scopes),
             false,
             Arc::default(),
+            // One container: a zygote would only add an exec.
+            Arc::new(crate::sandbox::spawn::Stager::Exec),
         ));
         let (tx, rx) = watch::channel(false);
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;

@@ -46,7 +46,7 @@ PY=/usr/bin/python3
 CLIENT=("$PY" "$BENCH/client.py")
 
 P_ECHO0=19101 P_ECHO8=19102 P_ECHOI=19103 P_BARE=19111 P_SANDBOXED=19112
-P_DIRECT=19121 P_WEBWARM=19122 P_WEBIDLE=19123 P_SSA=19124 P_HOLD=19131 P_FLOOR=19190
+P_DIRECT=19121 P_WEBWARM=19122 P_WEBIDLE=19123 P_SSA=19124 P_WEBWAKE=19125 P_HOLD=19131 P_FLOOR=19190
 
 if [ "$QUICK" = 1 ]; then
     A_ROUNDS=2 A_PER1=15 A_PER8=24 WRK_D=2s WRK_ROUNDS=1 WRK_PAR_ROUNDS=2 C_N=4 PROF_N=5 PROF_WAKE_N=2 PROF_CPU_N=24
@@ -79,7 +79,7 @@ if [ ${#need[@]} -gt 0 ]; then
         die "apt-get install ${need[*]} failed"
 fi
 
-for p in $P_ECHO0 $P_ECHO8 $P_ECHOI $P_BARE $P_SANDBOXED $P_DIRECT $P_WEBWARM $P_WEBIDLE $P_SSA $P_HOLD $P_FLOOR; do
+for p in $P_ECHO0 $P_ECHO8 $P_ECHOI $P_BARE $P_SANDBOXED $P_DIRECT $P_WEBWARM $P_WEBIDLE $P_SSA $P_WEBWAKE $P_HOLD $P_FLOOR; do
     if [ -z "${BERTH_BENCH_STATE:-}" ] && [ -n "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then
         die "port $p is already in use on this host (the testbed shares the host network)"
     fi
@@ -168,9 +168,12 @@ max_connections = $((HOLD_N + 100))
 memory_max = "16M"
 tasks_max = 4
 TOML
-for w in webwarm:10min webidle:1s; do
+for w in webwarm:10min webidle:1s webwake:1s; do
     sed -E "s/^idle_timeout *=.*/idle_timeout = \"${w#*:}\"/" "$REPO/config/services/web.toml" >"$SVC/${w%%:*}.toml"
 done
+# webwake: as webidle, with the next container prepared while idle (warm = 1)
+sed -i -E 's/^(idle_timeout *=.*)$/\1\nwarm = 1/' "$SVC/webwake.toml"
+grep -q '^warm = 1$' "$SVC/webwake.toml" || die "could not set warm = 1 in webwake.toml"
 
 berth_socket() { # NAME PORT
     cat >"$UNITS/berth-$1.socket" <<UNIT
@@ -186,6 +189,7 @@ berth_socket echo8 $P_ECHO8
 berth_socket hold $P_HOLD
 berth_socket webwarm $P_WEBWARM
 berth_socket webidle $P_WEBIDLE
+berth_socket webwake $P_WEBWAKE
 
 accept_socket() { # NAME PORT
     cat >"$UNITS/$1.socket" <<UNIT
@@ -255,7 +259,7 @@ fi
 IN berth check >/dev/null || { IN berth check; die "berth check failed on the benchmark configuration"; }
 IN systemctl daemon-reload
 IN systemctl start berth-echo0.socket berth-echo8.socket berth-hold.socket \
-    berth-webwarm.socket berth-webidle.socket bench-bare.socket bench-sandboxed.socket echoi.socket \
+    berth-webwarm.socket berth-webidle.socket berth-webwake.socket bench-bare.socket bench-sandboxed.socket echoi.socket \
     lighttpd-direct.socket || die "starting the socket units failed"
 IN systemctl start berth.service || die "berth.service did not start: $(IN journalctl -u berth.service -n 20 -o cat --no-pager)"
 
@@ -280,6 +284,13 @@ wait_until 30 warm_ready || log "warning: the warm pool of echo8 has only $(acti
 
 HTTP_REQ='GET / HTTP/1.0\r\nHost: localhost\r\n\r\n'
 webidle_gone() { [ "$(active_scopes webidle)" = 0 ]; }
+# webwake: the last container is gone and the next one waits prepared ("warm")
+webwake_ready() {
+    IN berth list --json 2>/dev/null | "$PY" -c '
+import json, sys
+c = [x for x in json.load(sys.stdin)["containers"] if x["service"] == "webwake"]
+sys.exit(0 if len(c) == 1 and c[0]["state"] == "warm" else 1)'
+}
 listening() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 testbed_pids() { grep -l "$TB_ID" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3; }   # host pids of the testbed
 
@@ -367,6 +378,10 @@ if [[ "$PHASES" == *" c "* ]]; then
         wait_until 20 webidle_gone || log "warning: webidle container still up"
         sleep 0.3
         echo "berth $("${CLIENT[@]}" first-byte --port $P_WEBIDLE --send "$HTTP_REQ")" >>"$RES/c_raw.txt"
+        # berth with warm = 1: the next container waits prepared
+        wait_until 20 webwake_ready || log "warning: webwake has no warm container"
+        sleep 0.3
+        echo "berthwarm $("${CLIENT[@]}" first-byte --port $P_WEBWAKE --send "$HTTP_REQ")" >>"$RES/c_raw.txt"
         # lighttpd's own start-up: systemd-socket-activate execs it on the first connection
         IN systemd-run --quiet --unit=bench-ssa -p User=www-data /usr/bin/systemd-socket-activate \
             -l 127.0.0.1:$P_SSA /usr/sbin/lighttpd -D -f /etc/lighttpd/bench-direct.conf
