@@ -216,6 +216,9 @@ impl WarmPool {
     }
 }
 
+/// Containers of one service being launched at once at most.
+const MAX_LAUNCHING: usize = 64;
+
 /// Warm sandboxes prepared at the same time at most.
 const PARALLEL_REFILLS: usize = 4;
 
@@ -230,6 +233,7 @@ pub async fn serve(
     // Every container task holds a sender; recv() → None when all ended.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut acceptors = tokio::task::JoinSet::new();
+    let launching = Arc::new(tokio::sync::Semaphore::new(MAX_LAUNCHING));
     let warm = Arc::new(WarmPool {
         parked: Mutex::default(),
         taken: tokio::sync::Notify::new(),
@@ -260,6 +264,7 @@ pub async fn serve(
             alive,
             shutdown,
             warm.clone(),
+            launching.clone(),
         ));
     }
     drop(alive_tx);
@@ -277,6 +282,7 @@ async fn accept_loop(
     alive: mpsc::Sender<()>,
     mut shutdown: watch::Receiver<bool>,
     warm: Arc<WarmPool>,
+    launching: Arc<tokio::sync::Semaphore>,
 ) {
     let name = launcher.service().name.clone();
     let addr = listener.addr.to_string();
@@ -304,6 +310,15 @@ async fn accept_loop(
                 _ = super::stopping(&mut shutdown) => return,
             }
         }
+        // A burst waits in the kernel's backlog rather than as hundreds of
+        // half-built sandboxes in berth (memory, and D-Bus calls in flight).
+        let permit = tokio::select! {
+            p = launching.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = super::stopping(&mut shutdown) => return,
+        };
         let conn = tokio::select! {
             c = accept(&afd) => c,
             _ = super::stopping(&mut shutdown) => return,
@@ -352,7 +367,7 @@ async fn accept_loop(
             launcher.registry.remove(&p.id);
         }
         tokio::spawn(async move {
-            let _ = run_one(launcher, conn, peer, shutdown, parked).await;
+            let _ = run_one(launcher, conn, peer, shutdown, parked, Some(permit)).await;
             drop(slot);
             drop(alive);
         });
@@ -386,6 +401,7 @@ pub async fn run_one(
     peer: String,
     mut shutdown: watch::Receiver<bool>,
     parked: Option<(super::Parked, Arc<WarmPool>)>,
+    launching: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Option<std::process::ExitStatus> {
     let svc = launcher.service();
     let started = Instant::now();
@@ -426,6 +442,7 @@ pub async fn run_one(
         }
     })
     .await;
+    drop(launching);
     let mut c = match launched {
         Ok(c) => c,
         Err((id, e)) => {

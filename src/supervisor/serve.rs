@@ -364,7 +364,7 @@ pub fn inetd(config_dir: &Path, name: &str) -> anyhow::Result<u8> {
         ));
         let (tx, rx) = watch::channel(false);
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        let run = super::inetd::run_one(launcher, conn, peer, rx, None);
+        let run = super::inetd::run_one(launcher, conn, peer, rx, None, None);
         tokio::pin!(run);
         let status = tokio::select! {
             s = &mut run => s,

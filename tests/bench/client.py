@@ -323,7 +323,8 @@ def memstat(args):
         slice_ = "berth-%s.slice" % args.service
         if cmd[:2] == [b"/usr/bin/berth", b"serve"]:
             groups["supervisor"].append(p)
-        elif slice_ in cg and len(cmd) > 1 and cmd[1] == b"sandbox-stage":
+        elif slice_ in cg and (comm in ("berth-stage", "berth-init") or
+                               (len(cmd) > 1 and cmd[1] in (b"sandbox-stage", b"sandbox-zygote"))):
             groups["stage"].append(p)
         elif slice_ in cg and comm == args.app:
             groups["app"].append(p)

@@ -8,8 +8,8 @@ accepting process (berth serve, or the testbed's systemd for Accept=yes) and
 the process that execs the application are found, the fork chain between them
 is followed, and the timestamps of the steps below are taken:
 
-  berth (no warm sandbox): connect -> accept -> stage forked -> stage exec'd ->
-    Setup received (runtime start) -> unshare() done -> PID 1 forked ->
+  berth (no warm sandbox): connect -> accept -> stage forked (by the zygote;
+    or exec'd, then "stage exec'd") -> Setup received -> unshare() done -> PID 1 forked ->
     Prepared sent (mounts, pivot_root, seccomp compiled) -> Start received
     (waits for the scope job) -> application forked -> application exec'd ->
     first byte at the client
@@ -64,11 +64,13 @@ def main():
     execs = defaultdict(list)   # pid -> [(ts, filename)]
     by_pid = defaultdict(list)  # pid -> [(ts, ev, args)]
     connects = []
+    comms = defaultdict(set)    # pid -> names seen
     for line in open(a.perf_txt, errors="replace"):
         m = LINE.match(line)
         if not m:
             continue
         pid, tid, ts, ev, args = int(m["pid"]), int(m["tid"]), float(m["ts"]), m["ev"], m["args"]
+        comms[pid].add(m["comm"])
         if ev == "sched:sched_process_fork":
             c = re.search(r"child_pid=(\d+)", args)
             if c:
@@ -107,6 +109,9 @@ def main():
                 r = ts
         return r
 
+    # berth's zygote forks the stages (CLONE_PARENT: the supervisor's
+    # children, but the fork event names the zygote): not a step of the path.
+    is_zygote = lambda pid: comms.get(pid) == {"berth-zygote"}
     ok_ret = lambda args: not args.startswith(ERR)
     fd_of = lambda args: (re.search(r"fd: (0x[0-9a-f]+)", args) or [None, None])[1]
 
@@ -144,7 +149,7 @@ def main():
                     break
         if app is None or t["accept"] is None or t["first_byte"] is None:
             continue
-        chain = ancestors(app)
+        chain = [p for p in ancestors(app) if not is_zygote(p)]
         if acc in chain:
             chain = chain[: chain.index(acc) + 1][::-1]   # accepter ... app
         else:
@@ -158,7 +163,7 @@ def main():
             if cold:
                 t["stage_fork"] = fork_stage
                 t["stage_exec"] = next((ts for ts, fn in execs.get(stage, []) if ts >= fork_stage), None)
-                t["setup_recv"] = first(stage, "syscalls:sys_exit_recvmsg", t["stage_exec"] or c, end)
+                t["setup_recv"] = first(stage, "syscalls:sys_exit_recvmsg", t["stage_exec"] or fork_stage, end)
                 t["unshare_done"] = first(stage, "syscalls:sys_exit_unshare", c, end)
                 t["pid1_fork"] = parent[pid1][1]
                 t["prepared"] = first(pid1, "syscalls:sys_enter_sendmsg", c, end)
@@ -179,9 +184,14 @@ def main():
                 phases = [("connect -> stage forked (supervisor wakes, spawns)", "connect", "stage_fork")] if wake else [
                     ("connect -> accept (supervisor wakes)", "connect", "accept"),
                     ("accept -> stage forked (credentials, spawn)", "accept", "stage_fork")]
+                if t["stage_exec"] is not None:
+                    phases += [
+                        ("stage fork -> exec of berth sandbox-stage", "stage_fork", "stage_exec"),
+                        ("stage exec -> Setup received (loader, runtime start)", "stage_exec", "setup_recv"),
+                    ]
+                else:
+                    phases += [("stage fork (by the zygote) -> Setup received", "stage_fork", "setup_recv")]
                 phases += [
-                    ("stage fork -> exec of berth sandbox-stage", "stage_fork", "stage_exec"),
-                    ("stage exec -> Setup received (loader, runtime start)", "stage_exec", "setup_recv"),
                     ("unshare(mnt, uts, ipc, pid, net)", "setup_recv", "unshare_done"),
                     ("unshare -> PID 1 forked", "unshare_done", "pid1_fork"),
                     ("PID 1: lo up, mounts, pivot_root, seccomp -> Prepared", "pid1_fork", "prepared"),
@@ -201,7 +211,8 @@ def main():
                 t["start_sent"] = last(acc, "syscalls:sys_enter_sendmsg", c, t["start_recv"] or end)
                 # did the supervisor spawn a refill stage before handing this one its Start?
                 if t["start_sent"] is not None:
-                    spawned = any(p == acc and t["accept"] <= ts < t["start_sent"] for ch, (p, ts) in parent.items())
+                    spawned = any((p == acc or is_zygote(p)) and t["accept"] <= ts < t["start_sent"]
+                                  for ch, (p, ts) in parent.items())
                     refill_first[tgt] += 1 if spawned else 0
                 phases = [
                     ("connect -> accept (supervisor wakes)", "connect", "accept"),
