@@ -73,7 +73,7 @@ pub struct Spec {
     /// Kill the container if the supervisor dies (foreground `berth run`
     /// without scopes, where nothing else would clean it up).
     pub die_with_supervisor: bool,
-    /// Built ahead of need (`warm`): the stage runs at `SCHED_IDLE` until
+    /// Built ahead of need (`warm`): the stage runs as `SCHED_BATCH` until
     /// the supervisor hands it a connection.
     pub low_priority: bool,
 }

@@ -471,7 +471,7 @@ impl Prepared {
         ];
         raw.extend(fds.listeners.iter().map(|f| f.as_raw_fd()));
         if self.low_priority {
-            // Built at SCHED_IDLE ahead of need; from now on a client waits.
+            // Built as SCHED_BATCH ahead of need; from now on a client waits.
             for pid in [self.stage_pid, self.inner_pid] {
                 if let Err(e) = super::stage::set_policy(pid as libc::pid_t, libc::SCHED_OTHER) {
                     self.kill();

@@ -237,10 +237,13 @@ fn outer_setup(control: &OwnedFd) -> Result<Option<Pid>, StageError> {
             .map_err(|e| StageError::Prctl("PR_SET_PDEATHSIG", e))?;
     }
     if spec.low_priority {
-        // A sandbox built ahead of need must not take CPU from one a client
-        // is waiting for; PID 1 inherits this, the supervisor resets both
-        // before Start.
-        set_policy(0, libc::SCHED_IDLE)?;
+        // A sandbox built ahead of need must not preempt one a client is
+        // waiting for. SCHED_BATCH (no wake-up preemption), not SCHED_IDLE or
+        // nice: leaving those needs CAP_SYS_NICE in the initial user
+        // namespace, which berth in a container lacks, and a starved task
+        // holding the kernel's namespace or mount locks would stall everyone.
+        // PID 1 inherits it; the supervisor resets both before Start.
+        set_policy(0, libc::SCHED_BATCH)?;
     }
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS

@@ -112,7 +112,7 @@ impl WarmPool {
     /// Keep the pool at the service's `warm`, until shutdown; then empty it.
     /// Up to [`PARALLEL_REFILLS`] are prepared at once, so a burst that
     /// empties the pool is refilled in about one preparation's time; they
-    /// run at idle CPU priority, so a refill never slows a container that a
+    /// run as `SCHED_BATCH`, so a refill does not preempt a container that a
     /// client is waiting for.
     async fn keep_filled(
         self: Arc<Self>,

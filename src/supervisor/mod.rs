@@ -290,8 +290,8 @@ impl Launcher {
 
     /// Everything before the application's exec: sandbox and scope. A
     /// parked container costs its two stage processes and nothing else.
-    /// `ahead`: nobody waits for it yet (warm), so it is built at idle
-    /// CPU priority.
+    /// `ahead`: nobody waits for it yet (warm), so it is built as
+    /// `SCHED_BATCH`.
     pub async fn prepare(
         &self,
         id: &str,
