@@ -483,6 +483,12 @@ if [[ "$PHASES" == *" profile "* ]]; then
         "${CLIENT[@]}" latency --target "berth_wake=$P_WEBIDLE" --concurrency 1 --rounds 1 --per-round "$PROF_WAKE_N" \
             --warmup 0 --gap 3500 --send "$HTTP_REQ" >"$RES/prof_client_wake.json" & CPID2=$!
         wait "$CPID2"
+        # the same with warm = 1: the next container waits prepared when the request comes
+        wait_until 20 webwake_ready || true
+        sleep 0.5
+        "${CLIENT[@]}" latency --target "berth_wakewarm=$P_WEBWAKE" --concurrency 1 --rounds 1 --per-round "$PROF_WAKE_N" \
+            --warmup 0 --gap 3500 --send "$HTTP_REQ" >"$RES/prof_client_wakewarm.json" & CPID4=$!
+        wait "$CPID4"
         # the anchor of c: lighttpd exec'd by systemd-socket-activate on the first connection
         SSA_PIDS=()
         for i in $(seq "$PROF_WAKE_N"); do
@@ -506,12 +512,15 @@ if [[ "$PHASES" == *" profile "* ]]; then
         $PY "$BENCH/timeline.py" "$WORK/perf.txt" --client "$CPID2" --per-target "$PROF_WAKE_N" \
             --targets berth_wake --accepter "berth_wake=$BP" --app /usr/sbin/lighttpd --systemd "$(cat "$TB/leader.pid")" \
             >"$RES/prof_timeline_wake.json" || log "warning: timeline.py failed (wake)"
+        $PY "$BENCH/timeline.py" "$WORK/perf.txt" --client "$CPID4" --per-target "$PROF_WAKE_N" \
+            --targets berth_wakewarm --accepter "berth_wakewarm=$BP" --app /usr/sbin/lighttpd --systemd "$(cat "$TB/leader.pid")" \
+            >"$RES/prof_timeline_wakewarm.json" || log "warning: timeline.py failed (wake, warm)"
         $PY "$BENCH/timeline.py" "$WORK/perf.txt" "${SSA_PIDS[@]}" --per-target "$PROF_WAKE_N" \
             --targets lighttpd_startup --accepter "lighttpd_startup=$(cat "$TB/leader.pid")" --app /usr/sbin/lighttpd \
             >"$RES/prof_timeline_ssa.json" || log "warning: timeline.py failed (lighttpd start-up)"
         # CPU per connection with 8 clients, by process (cpu-clock sampling, 999 Hz per CPU)
         log "profile: CPU per connection with 8 clients (perf cpu-clock)"
-        for v in berth_warm0:$P_ECHO0 systemd_bare:$P_BARE systemd_sandboxed:$P_SANDBOXED; do
+        for v in berth_warm0:$P_ECHO0 berth_warm8:$P_ECHO8 systemd_bare:$P_BARE systemd_sandboxed:$P_SANDBOXED; do
             testbed_pids >"$WORK/tbpids.txt"
             perf record -q -o "$WORK/cpu.data" -F 999 -e cpu-clock,sched:sched_process_fork -a >/dev/null 2>>"$WORK/perf.log" & PERF_PID=$!
             sleep 1

@@ -138,18 +138,27 @@ def main():
         # ancestry is cut off above its PID 1.
         app = None
         cands = sorted((ts, pid) for pid, lst in execs.items() for ts, fn in lst if fn == a.app and c <= ts < end)
+
+        def lineage(pid):
+            # A stage forked by berth's zygote is the supervisor's child
+            # (CLONE_PARENT); the fork event names the zygote.
+            anc = ancestors(pid)
+            for k, x in enumerate(anc):
+                if is_zygote(x):
+                    return anc[:k] + [acc]
+            return anc
         for ts, pid in cands:
-            if acc in ancestors(pid):
+            if acc in lineage(pid):
                 app, t["app_exec"] = pid, ts
                 break
         if app is None and tgt.startswith("berth"):
             for ts, pid in cands:
-                if len(ancestors(pid)) == 2:
+                if len(lineage(pid)) == 2:
                     app, t["app_exec"] = pid, ts
                     break
         if app is None or t["accept"] is None or t["first_byte"] is None:
             continue
-        chain = [p for p in ancestors(app) if not is_zygote(p)]
+        chain = lineage(app)
         if acc in chain:
             chain = chain[: chain.index(acc) + 1][::-1]   # accepter ... app
         else:
@@ -206,7 +215,7 @@ def main():
                     ("(overlapped, of which) systemd: call received -> its last message", "sd_recv", "sd_last"),
                     ("(overlapped, of which) systemd's last message -> Start sent", "sd_last", "start_sent"),
                 ]
-            elif not wake:
+            else:
                 t["start_recv"] = first(pid1, "syscalls:sys_exit_recvmsg", c, end)
                 t["start_sent"] = last(acc, "syscalls:sys_enter_sendmsg", c, t["start_recv"] or end)
                 # did the supervisor spawn a refill stage before handing this one its Start?
@@ -214,13 +223,15 @@ def main():
                     spawned = any((p == acc or is_zygote(p)) and t["accept"] <= ts < t["start_sent"]
                                   for ch, (p, ts) in parent.items())
                     refill_first[tgt] += 1 if spawned else 0
-                phases = [
+                phases = [("connect -> Start sent (supervisor wakes, warm sandbox taken)", "connect", "start_sent")] if wake else [
                     ("connect -> accept (supervisor wakes)", "connect", "accept"),
-                    ("accept -> Start sent (warm sandbox taken)", "accept", "start_sent"),
+                    ("accept -> Start sent (warm sandbox taken)", "accept", "start_sent")]
+                phases += [
                     ("Start sent -> Start received by PID 1", "start_sent", "start_recv"),
                     ("Start -> application forked (journal, cgroupns)", "start_recv", "app_fork"),
                     ("application fork -> exec (creds, seccomp load)", "app_fork", "app_exec"),
-                    ("application exec -> first byte at the client", "app_exec", "first_byte"),
+                    ("application exec -> first byte at the client" + (" (its start-up, accept, reply)" if wake else ""),
+                     "app_exec", "first_byte"),
                 ]
         elif startup:
             phases = [

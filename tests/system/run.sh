@@ -814,9 +814,12 @@ if [ $SERVE_UP = 1 ]; then
     mkdir -p "$S/warm/systemd"
     lib_add_socket "$S/warm" warm $PORT_WARM
     install -m644 "$S/warm/systemd/berth-warm.socket" "$ROOT/etc/systemd/system/"
+    # systemd refuses to start a socket whose service is running: stop berth first
+    # (KillMode=process: running containers stay and are adopted).
     IN systemctl daemon-reload
-    IN systemctl start berth-warm.socket
-    IN systemctl restart berth.service
+    IN systemctl stop berth.service
+    IN systemctl start berth-warm.socket || note "berth-warm.socket did not start"
+    lib_start_serve || note "berth.service did not come back"
     check "warm: berth list shows 2 sandboxes prepared ahead" "warm ids: $(warm_ids | xargs)" wait_for 20 warm_n_is 2
     before=$(warm_ids | xargs)
     a=$(probe_cmd_port $PORT_WARM "echo warm" 2>/dev/null)
