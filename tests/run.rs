@@ -600,6 +600,39 @@ fn warm_sandboxes_wait_parked_and_serve_connections() {
 }
 
 #[test]
+fn connections_beyond_the_pool_wait_for_sandboxes_under_way() {
+    if !require_root() {
+        return;
+    }
+    // warm = 1 and five connections at once: the first takes the parked
+    // sandbox, the others wait for the refills under way instead of each
+    // building its own (which would queue behind them in systemd).
+    let (b, addr) = Berth::start_tcp("burst", &inetd_toml("warm = 1"));
+    b.log.wait_count("sandbox prepared ahead", 1, T);
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || tcp_request(&addr, &format!("echo b{i}")))
+        })
+        .collect();
+    for (i, c) in clients.into_iter().enumerate() {
+        assert_eq!(c.join().unwrap(), format!("b{i}\n"));
+    }
+    let started = b.log.wait_count("event=\"started\"", 5, T);
+    let prepared: Vec<String> = b
+        .log
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("sandbox prepared ahead"))
+        .map(|l| container_of(&l))
+        .collect();
+    for s in &started {
+        let id = container_of(s);
+        assert!(prepared.contains(&id), "{id} was built on demand: {s}");
+    }
+}
+
+#[test]
 fn listen_steady_short_connections_keep_one_container() {
     if !require_root() {
         return;

@@ -95,6 +95,10 @@ pub fn peer_of(fd: &OwnedFd) -> (Source, String) {
 pub struct WarmPool {
     parked: Mutex<std::collections::VecDeque<super::Parked>>,
     taken: tokio::sync::Notify,
+    /// Sandboxes being prepared now.
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// A preparation ended (parked, failed, or the pool closed).
+    settled: tokio::sync::Notify,
 }
 
 impl WarmPool {
@@ -103,6 +107,35 @@ impl WarmPool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop_front()
+    }
+
+    /// A parked sandbox; if none is parked but some are being prepared, the
+    /// next one of those. systemd creates scopes one at a time, so a sandbox
+    /// that is already under way is ready sooner than one started now would
+    /// be (its scope job would queue behind the refills'). `None`: build one
+    /// on demand.
+    async fn take_or_wait(&self, launcher: &Launcher) -> Option<super::Parked> {
+        use std::sync::atomic::Ordering;
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if let Some(p) = self.take() {
+                launcher.registry.remove(&p.id);
+                // Its replacement counts as under way from now on, so the
+                // next connection waits for it rather than racing it.
+                self.in_flight.fetch_add(1, Ordering::SeqCst);
+                return Some(p);
+            }
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return None;
+            }
+            settled.await;
+        }
+    }
+
+    fn set_in_flight(&self, n: usize) {
+        self.in_flight.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn len(&self) -> usize {
@@ -133,6 +166,9 @@ impl WarmPool {
                     (id, made)
                 });
             }
+            self.set_in_flight(jobs.len());
+            // Waiters re-check: the count may have dropped (throttled, full).
+            self.settled.notify_waiters();
             let retry = async {
                 match retry_at {
                     Some(t) => tokio::time::sleep_until(t).await,
@@ -141,11 +177,13 @@ impl WarmPool {
             };
             tokio::select! {
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => {
+                    self.set_in_flight(jobs.len());
                     if let Ok((id, made)) = done {
                         if self.park(&launcher, id, made).is_err() {
                             retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(500));
                         }
                     }
+                    self.settled.notify_waiters();
                 }
                 _ = retry => retry_at = None,
                 _ = self.taken.notified() => {}
@@ -154,7 +192,9 @@ impl WarmPool {
             }
         }
         // Preparations under way finish (each takes milliseconds) and are
-        // thrown away with the rest.
+        // thrown away with the rest; nobody waits for them any more.
+        self.set_in_flight(0);
+        self.settled.notify_waiters();
         while let Some(done) = jobs.join_next().await {
             if let Ok((id, made)) = done {
                 let _ = self.park(&launcher, id, made);
@@ -237,6 +277,8 @@ pub async fn serve(
     let warm = Arc::new(WarmPool {
         parked: Mutex::default(),
         taken: tokio::sync::Notify::new(),
+        in_flight: std::sync::atomic::AtomicUsize::new(0),
+        settled: tokio::sync::Notify::new(),
     });
     let filler = tokio::spawn(warm.clone().keep_filled(launcher.clone(), shutdown.clone()));
     if launcher.service().idle_timeout.is_some() {
@@ -362,12 +404,9 @@ async fn accept_loop(
         let launcher = launcher.clone();
         let alive = alive.clone();
         let shutdown = shutdown.clone();
-        let parked = warm.take().map(|p| (p, warm.clone()));
-        if let Some((p, _)) = &parked {
-            launcher.registry.remove(&p.id);
-        }
+        let pool = (launcher.service().warm > 0).then(|| warm.clone());
         tokio::spawn(async move {
-            let _ = run_one(launcher, conn, peer, shutdown, parked, Some(permit)).await;
+            let _ = run_one(launcher, conn, peer, shutdown, pool, Some(permit)).await;
             drop(slot);
             drop(alive);
         });
@@ -400,11 +439,15 @@ pub async fn run_one(
     conn: OwnedFd,
     peer: String,
     mut shutdown: watch::Receiver<bool>,
-    parked: Option<(super::Parked, Arc<WarmPool>)>,
+    pool: Option<Arc<WarmPool>>,
     launching: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Option<std::process::ExitStatus> {
     let svc = launcher.service();
     let started = Instant::now();
+    let parked = match pool {
+        Some(pool) => pool.take_or_wait(&launcher).await.map(|p| (p, pool)),
+        None => None,
+    };
     // Boxed: the launch (stage, scope, channel) is the largest state of this
     // future; on the heap only while it runs, a held container's task keeps
     // just what the rest needs.

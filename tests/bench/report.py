@@ -214,6 +214,7 @@ def assemble(res):
     prof = {}
     for k, fn in (("timeline", "prof_timeline.json"), ("timeline_wake", "prof_timeline_wake.json"),
                   ("timeline_wakewarm", "prof_timeline_wakewarm.json"), ("timeline_ssa", "prof_timeline_ssa.json"),
+                  ("cgattach", "prof_cgattach.json"),
                   ("cpu_berth_warm0", "prof_cpu_berth_warm0.json"), ("cpu_berth_warm8", "prof_cpu_berth_warm8.json"),
                   ("cpu_systemd_bare", "prof_cpu_systemd_bare.json"),
                   ("cpu_systemd_sandboxed", "prof_cpu_systemd_sandboxed.json"),
@@ -561,6 +562,19 @@ def render(d):
           "(the posix_spawn child's ~64 rt_sigaction calls alone took 20 ms under strace). The phases of "
           "berth are its critical path in order; the two \"(overlapped)\" rows run beside it (the scope job).\n")
         w(phase_table(dict(list(tl.items()) + list(tlw.items()))))
+        w("")
+
+    cga = prof.get("cgattach") or {}
+    if cga:
+        w("What one move of a process between cgroups (a write to `cgroup.procs`) costs this kernel "
+          "(`tests/bench/cgattach.py`, on the host: a `sleep` moved into a cgroup made for it and back, four "
+          "times after a 0.3 s pause and four times back to back). A transient scope is such a move, done "
+          "by systemd in every hierarchy; cgroup v1 and v2 without `favordynmods` make the first move after "
+          "a pause wait for an RCU grace period (`cgroup_threadgroup_rwsem` is a per-CPU rw-semaphore), "
+          "later ones in quick succession do not.\n")
+        w(table(["hierarchy", "after a pause, ms (median)", "back to back, ms (median)"],
+                [[h, f(med(v.get("after_pause_ms") or []), "", 2), f(med(v.get("back_to_back_ms") or []), "", 2)]
+                 for h, v in sorted(cga.items()) if "error" not in v]))
         w("")
 
     cpus = [(k[4:], prof[k]) for k in ("cpu_berth_warm0", "cpu_berth_warm8", "cpu_systemd_bare", "cpu_systemd_sandboxed")

@@ -461,7 +461,7 @@ fi
 # distort it: every traced syscall would cost a context switch pair), over a
 # few sequential connections with pauses between them, then cut into phases
 # by timeline.py.
-PROF_EVENTS=sched:sched_process_fork,sched:sched_process_exec,syscalls:sys_enter_connect,syscalls:sys_exit_accept4,syscalls:sys_enter_unshare,syscalls:sys_exit_unshare,syscalls:sys_enter_sendmsg,syscalls:sys_exit_recvmsg,syscalls:sys_exit_recvfrom,syscalls:sys_enter_pivot_root,syscalls:sys_enter_mount,syscalls:sys_enter_mount_setattr,syscalls:sys_enter_open_tree,syscalls:sys_enter_move_mount
+PROF_EVENTS=cgroup:cgroup_attach_task,sched:sched_process_fork,sched:sched_process_exec,syscalls:sys_enter_connect,syscalls:sys_exit_accept4,syscalls:sys_enter_unshare,syscalls:sys_exit_unshare,syscalls:sys_enter_sendmsg,syscalls:sys_exit_recvmsg,syscalls:sys_exit_recvfrom,syscalls:sys_enter_pivot_root,syscalls:sys_enter_mount,syscalls:sys_enter_mount_setattr,syscalls:sys_enter_open_tree,syscalls:sys_enter_move_mount
 if [[ "$PHASES" == *" profile "* ]]; then
     if ! command -v perf >/dev/null; then
         log "profile: installing linux-perf"
@@ -518,6 +518,8 @@ if [[ "$PHASES" == *" profile "* ]]; then
         $PY "$BENCH/timeline.py" "$WORK/perf.txt" "${SSA_PIDS[@]}" --per-target "$PROF_WAKE_N" \
             --targets lighttpd_startup --accepter "lighttpd_startup=$(cat "$TB/leader.pid")" --app /usr/sbin/lighttpd \
             >"$RES/prof_timeline_ssa.json" || log "warning: timeline.py failed (lighttpd start-up)"
+        # what one cgroup.procs write costs this kernel (our own sleep, our own cgroup; removed after)
+        $PY "$BENCH/cgattach.py" >"$RES/prof_cgattach.json" 2>>"$WORK/perf.log" || log "warning: cgattach.py failed"
         # CPU per connection with 8 clients, by process (cpu-clock sampling, 999 Hz per CPU)
         log "profile: CPU per connection with 8 clients (perf cpu-clock)"
         for v in berth_warm0:$P_ECHO0 berth_warm8:$P_ECHO8 systemd_bare:$P_BARE systemd_sandboxed:$P_SANDBOXED; do

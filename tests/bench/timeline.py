@@ -120,6 +120,7 @@ def main():
     found = defaultdict(int)
     refill_first = defaultdict(int)
     mounts_n = defaultdict(list)
+    attaches = defaultdict(list)
     for i, c in enumerate(connects):
         ti = i // a.per_target
         if ti >= len(targets):
@@ -190,6 +191,12 @@ def main():
                     if a.systemd and t.get("dbus_call") and t.get("start_sent"):
                         t["sd_recv"] = first(a.systemd, "syscalls:sys_exit_recvmsg", t["dbus_call"], t["start_sent"])
                         t["sd_last"] = last(a.systemd, "syscalls:sys_enter_sendmsg", t["dbus_call"], t["start_sent"])
+                        # systemd moving the pids into the scope's cgroups (one write per hierarchy)
+                        att = [ts for ts, e, args in by_pid.get(a.systemd, [])
+                               if e == "cgroup:cgroup_attach_task" and t["dbus_call"] <= ts < t["start_sent"]]
+                        if att:
+                            t["sd_attach_first"], t["sd_attach_last"] = att[0], att[-1]
+                            attaches[tgt].append(len(att))
                 phases = [("connect -> stage forked (supervisor wakes, spawns)", "connect", "stage_fork")] if wake else [
                     ("connect -> accept (supervisor wakes)", "connect", "accept"),
                     ("accept -> stage forked (credentials, spawn)", "accept", "stage_fork")]
@@ -213,6 +220,9 @@ def main():
                     ("(overlapped) StartTransientUnit sent -> Start sent", "dbus_call", "start_sent"),
                     ("(overlapped, of which) call -> systemd receives it (dbus-daemon)", "dbus_call", "sd_recv"),
                     ("(overlapped, of which) systemd: call received -> its last message", "sd_recv", "sd_last"),
+                    ("(overlapped, within it) call received -> first cgroup attach", "sd_recv", "sd_attach_first"),
+                    ("(overlapped, within it) first -> last cgroup attach (cgroup.procs writes)", "sd_attach_first", "sd_attach_last"),
+                    ("(overlapped, within it) last cgroup attach -> systemd's last message", "sd_attach_last", "sd_last"),
                     ("(overlapped, of which) systemd's last message -> Start sent", "sd_last", "start_sent"),
                 ]
             else:
@@ -263,6 +273,7 @@ def main():
             "connections": found[tgt],
             "refill_spawned_before_start": refill_first[tgt] if tgt in refill_first else None,
             "mount_calls_per_container": pct(mounts_n[tgt], 50) if mounts_n.get(tgt) else None,
+            "cgroup_attaches_per_scope": pct(attaches[tgt], 50) if attaches.get(tgt) else None,
             "phases": [{"phase": n, "p50_ms": round(pct(r[n], 50), 3), "p90_ms": round(pct(r[n], 90), 3),
                         "n": len(r[n])} for n in order if r.get(n)],
         }
