@@ -663,7 +663,11 @@ def changes(d):
       "stage channel's receive buffer is sized to the datagram (`MSG_PEEK | MSG_TRUNC`) instead of 256 KiB, "
       "and the release build optimises for size (`opt-level = \"s\"`). Together with the D-Bus calls bounded "
       "in flight and infrastructure failures no longer throttling (end of the first session), the 1000-"
-      "connection burst now starts every container.\n")
+      "connection burst now starts every container.")
+    w("6. **Connections beyond the warm pool wait for sandboxes under way** (`WarmPool::take_or_wait`): with "
+      "the pool empty, a connection takes the next refill to finish instead of building its own, whose scope "
+      "job would only queue behind the refills' in systemd (tested: five connections at once with `warm = 1` "
+      "all get prepared sandboxes).\n")
     rows_b = {r["figure"]: r for r in base.get("targets", [])}
     old_c = next((r for r in base.get("targets", []) if r["id"] == "c"), None)
     trs = []
@@ -703,45 +707,70 @@ def analysis(d, ids, tl, tlw):
         g = lambda t, p: phase(tl, t, p)
         w("### a. inetd cold start\n")
         w0, w8, bare, sbx = fb("c1", "berth_warm0"), fb("c1", "berth_warm8"), fb("c1", "systemd_bare"), fb("c1", "systemd_sandboxed")
-        w("**warm = 0, one client** (p50 %s ms; systemd bare %s ms, sandboxed %s ms). In the profile a cold "
-          "start took %s ms: from the zygote's fork to the stage holding its spec %s ms, `unshare()` of five "
-          "namespaces %s ms, PID 1's mounts, pivot_root and seccomp %s ms, then PID 1 waited %s ms for the "
-          "scope (StartTransientUnit -> Start sent: %s ms, of which systemd itself %s ms), and the application's "
-          "fork and exec took %s ms. systemd's bare `Accept=yes` took %s ms in all (%s ms in its forked child "
-          "before the exec), its sandboxed one %s ms. The transient scope that SPEC.md requires per container "
-          "costs about as much as systemd's whole bare spawn, and on the on-demand path it can only be "
-          "overlapped with the sandbox's set-up, not avoided: the path is at least stage set-up + max(scope "
-          "job, mounts) + exec. What would close it: (1) take the scope job off the path by having one "
-          "sandbox and scope made ahead - that is `warm = 1`, which the administrator chooses per service "
-          "(the warm rows show it meets the p50 targets); (2) cheaper assembly for the part that stays: PID 1 "
-          "makes %s mount-related system calls per container; the read-only part of the tree (/usr, the "
-          "merged-/usr links, /etc entries, configured binds) is the same for every container of a service and "
-          "could be built once and cloned per container (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` + "
-          "`move_mount`), leaving /tmp, /run, /proc and /dev/pts per container.\n"
+        cga = prof.get("cgattach") or {}
+        pause = med([med(v.get("after_pause_ms") or []) for v in cga.values() if "error" not in v])
+        b2b = med([med(v.get("back_to_back_ms") or []) for v in cga.values() if "error" not in v])
+        w("**warm = 0, one client** (p50 %s ms; systemd bare %s ms, sandboxed %s ms). In the profile (connections "
+          "250 ms apart) a cold start took %s ms: from the zygote's fork to the stage holding its spec %s ms, "
+          "`unshare()` of five namespaces %s ms, PID 1's mounts, pivot_root and seccomp %s ms - the sandbox is "
+          "ready about %s ms after the accept - and then PID 1 waited %s ms for the scope. Inside systemd the "
+          "scope job took %s ms from the call to its last message; its first completed move of a pid into the "
+          "scope's cgroups came %s ms after the call and the %s moves after it %s ms. The kernel makes the first "
+          "cgroup move after a pause wait for an RCU grace period: %s ms on this host, against %s ms for moves in "
+          "quick succession (table above). systemd's own `Accept=yes` child pays the same move before its exec "
+          "(%s ms from fork to exec for the bare unit in this profile). In the closed-loop figure connections "
+          "follow each other within milliseconds, so most moves find the grace period already passed, which "
+          "is why the p50 there is far below the profile's total; the "
+          "remaining gap to bare systemd is the scope job's other work (creating and configuring the scope's "
+          "cgroups in %s hierarchies, the D-Bus round trip, journald and logind following the new unit) plus "
+          "the sandbox itself, one after the other on the path.\n"
           % (f(w0.get("p50"), "", 1), f(bare.get("p50"), "", 1), f(sbx.get("p50"), "", 1),
              f(g("berth_warm0", "total"), "", 1), f(g("berth_warm0", "stage fork (by the zygote)"), "", 2),
              f(g("berth_warm0", "unshare("), "", 1), f(g("berth_warm0", "PID 1: lo up"), "", 1),
-             f(g("berth_warm0", "Prepared -> Start"), "", 1), f(g("berth_warm0", "(overlapped) StartTransientUnit"), "", 1),
+             f(sum(x for x in (g("berth_warm0", "accept -> stage"), g("berth_warm0", "stage fork (by the zygote)"),
+                               g("berth_warm0", "unshare("), g("berth_warm0", "unshare ->"), g("berth_warm0", "PID 1: lo up"))
+                   if x), "", 1),
+             f(g("berth_warm0", "Prepared -> Start"), "", 1),
              f(g("berth_warm0", "(overlapped, of which) systemd:"), "", 1),
-             f(sum(x for x in (g("berth_warm0", "Start -> application"), g("berth_warm0", "application fork")) if x), "", 1),
-             f(g("systemd_bare", "total"), "", 1), f(g("systemd_bare", "child fork"), "", 1),
-             f(g("systemd_sandboxed", "total"), "", 1),
+             f(g("berth_warm0", "(overlapped, within it) call received -> first cgroup attach"), "", 1),
+             f((tl.get("berth_warm0", {}).get("cgroup_attaches_per_scope") or 1) - 1, "", 0),
+             f(g("berth_warm0", "(overlapped, within it) first -> last"), "", 2),
+             f(pause, "", 1), f(b2b, "", 2), f(g("systemd_bare", "child fork"), "", 1), len(cga) or "n/a"))
+        w("What would close it: (1) take the scope job off the path with a sandbox and scope made ahead - that "
+          "is `warm`, which the administrator sets per service (the warm = 8 rows meet both p50 targets, and "
+          "`warm = 1` is enough for a service that sees one connection at a time); (2) start the job earlier: "
+          "today StartTransientUnit goes out once PID 1 is forked (%s ms after the stage's fork); sending it "
+          "with the stage's pid as soon as the zygote answers, and forking PID 1 only once the stage is in the "
+          "scope, would overlap the job with unshare and the mounts as well - at most those %s ms, a fraction "
+          "of the job; (3) on a host with cgroup v2 only, mounting it with `favordynmods` (Linux 6.0+) keeps "
+          "the grace period out of every move; that is the host's setting, not berth's; (4) cheaper assembly "
+          "for the part that stays: PID 1 makes %s mount-related system calls per container; the read-only "
+          "part of the tree (/usr, the merged-/usr links, /etc entries, configured binds) is the same for "
+          "every container of a service and could be built once and cloned per container "
+          "(`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` + `move_mount`).\n"
+          % (f(g("berth_warm0", "(overlapped) stage fork -> StartTransientUnit"), "", 1),
+             f(sum(x for x in (g("berth_warm0", "unshare("), g("berth_warm0", "PID 1: lo up")) if x), "", 1),
              f(tl.get("berth_warm0", {}).get("mount_calls_per_container"), "", 0)))
-        w("**warm = 8, one client** (p50 %s ms, p99 %s ms = %sx its p50). A connection that finds a prepared "
-          "sandbox costs accept -> Start sent %s ms, the application's fork %s ms and exec %s ms in the profile. "
-          "The tail is the refill: each taken sandbox is replaced at once, and although the stage now runs as "
-          "`SCHED_BATCH`, the scope job it needs runs in systemd, dbus-daemon, journald and logind at normal "
-          "priority, on the same 2 CPUs as the next connection's exec (in %s of %s profiled connections a refill "
-          "stage was forked between the accept and the Start). What would close it: pace the refill so its "
-          "systemd work does not coincide with live starts - refill when the pool falls to half, in one batch, "
-          "or after a quiet period without takes - at the cost of running on demand when a burst outlasts the "
-          "pool.\n"
-          % (f(w8.get("p50"), "", 1), f(w8.get("p99"), "", 1), f((w8.get("p99") or 0) / (w8.get("p50") or 1), "", 1),
-             f(g("berth_warm8", "accept -> Start sent"), "", 2), f(g("berth_warm8", "Start -> application"), "", 2),
-             f(g("berth_warm8", "application fork"), "", 2),
-             tl.get("berth_warm8", {}).get("refill_spawned_before_start"), tl.get("berth_warm8", {}).get("connections")))
-        cb0 = cpu("berth_warm0").get("testbed_cpu_ms_per_connection")
         cb8 = cpu("berth_warm8").get("testbed_cpu_ms_per_connection")
+        rate8 = a.get("c1", {}).get("berth_warm8", {}).get("rate_per_s")
+        w("**warm = 8, one client** (p50 %s ms, p90 %s ms, p99 %s ms = %sx its p50; systemd bare's own p99 is "
+          "%sx its p50 in the same run). A connection that finds a prepared sandbox costs accept -> Start sent "
+          "%s ms, the application's fork %s ms and exec %s ms in the profile. The tail is the pool running dry: "
+          "the single closed-loop client opens the next connection as soon as the last one ended, %s a "
+          "second, and every one of them is a container to be replaced - %s ms of CPU each in the testbed "
+          "(the 8-client table, warm = 8 column), so the client asks for about %s of the 2 CPUs' 2000 ms per "
+          "second. Refills (4 at a time, as `SCHED_BATCH`) then fall behind within a round of 100 connections; "
+          "a connection that finds the pool empty waits for the next sandbox under way (this issue's change: it "
+          "no longer builds its own, whose scope job would queue behind the refills in systemd). What would "
+          "close it is less CPU per container (items below); with clients that pause between connections, "
+          "as the profile's do, the pool never empties and every connection takes the path above.\n"
+          % (f(w8.get("p50"), "", 1), f(w8.get("p90"), "", 1), f(w8.get("p99"), "", 1),
+             f((w8.get("p99") or 0) / (w8.get("p50") or 1), "", 1),
+             f((bare.get("p99") or 0) / (bare.get("p50") or 1), "", 1),
+             f(g("berth_warm8", "accept -> Start sent"), "", 2), f(g("berth_warm8", "Start -> application"), "", 2),
+             f(g("berth_warm8", "application fork"), "", 2), f(rate8, "", 0), f(cb8, "", 1),
+             f((rate8 or 0) * (cb8 or 0), " ms", 0)))
+        cb0 = cpu("berth_warm0").get("testbed_cpu_ms_per_connection")
         cs = cpu("systemd_bare").get("testbed_cpu_ms_per_connection")
         cx = cpu("systemd_sandboxed").get("testbed_cpu_ms_per_connection")
         own = cpu_of("berth_warm0", ("testbed: berth",))
@@ -750,27 +779,35 @@ def analysis(d, ids, tl, tlw):
         jl = cpu_of("berth_warm0", ("testbed: systemd-journal", "testbed: systemd-logind"))
         kt = cpu_of("berth_warm0", ("kernel threads",))
         w8c8, w0c8, bc8 = fb("c8", "berth_warm8"), fb("c8", "berth_warm0"), fb("c8", "systemd_bare")
+        r0 = a.get("c8", {}).get("berth_warm0", {}).get("rate_per_s")
+        r8 = a.get("c8", {}).get("berth_warm8", {}).get("rate_per_s")
+        rb = a.get("c8", {}).get("systemd_bare", {}).get("rate_per_s")
+        use = lambda r, c: f((r or 0) * (c or 0) / 20.0, "%", 0)
         w("**8 clients** (p50 %s ms with warm = 0, %s ms with warm = 8; systemd bare %s ms). Eight closed-loop "
-          "clients keep both CPUs busy, so latency follows CPU per connection: %s ms in the testbed for berth "
-          "with warm = 0 and %s ms with warm = 8, against %s ms for systemd bare and %s ms for systemd sandboxed "
-          "(table above; a warm pool moves the work ahead in time but cannot remove it under sustained load). "
-          "Of berth's, its own processes (supervisor, zygote, stages, PID 1) take %s ms; systemd and "
-          "dbus-daemon for the transient scope %s ms; journald and logind, which follow every unit and "
-          "stream, %s ms; kernel threads %s ms (mostly tearing down each container's network namespace; "
-          "systemd's sandboxed variant pays the same). The scope alone costs about as much CPU as systemd's "
-          "whole bare spawn, so with one scope per container (SPEC.md) berth cannot match bare `Accept=yes` "
-          "when CPU is the limit; it should stay well under the sandboxed one. What would narrow it: the "
-          "cloned mount tree above (PID 1's mount work), and fewer stream connections to journald per "
-          "container (today stdout and stderr are separate streams in listen mode).\n"
+          "clients load the machine, and what the testbed spends per connection decides how many a second it "
+          "can serve: %s ms of CPU for berth with warm = 0 and %s ms with warm = 8, against %s ms for systemd "
+          "bare and %s ms for systemd sandboxed (table above). At the rates of the figure (berth %s and %s a "
+          "second, systemd bare %s) that is %s and %s of the two CPUs for berth's testbed processes alone, "
+          "before the client and the kernel's own threads: berth with warm = 0 is CPU-bound; with warm = 8 the "
+          "rest of the wait is the scope jobs, which systemd runs one at a time, and the 4 refills prepared at "
+          "once. A warm pool moves work ahead in time but cannot remove it under sustained load. Of berth's CPU "
+          "(warm = 0), its own processes (supervisor, zygote, stages, PID 1, including the kernel work of their "
+          "namespaces and mounts) take %s ms; systemd and dbus-daemon for the transient scope %s ms; journald "
+          "and logind, which follow every unit and stream, %s ms; kernel threads %s ms (mostly tearing down each "
+          "container's network namespace; systemd's sandboxed variant pays the same). The scope costs about as "
+          "much as systemd's whole bare spawn, so with one scope per container (SPEC.md) berth cannot match bare "
+          "`Accept=yes` when CPU is the limit; it stays at about half the sandboxed one's latency. What would "
+          "narrow it: the cloned mount tree above (PID 1's mount work, and the same mounts torn down at exit), "
+          "and more refills at once for warm pools under load.\n"
           % (f(w0c8.get("p50"), "", 1), f(w8c8.get("p50"), "", 1), f(bc8.get("p50"), "", 1),
-             f(cb0, "", 1), f(cb8, "", 1), f(cs, "", 1), f(cx, "", 1), f(own, "", 1), f(sd, "", 1),
-             f(jl, "", 1), f(kt, "", 1)))
+             f(cb0, "", 1), f(cb8, "", 1), f(cs, "", 1), f(cx, "", 1), f(r0, "", 0), f(r8, "", 0), f(rb, "", 0),
+             use(r0, cb0), use(r8, cb8), f(own, "", 1), f(sd, "", 1), f(jl, "", 1), f(kt, "", 1)))
     if "b" in ids:
         w("### b. listen mode, warm\n")
         w("Once lighttpd runs, berth is not on the data path: lighttpd accepts on the socket systemd made "
           "and berth passed. The differences left are inside the container. Run side by side, berth's lighttpd "
-          "served %s of the direct one's requests (per round: %s); earlier runs on the same code gave 1.01x "
-          "and 1.06x. The spread between rounds is of the order of the gap, so the first step is more rounds "
+          "served %s of the direct one's requests (per round: %s); the first two runs of this benchmark gave "
+          "1.06x and 1.01x, and one after the other the two serve the same (the context row). The spread between rounds is of the order of the gap, so the first step is more rounds "
           "(`WRK_PAR_ROUNDS` in run.sh). The candidates, each to be switched off in turn with the same "
           "side-by-side pair: the seccomp filter (on kernels from 5.11 on, the kernel caches the verdict of "
           "calls the filter allows whatever their arguments, so lighttpd's epoll, read, writev and sendfile "
@@ -788,13 +825,13 @@ def analysis(d, ids, tl, tlw):
           "sandbox %s ms after connect, PID 1 forked lighttpd %s ms later (connecting its stdout and stderr "
           "to journald first), lighttpd's exec %s ms, and lighttpd's own start-up, accept and reply %s ms "
           "(under systemd-socket-activate: %s ms from connect to lighttpd's exec, %s ms from exec to first "
-          "byte)."
+          "byte). That meets the target.\n"
           % (f(c.get("berthwarm", {}).get("p50"), "", 1), f(c.get("ssa", {}).get("p50"), "", 1),
              f(gww("total"), "", 1), f(gww("connect -> Start sent"), "", 2), f(gww("Start -> application"), "", 2),
              f(gww("application fork"), "", 2), f(gww("application exec"), "", 2),
              f(phase(tlw, "lighttpd_startup", "connect -> exec"), "", 1),
              f(phase(tlw, "lighttpd_startup", "lighttpd exec"), "", 1)))
-        w(" Without `warm` (built on demand) a wake took %s ms: in the profile (%s ms) the stage had its spec "
+        w("Without `warm` (built on demand) a wake took %s ms: in the profile (%s ms) the stage had its spec "
           "%s ms after connect, unshare %s ms, PID 1's mounts %s ms, then PID 1 waited %s ms for the scope job "
           "(StartTransientUnit -> Start sent %s ms) - as in (a), the scope is the largest item, and only a "
           "sandbox made ahead takes it off the path. For a service where the wake matters, `warm = 1` is the "
@@ -815,17 +852,20 @@ def analysis(d, ids, tl, tlw):
             idle = sup.get("idle_vmrss_kib") or 0
             w("**Supervisor RSS.** %s MB at peak with %s containers (target 15 MB), %s MB idle. By mapping while "
               "held: heap %s MB, the berth binary %s MB (touched text and data), libc and the loader about 2 MB; "
-              "%s KiB more per held container. The first run had 16.3 MB (heap 9.3 MB, binary 4.9 MB, 1000 "
-              "launches in flight at once): bounding the launches per service to 64 and boxing the launch "
+              "%s KiB more per held container. Before this issue's changes the figure was %s MB (and 16.3 MB with "
+              "heap 9.3 MB and binary 4.9 MB in the first session's run, with all 1000 launches in flight at "
+              "once): bounding the launches per service to 64 and boxing the launch "
               "future cut the heap, `opt-level = \"s\"` the binary.\n"
               % (f(sup["peak_vmhwm_kib"] / 1024.0, "", 1), n, f(idle / 1024.0, "", 1),
                  f((sm.get("[heap]") or 0) / 1024.0, "", 1), f((sm.get("/usr/bin/berth") or 0) / 1024.0, "", 1),
-                 f(((sup.get("held_vmrss_kib") or 0) - idle) / float(n), "", 1)))
+                 f(((sup.get("held_vmrss_kib") or 0) - idle) / float(n), "", 1),
+                 f(next((r.get("berth") for r in (d.get("baseline") or {}).get("targets", [])
+                         if r["id"] == "d" and "RSS" in r["figure"]), None), "", 1)))
         if pc:
             w("**Memory per container** (no target; for the issue): %s KiB beyond the application "
               "(%s KiB PSS of the two stage processes, %s KiB of kernel memory: slab %s, page tables %s, "
               "stacks %s), against %s KiB for `cat` itself. The stage processes are forked from the zygote "
-              "and share its pages (511 KiB PSS each when every stage was an exec of the whole binary). What "
+              "and share its pages (511 KiB PSS for the two when each was an exec of the whole binary). What "
               "is left is the kernel's: mostly the network namespace and the mounts of each container (slab "
               "table above), the price of `network = \"none\"` and of a private tree; an outer stage that exits "
               "once PID 1 runs (PID 1 reparented to the supervisor as a subreaper) would save one process's "
@@ -836,6 +876,14 @@ def analysis(d, ids, tl, tlw):
     return "\n".join(L)
 
 
+def attach_baseline(d, out):
+    """The run the changes in benchmarks.md's "Changes" section were measured against."""
+    base = load(os.path.join(out, "benchmarks-baseline.json"))
+    if base:
+        d["baseline"] = {"commit": base.get("machine", {}).get("berth_commit"),
+                         "generated": base.get("machine", {}).get("date"), "targets": base.get("targets", [])}
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--render":
         out = sys.argv[2]
@@ -844,17 +892,14 @@ def main():
             pairs = sorted(d["b"]["parallel"]["rounds"], key=lambda p: p["round"])
             d["b"]["parallel"] = parallel_summary(pairs)
         d["targets"] = targets(d)
+        attach_baseline(d, out)
         with open(os.path.join(out, "benchmarks.json"), "w") as fh:
             json.dump(d, fh, indent=1)
             fh.write("\n")
     elif len(sys.argv) == 3:
         res, out = sys.argv[1], sys.argv[2]
         d = assemble(res)
-        # The run the changes in benchmarks.md's "Changes" section were measured against.
-        base = load(os.path.join(out, "benchmarks-baseline.json"))
-        if base:
-            d["baseline"] = {"commit": base.get("machine", {}).get("berth_commit"), "generated": base.get("machine", {}).get("date"),
-                             "targets": base.get("targets", [])}
+        attach_baseline(d, out)
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "benchmarks.json"), "w") as fh:
             json.dump(d, fh, indent=1)
