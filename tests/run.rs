@@ -508,6 +508,37 @@ fn stages_come_from_a_zygote_that_is_replaced_if_it_dies() {
 }
 
 #[test]
+fn a_killed_foreground_berth_takes_its_containers_along() {
+    if !require_root() {
+        return;
+    }
+    // Without scopes nothing else would clean up: the stage (forked by the
+    // zygote, but berth's child) and PID 1 die with berth.
+    let (mut b, addr) = Berth::start_tcp("orphan", &inetd_toml(""));
+    let held = hold(&addr);
+    let stage = until("a stage for the held connection", || {
+        stage_children(b.pid()).first().copied()
+    });
+    let init = until("PID 1 under the stage", || children(stage).first().copied());
+    let zygote = children_named(b.pid(), "berth-zygote");
+    assert_eq!(zygote.len(), 1);
+    // SAFETY: kill takes a pid and a signal; this is the berth this test started.
+    unsafe { libc::kill(b.pid() as i32, libc::SIGKILL) };
+    let _ = b.stop();
+    // Gone, or a zombie waiting for whoever inherited it.
+    let ended = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+            st.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    };
+    until("the container and the zygote to end with berth", || {
+        (ended(stage) && ended(init) && ended(zygote[0])).then_some(())
+    });
+    drop(held);
+}
+
+#[test]
 fn listen_warm_one_prepares_the_next_container_before_it_is_needed() {
     if !require_root() {
         return;
