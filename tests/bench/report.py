@@ -671,11 +671,13 @@ def changes(d):
       "the pool empty, a connection takes the next refill to finish instead of building its own, whose scope "
       "job would only queue behind the refills' in systemd (tested: five connections at once with `warm = 1` "
       "all get prepared sandboxes).\n")
-    rows_b = {r["figure"]: r for r in base.get("targets", [])}
+    # Figures carry run-specific details in parentheses (round ratios); match without them.
+    key = lambda fig: fig.split(" (")[0]
+    rows_b = {key(r["figure"]): r for r in base.get("targets", [])}
     old_c = next((r for r in base.get("targets", []) if r["id"] == "c"), None)
     trs = []
     for r in d.get("targets", []):
-        o = rows_b.get(r["figure"]) or (old_c if r["id"] == "c" else None)
+        o = rows_b.get(key(r["figure"])) or (old_c if r["id"] == "c" else None)
         if o is None and r["id"] == "d" and "containers started" in r["figure"]:
             o = next((x for x in base.get("targets", []) if "containers started" in x["figure"]), None)
         def val(x):
