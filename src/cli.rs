@@ -89,11 +89,4 @@ pub enum Command {
     /// Print shell completions (bash, zsh, fish) for packaging.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
-    /// Internal: the single-threaded stage that builds one sandbox and execs
-    /// the application. Started by berth itself, never by hand.
-    #[command(hide = true, name = "sandbox-stage")]
-    SandboxStage,
-    /// Internal: forks sandbox stages for the supervisor.
-    #[command(hide = true, name = "sandbox-zygote")]
-    SandboxZygote,
 }

@@ -7,9 +7,10 @@ use clap::Parser;
 use berth::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    // The internal stages start here, before clap builds the whole command
-    // tree: they are on every container's critical path. They must stay
-    // single-threaded: no runtime, no logger threads.
+    // The internal stages (not clap subcommands: berth starts them itself)
+    // dispatch before clap builds its command tree, as they are on every
+    // container's critical path. They must stay single-threaded: no runtime,
+    // no logger threads.
     match std::env::args_os()
         .nth(1)
         .as_deref()
@@ -21,8 +22,6 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Command::SandboxStage => berth::sandbox::stage::main(),
-        Command::SandboxZygote => berth::sandbox::stage::zygote_main(),
         Command::Check { paths } => {
             let (ok, errors) = berth::config::check(&paths, &cli.config_dir);
             for e in &errors {

@@ -90,16 +90,6 @@ fn thousand_inetd_connections_leak_nothing() {
     assert_eq!(net_namespaces(), netns, "network namespaces left behind");
     assert_eq!(fd_count(b.pid()), fds, "descriptors leaked in berth");
     // berth's only child left is the zygote that forks the stages.
-    let children: Vec<String> =
-        std::fs::read_to_string(format!("/proc/{}/task/{}/children", b.pid(), b.pid()))
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/comm"))
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned()
-            })
-            .collect();
+    let children: Vec<String> = children(b.pid()).into_iter().map(comm).collect();
     assert_eq!(children, ["berth-zygote"], "processes left behind");
 }

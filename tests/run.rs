@@ -426,21 +426,6 @@ fn app_exiting_at_once_is_reported_and_throttled() {
     b.log.wait_count("exited 3", 5, T);
 }
 
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
-fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
 /// berth's children named `name` (berth-stage, berth-zygote).
 fn children_named(berth: u32, name: &str) -> Vec<u32> {
     children(berth)

@@ -30,6 +30,8 @@ pub enum SpawnError {
     ZygoteExec(#[source] std::io::Error),
     #[error("the sandbox zygote: {0}")]
     Zygote(String),
+    #[error("the sandbox zygote exited")]
+    ZygoteGone,
     #[error("resetting the scheduling policy of stage {pid}: {error}")]
     Priority { pid: u32, error: String },
     #[error("pidfd_open({pid}) for the sandbox stage: {source}")]
@@ -69,12 +71,8 @@ impl Channel {
         self.0.get_ref().as_raw_fd()
     }
 
-    /// Next message, or `None` once every stage process closed its end.
-    async fn recv(&self) -> Result<Option<FromStage>, SpawnError> {
-        self.recv_as::<FromStage>().await
-    }
-
-    async fn recv_as<T: for<'de> serde::Deserialize<'de>>(&self) -> Result<Option<T>, SpawnError> {
+    /// Next message, or `None` once the peer closed its end.
+    async fn recv<T: for<'de> serde::Deserialize<'de>>(&self) -> Result<Option<T>, SpawnError> {
         loop {
             let mut guard = self.0.readable().await.map_err(SpawnError::Register)?;
             match proto::recv::<T>(self.raw(), MsgFlags::MSG_DONTWAIT) {
@@ -118,27 +116,31 @@ impl Stager {
                 .map_err(SpawnError::Exec);
         };
         // One request at a time: replies come back in order on one channel.
-        let mut z = z.lock().await;
+        let mut slot = z.lock().await;
         // A zygote that died (killed, or the binary was replaced and it
         // failed) is replaced once; a second failure is reported.
-        for attempt in 0..2 {
-            if z.is_none() {
-                *z = Some(Zygote::start()?);
-            }
-            let Some(zygote) = z.as_mut() else { continue };
+        let mut replaced = false;
+        loop {
+            let mut zygote = match slot.take() {
+                Some(zygote) => zygote,
+                None => Zygote::start()?,
+            };
             match zygote.fork(&theirs).await {
-                Ok(pid) => return StageProc::forked(pid),
-                Err(e) if attempt == 0 && zygote.gone(&e) => {
-                    tracing::warn!("sandbox zygote unusable ({e}); starting a new one");
-                    if let Some(mut old) = z.take() {
-                        let _ = old.child.start_kill();
-                        let _ = old.child.wait().await;
+                Err(e @ (SpawnError::Proto(_) | SpawnError::ZygoteGone)) => {
+                    let _ = zygote.child.start_kill();
+                    let _ = zygote.child.wait().await;
+                    if replaced {
+                        return Err(e);
                     }
+                    tracing::warn!("sandbox zygote unusable ({e}); starting a new one");
+                    replaced = true;
                 }
-                Err(e) => return Err(e),
+                forked => {
+                    *slot = Some(zygote);
+                    return StageProc::forked(forked?);
+                }
             }
         }
-        Err(SpawnError::Zygote("could not be started".into()))
     }
 }
 
@@ -150,13 +152,7 @@ pub struct Zygote {
 
 impl Zygote {
     fn start() -> Result<Zygote, SpawnError> {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(SpawnError::SocketPair)?;
+        let (ours, theirs) = channel_pair()?;
         let child = exec_stage("sandbox-zygote", theirs).map_err(SpawnError::ZygoteExec)?;
         Ok(Zygote {
             child,
@@ -166,25 +162,27 @@ impl Zygote {
 
     async fn fork(&mut self, theirs: &OwnedFd) -> Result<u32, SpawnError> {
         proto::send(self.channel.raw(), &ToZygote::Fork, &[theirs.as_raw_fd()])?;
-        match self.channel.recv_as::<FromZygote>().await? {
+        match self.channel.recv::<FromZygote>().await? {
             Some(FromZygote::Forked { pid }) if pid > 0 => Ok(pid as u32),
             Some(FromZygote::Forked { pid }) => {
                 Err(SpawnError::Zygote(format!("reported pid {pid}")))
             }
             Some(FromZygote::Failed(f)) => Err(SpawnError::Zygote(f.message)),
-            None => Err(SpawnError::Zygote("exited".into())),
+            None => Err(SpawnError::ZygoteGone),
         }
     }
+}
 
-    /// The zygote itself is gone, as opposed to one fork failing.
-    fn gone(&mut self, e: &SpawnError) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)) | Err(_))
-            || matches!(
-                e,
-                SpawnError::Proto(ProtoError::Send(_) | ProtoError::Recv(_))
-            )
-            || matches!(e, SpawnError::Zygote(m) if m == "exited")
-    }
+/// Both ends of a control channel (close-on-exec; the child's end is
+/// handed over explicitly).
+fn channel_pair() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(SpawnError::SocketPair)
 }
 
 /// Exec `berth SUBCOMMAND` with `channel` as its stdin. std dup2s it
@@ -320,7 +318,6 @@ fn reap_pidfd(pidfd: &OwnedFd) -> std::io::Result<Option<ExitStatus>> {
 pub struct Prepared {
     child: StageProc,
     channel: Channel,
-    stage_pid: u32,
     inner_pid: u32,
     low_priority: bool,
 }
@@ -358,21 +355,13 @@ pub struct Pending {
 /// Start a stage for `spec` and return once it has forked PID 1 of the
 /// container; the sandbox is built meanwhile (see [`Pending::parked`]).
 pub async fn spawn(spec: &Spec, stager: &Stager) -> Result<Pending, SpawnError> {
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(SpawnError::SocketPair)?;
+    let (ours, theirs) = channel_pair()?;
     let channel = Channel::new(ours)?;
     let child = stager.start(theirs).await?;
-    let stage_pid = child.pid();
     let mut pending = Pending {
         prepared: Prepared {
             child,
             channel,
-            stage_pid,
             inner_pid: 0,
             low_priority: spec.low_priority,
         },
@@ -403,7 +392,7 @@ impl Pending {
 
     async fn next(&mut self) -> Result<(), SpawnError> {
         let p = &mut self.prepared;
-        match p.channel.recv().await {
+        match p.channel.recv::<FromStage>().await {
             Ok(Some(FromStage::Forked { pid })) => p.inner_pid = pid as u32,
             Ok(Some(FromStage::Prepared)) => self.parked = true,
             Ok(Some(FromStage::Failed(f))) => {
@@ -436,15 +425,16 @@ impl Prepared {
     /// Host pids to place in the container's scope: the outer stage and
     /// PID 1 of the container.
     pub fn pids(&self) -> [u32; 2] {
-        [self.stage_pid, self.inner_pid]
+        [self.child.pid(), self.inner_pid]
     }
 
     fn kill(&self) {
         if self.inner_pid != 0 {
             let _ = kill(Pid::from_raw(self.inner_pid as i32), Signal::SIGKILL);
         }
-        if self.stage_pid != 0 {
-            let _ = kill(Pid::from_raw(self.stage_pid as i32), Signal::SIGKILL);
+        let stage = self.child.pid();
+        if stage != 0 {
+            let _ = kill(Pid::from_raw(stage as i32), Signal::SIGKILL);
         }
     }
 
@@ -472,7 +462,7 @@ impl Prepared {
         raw.extend(fds.listeners.iter().map(|f| f.as_raw_fd()));
         if self.low_priority {
             // Built as SCHED_BATCH ahead of need; from now on a client waits.
-            for pid in [self.stage_pid, self.inner_pid] {
+            for pid in self.pids() {
                 if let Err(e) = super::stage::set_policy(pid as libc::pid_t, libc::SCHED_OTHER) {
                     self.kill();
                     self.reap().await;
@@ -494,7 +484,7 @@ impl Prepared {
             self.reap().await;
             return Err(e);
         }
-        match self.channel.recv().await {
+        match self.channel.recv::<FromStage>().await {
             Ok(None) => Ok(Running {
                 handle: Handle::Own(self.child),
                 inner_pid: self.inner_pid,

@@ -114,14 +114,13 @@ impl WarmPool {
     /// that is already under way is ready sooner than one started now would
     /// be (its scope job would queue behind the refills'). `None`: build one
     /// on demand.
-    async fn take_or_wait(&self, launcher: &Launcher) -> Option<super::Parked> {
+    async fn take_or_wait(&self) -> Option<super::Parked> {
         use std::sync::atomic::Ordering;
         loop {
             let settled = self.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
             if let Some(p) = self.take() {
-                launcher.registry.remove(&p.id);
                 // Its replacement counts as under way from now on, so the
                 // next connection waits for it rather than racing it.
                 self.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -160,11 +159,7 @@ impl WarmPool {
                 && retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
             while may_start && self.len() + jobs.len() < want && jobs.len() < PARALLEL_REFILLS {
                 let l = launcher.clone();
-                jobs.spawn(async move {
-                    let id = new_container_id();
-                    let made = l.prepare(&id, None, &[], true).await;
-                    (id, made)
-                });
+                jobs.spawn(async move { l.prepare_ahead(&[]).await });
             }
             self.set_in_flight(jobs.len());
             // Waiters re-check: the count may have dropped (throttled, full).
@@ -178,10 +173,9 @@ impl WarmPool {
             tokio::select! {
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => {
                     self.set_in_flight(jobs.len());
-                    if let Ok((id, made)) = done {
-                        if self.park(&launcher, id, made).is_err() {
-                            retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(500));
-                        }
+                    match done {
+                        Ok(Some(p)) => self.park(p),
+                        _ => retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(500)),
                     }
                     self.settled.notify_waiters();
                 }
@@ -196,8 +190,8 @@ impl WarmPool {
         self.set_in_flight(0);
         self.settled.notify_waiters();
         while let Some(done) = jobs.join_next().await {
-            if let Ok((id, made)) = done {
-                let _ = self.park(&launcher, id, made);
+            if let Ok(Some(p)) = done {
+                self.park(p);
             }
         }
         let all: Vec<_> = self
@@ -207,52 +201,15 @@ impl WarmPool {
             .drain(..)
             .collect();
         for p in all {
-            launcher.registry.remove(&p.id);
             launcher.discard(p).await;
         }
     }
 
-    /// Put a prepared sandbox in the pool, or log why there is none.
-    fn park(
-        &self,
-        launcher: &Launcher,
-        id: String,
-        made: Result<super::Parked, super::LaunchError>,
-    ) -> Result<(), ()> {
-        match made {
-            Ok(p) => {
-                launcher.registry.insert(super::registry::ContainerInfo {
-                    id: p.id.clone(),
-                    service: launcher.service().name.clone(),
-                    unit: p.unit.clone().unwrap_or_default(),
-                    pid: 0,
-                    state: "warm".into(),
-                    started_usec: super::registry::now_usec(),
-                    connections: 0,
-                    idle_deadline_usec: 0,
-                    peer: String::new(),
-                });
-                tracing::debug!(
-                    service = %launcher.service().name, container = %id, event = "warm",
-                    "sandbox prepared ahead"
-                );
-                self.parked
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push_back(p);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(
-                    service = %launcher.service().name, container = %id, event = "failed",
-                    "preparing a warm sandbox: {e}"
-                );
-                if !e.is_infrastructure() {
-                    launcher.note_failure(&id);
-                }
-                Err(())
-            }
-        }
+    fn park(&self, p: super::Parked) {
+        self.parked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(p);
     }
 }
 
@@ -445,36 +402,25 @@ pub async fn run_one(
     let svc = launcher.service();
     let started = Instant::now();
     let parked = match pool {
-        Some(pool) => pool.take_or_wait(&launcher).await.map(|p| (p, pool)),
+        Some(pool) => pool.take_or_wait().await.map(|p| (p, pool)),
         None => None,
     };
     // Boxed: the launch (stage, scope, channel) is the largest state of this
     // future; on the heap only while it runs, a held container's task keeps
     // just what the rest needs.
     let launched = Box::pin(async {
-        match parked {
+        let warm = match parked {
             Some((p, pool)) => {
-                let warm_id = p.id.clone();
-                let started = launcher.start(p, &conn, Some(&conn), &[]).await;
+                let started = launcher.start_warm(p, &conn, Some(&conn), &[]).await;
                 // Refill only now: preparing the next one must not delay this
                 // connection's exec.
                 pool.taken.notify_one();
-                match started {
-                    Ok(c) => Ok(c),
-                    Err(e) => {
-                        // A parked sandbox that died is replaced on demand.
-                        tracing::warn!(
-                            service = %svc.name, container = %warm_id,
-                            "warm sandbox unusable ({e}); starting one on demand"
-                        );
-                        let id = new_container_id();
-                        launcher
-                            .launch(&id, Some(&peer), &conn, Some(&conn), &[], &[])
-                            .await
-                            .map_err(|e| (id, e))
-                    }
-                }
+                started
             }
+            None => None,
+        };
+        match warm {
+            Some(c) => Ok(c),
             None => {
                 let id = new_container_id();
                 launcher

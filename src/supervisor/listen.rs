@@ -111,11 +111,8 @@ pub async fn serve(
                 }
             }
             if launcher.service().warm > 0 && parked.is_none() {
-                let id = new_container_id();
                 tokio::select! {
-                    made = launcher.prepare(&id, None, &fdnames, true) => {
-                        parked = park(&launcher, &id, made);
-                    }
+                    p = launcher.prepare_ahead(&fdnames) => parked = p,
                     _ = super::stopping(&mut shutdown) => return,
                 }
             }
@@ -123,41 +120,28 @@ pub async fn serve(
                 _ = wait_readable(&watchers, &fds) => {}
                 _ = super::stopping(&mut shutdown) => {
                     if let Some(p) = parked.take() {
-                        launcher.registry.remove(&p.id);
                         launcher.discard(p).await;
                     }
                     return;
                 }
             }
-            let from_warm = match parked.take() {
-                Some(p) => {
-                    let warm_id = p.id.clone();
-                    launcher.registry.remove(&warm_id);
-                    match launcher.start(p, &devnull, None, &fds).await {
-                        Ok(c) => Some(c),
-                        Err(e) => {
-                            tracing::warn!(
-                                service = %name, container = %warm_id,
-                                "warm sandbox unusable ({e}); starting one on demand"
-                            );
-                            None
-                        }
-                    }
-                }
+            let warm = match parked.take() {
+                Some(p) => launcher.start_warm(p, &devnull, None, &fds).await,
                 None => None,
             };
-            let id = new_container_id();
-            let launched = match from_warm {
+            let launched = match warm {
                 Some(c) => Ok(c),
                 None => {
+                    let id = new_container_id();
                     launcher
                         .launch(&id, None, &devnull, None, &fds, &fdnames)
                         .await
+                        .map_err(|e| (id, e))
                 }
             };
             match launched {
                 Ok(c) => c,
-                Err(e) => {
+                Err((id, e)) => {
                     tracing::error!(
                         service = %name, container = %id, event = "failed",
                         "{name}: container failed to start ({id}): {e}"
@@ -203,46 +187,6 @@ pub async fn serve(
             Stop::Shutdown => return,
             Stop::Exited if started.elapsed() < QUICK_EXIT => launcher.note_failure(&id),
             _ => launcher.note_success(),
-        }
-    }
-}
-
-/// Keep a sandbox prepared ahead, or log why there is none.
-fn park(
-    launcher: &Launcher,
-    id: &str,
-    made: Result<super::Parked, super::LaunchError>,
-) -> Option<super::Parked> {
-    let svc = launcher.service();
-    match made {
-        Ok(p) => {
-            launcher.registry.insert(super::registry::ContainerInfo {
-                id: p.id.clone(),
-                service: svc.name.clone(),
-                unit: p.unit.clone().unwrap_or_default(),
-                pid: 0,
-                state: "warm".into(),
-                started_usec: super::registry::now_usec(),
-                connections: 0,
-                idle_deadline_usec: 0,
-                peer: String::new(),
-            });
-            tracing::debug!(
-                service = %svc.name, container = %id, event = "warm",
-                "sandbox prepared ahead"
-            );
-            Some(p)
-        }
-        Err(e) => {
-            // The first connection gets an on-demand container instead.
-            tracing::error!(
-                service = %svc.name, container = %id, event = "failed",
-                "preparing a warm sandbox: {e}"
-            );
-            if !e.is_infrastructure() {
-                launcher.note_failure(id);
-            }
-            None
         }
     }
 }

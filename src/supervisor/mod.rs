@@ -388,8 +388,70 @@ impl Launcher {
         })
     }
 
+    /// Build a sandbox ahead of need (`warm`), listed as "warm" until it is
+    /// used. `None` if it could not be built: logged, and counted against
+    /// the service unless systemd's side failed.
+    pub async fn prepare_ahead(&self, fdnames: &[String]) -> Option<Parked> {
+        let svc = self.service();
+        let id = new_container_id();
+        match self.prepare(&id, None, fdnames, true).await {
+            Ok(p) => {
+                self.registry.insert(registry::ContainerInfo {
+                    id: p.id.clone(),
+                    service: svc.name.clone(),
+                    unit: p.unit.clone().unwrap_or_default(),
+                    pid: 0,
+                    state: "warm".into(),
+                    started_usec: registry::now_usec(),
+                    connections: 0,
+                    idle_deadline_usec: 0,
+                    peer: String::new(),
+                });
+                tracing::debug!(
+                    service = %svc.name, container = %id, event = "warm",
+                    "sandbox prepared ahead"
+                );
+                Some(p)
+            }
+            Err(e) => {
+                tracing::error!(
+                    service = %svc.name, container = %id, event = "failed",
+                    "preparing a warm sandbox: {e}"
+                );
+                if !e.is_infrastructure() {
+                    self.note_failure(&id);
+                }
+                None
+            }
+        }
+    }
+
+    /// Start a sandbox built ahead. `None` if it died meanwhile (logged):
+    /// the caller builds one on demand.
+    pub async fn start_warm(
+        &self,
+        parked: Parked,
+        stdin: &OwnedFd,
+        stdout: Option<&OwnedFd>,
+        listeners: &[OwnedFd],
+    ) -> Option<Container> {
+        let id = parked.id.clone();
+        self.registry.remove(&id);
+        match self.start(parked, stdin, stdout, listeners).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(
+                    service = %self.service().name, container = %id,
+                    "warm sandbox unusable ({e}); starting one on demand"
+                );
+                None
+            }
+        }
+    }
+
     /// Throw a parked container away (shutdown, pool shrink).
     pub async fn discard(&self, parked: Parked) {
+        self.registry.remove(&parked.id);
         parked.prepared.discard().await;
         if let (Some(scopes), Some(unit)) = (&self.scopes, &parked.unit) {
             let _ = scopes.stop(unit).await;

@@ -95,13 +95,11 @@ async fn find_adoptable(scopes: &Scopes) -> BTreeMap<String, Vec<Container>> {
                 .parse()
                 .ok()
         };
-        // A stage exec'd by `berth inetd` says sandbox-stage; one forked by
-        // the zygote still carries the zygote's command line.
+        // Exec'd or forked by the zygote, every outer stage names itself.
         let stage = pids.iter().copied().find(|p| {
             ppid(*p).is_some_and(|pp| !pids.contains(&pp))
-                && procs.iter().any(|(q, cmd)| {
-                    q == p && (cmd.contains("sandbox-stage") || cmd.contains("sandbox-zygote"))
-                })
+                && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim_end() == "berth-stage")
         });
         let Some(stage) = stage else { continue };
         let Some(init) = pids.iter().copied().find(|p| ppid(*p) == Some(stage)) else {

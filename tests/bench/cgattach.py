@@ -30,6 +30,20 @@ def hierarchies():
     return out
 
 
+def moves(pid, there, home, pause, n=4):
+    """ms for each of n moves of pid into `there` (back to `home` after each)."""
+    out = []
+    for _ in range(n):
+        time.sleep(pause)
+        t0 = time.perf_counter()
+        with open(os.path.join(there, "cgroup.procs"), "w") as fh:
+            fh.write(str(pid))
+        out.append(round((time.perf_counter() - t0) * 1000, 3))
+        with open(os.path.join(home, "cgroup.procs"), "w") as fh:
+            fh.write(str(pid))
+    return out
+
+
 def main():
     p = subprocess.Popen(["sleep", "120"])
     res = {}
@@ -51,24 +65,8 @@ def main():
                     for f in ("cpuset.cpus", "cpuset.mems"):
                         with open(os.path.join(d, f), "w") as fh:
                             fh.write(open(os.path.join(mnt, f)).read())
-                paused, burst = [], []
-                for i in range(4):
-                    time.sleep(0.3)
-                    t0 = time.perf_counter()
-                    with open(os.path.join(d, "cgroup.procs"), "w") as fh:
-                        fh.write(str(p.pid))
-                    paused.append((time.perf_counter() - t0) * 1000)
-                    with open(os.path.join(home, "cgroup.procs"), "w") as fh:
-                        fh.write(str(p.pid))
-                for i in range(4):
-                    t0 = time.perf_counter()
-                    with open(os.path.join(d, "cgroup.procs"), "w") as fh:
-                        fh.write(str(p.pid))
-                    burst.append((time.perf_counter() - t0) * 1000)
-                    with open(os.path.join(home, "cgroup.procs"), "w") as fh:
-                        fh.write(str(p.pid))
-                res[name] = {"after_pause_ms": [round(x, 3) for x in paused],
-                             "back_to_back_ms": [round(x, 3) for x in burst]}
+                res[name] = {"after_pause_ms": moves(p.pid, d, home, 0.3),
+                             "back_to_back_ms": moves(p.pid, d, home, 0)}
             except OSError as e:
                 res[name] = {"error": str(e)}
             finally:
