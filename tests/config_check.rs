@@ -492,7 +492,7 @@ fn bad_seccomp() {
         &file,
         4,
         11,
-        "seccomp: expected \"default\" or \"off\", found \"strict\"",
+        "seccomp: expected \"default\", \"compat\" or \"off\", found \"strict\"",
     );
 }
 

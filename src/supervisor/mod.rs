@@ -260,7 +260,11 @@ impl Launcher {
                 })
                 .collect(),
             capabilities: s.sandbox.capabilities.clone(),
-            seccomp: s.sandbox.seccomp == Seccomp::Default,
+            seccomp: match s.sandbox.seccomp {
+                // compat: the deny-list alone, wired by the seccomp change
+                Seccomp::Default | Seccomp::Compat => true,
+                Seccomp::Off => false,
+            },
             dev_log,
             journal: (self.scopes.is_some() && crate::journal::available()).then(|| JournalSpec {
                 identifier: s.name.clone(),

@@ -1,0 +1,119 @@
+//! The validated configuration of a service, as the rest of berth uses it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How connections reach the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One container per connection; the connection is fd 0 and 1.
+    Inetd,
+    /// One container per service; listening sockets passed as LISTEN_FDS.
+    Listen,
+}
+
+/// A user as written in the configuration: a name or a numeric id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    Name(String),
+    Id(u32),
+}
+
+/// A group as written in the configuration: a name or a numeric id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupRef {
+    Name(String),
+    Id(u32),
+}
+
+/// A bind mount `SRC[:DST]`; `dest` defaults to `source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub dest: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Private network namespace holding only `lo`, up.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagation {
+    Private,
+    Slave,
+    Shared,
+}
+
+/// `[sandbox] seccomp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seccomp {
+    /// An allow-list of what system services need, the deny-list on top.
+    Default,
+    /// The deny-list only.
+    Compat,
+    /// No filter.
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub network: Network,
+    /// Extra read-only binds; `/usr` and the merged-/usr links are always there.
+    pub read_only: Vec<Bind>,
+    pub read_write: Vec<Bind>,
+    pub propagation: Propagation,
+    /// Size of the private /tmp in bytes.
+    pub tmp_size: u64,
+    /// Host /etc entries (relative to /etc) bound read-only.
+    pub etc: Vec<String>,
+    /// Whether `etc` was written explicitly (missing entries are then errors;
+    /// missing entries of the default list are skipped).
+    pub etc_explicit: bool,
+    /// Capabilities kept, normalised to upper case `CAP_*` names.
+    pub capabilities: Vec<String>,
+    pub seccomp: Seccomp,
+    pub syslog: bool,
+}
+
+/// `[resources]`: properties of the container's transient scope.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub memory_max: Option<u64>,
+    pub memory_high: Option<u64>,
+    pub cpu_weight: Option<u64>,
+    /// Percent of one CPU, e.g. 50 for "50%", 200 for "200%".
+    pub cpu_quota: Option<u32>,
+    pub tasks_max: Option<u64>,
+    pub io_weight: Option<u64>,
+}
+
+/// One fully validated service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// The file stem.
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    pub mode: Mode,
+    /// `exec[0]` is an absolute path, resolved inside the container.
+    pub exec: Vec<String>,
+    pub user: UserRef,
+    pub group: Option<GroupRef>,
+    pub environment: BTreeMap<String, String>,
+    pub working_directory: PathBuf,
+    pub hostname: String,
+    pub idle_timeout: Option<Duration>,
+    pub max_lifetime: Option<Duration>,
+    pub max_connections: u32,
+    pub max_connections_per_source: Option<u32>,
+    pub warm: u32,
+    pub sandbox: Sandbox,
+    pub resources: Resources,
+}

@@ -1,0 +1,195 @@
+//! The keys one file sets, merged over berth.toml's and completed with the
+//! documented defaults into a [`Service`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{ConfigError, Location};
+use super::schema::{
+    Bind, GroupRef, Mode, Network, Propagation, Resources, Sandbox, Seccomp, Service, UserRef,
+};
+
+pub(super) const DEFAULT_ETC: &[&str] = &["passwd", "group", "nsswitch.conf", "hosts", "localtime"];
+const DEFAULT_TMP_SIZE: u64 = 64 << 20;
+const DEFAULT_MAX_CONNECTIONS: u32 = 64;
+pub(super) const MISSING_MODE: &str =
+    "mode = \"inetd\" or mode = \"listen\" (in the service file or berth.toml)";
+
+/// A value and where it was written, for errors about how two keys combine.
+#[derive(Debug, Clone)]
+pub(super) struct Located<T> {
+    pub(super) value: T,
+    pub(super) at: Location,
+}
+
+/// The keys one file sets, each validated on its own (`None`: not set, or
+/// set to something invalid that was reported). A service is its file's
+/// settings merged over berth.toml's.
+#[derive(Debug, Clone, Default)]
+pub(super) struct FileSettings {
+    /// Keys present, valid or not (to tell "missing" from "invalid").
+    pub(super) seen: BTreeSet<&'static str>,
+    pub(super) mode: Option<Located<Mode>>,
+    pub(super) exec: Option<Vec<String>>,
+    pub(super) user: Option<UserRef>,
+    /// `Some(None)`: `group = ""`, the user's primary group.
+    pub(super) group: Option<Option<GroupRef>>,
+    pub(super) environment: Option<BTreeMap<String, String>>,
+    pub(super) working_directory: Option<PathBuf>,
+    pub(super) hostname: Option<String>,
+    pub(super) idle_timeout: Option<Duration>,
+    pub(super) max_lifetime: Option<Duration>,
+    pub(super) max_connections: Option<u32>,
+    pub(super) max_connections_per_source: Option<u32>,
+    pub(super) warm: Option<Located<u32>>,
+    pub(super) network: Option<Network>,
+    pub(super) read_only: Option<Vec<Bind>>,
+    pub(super) read_write: Option<Vec<Bind>>,
+    pub(super) propagation: Option<Propagation>,
+    pub(super) tmp_size: Option<u64>,
+    pub(super) etc: Option<Vec<String>>,
+    pub(super) capabilities: Option<Vec<String>>,
+    pub(super) seccomp: Option<Seccomp>,
+    pub(super) syslog: Option<bool>,
+    pub(super) memory_max: Option<u64>,
+    pub(super) memory_high: Option<u64>,
+    pub(super) cpu_weight: Option<u64>,
+    pub(super) cpu_quota: Option<u32>,
+    pub(super) tasks_max: Option<u64>,
+    pub(super) io_weight: Option<u64>,
+}
+
+impl FileSettings {
+    /// `self` (the service file) over `defaults` (berth.toml), key by key.
+    pub(super) fn over(self, defaults: &FileSettings) -> FileSettings {
+        macro_rules! pick {
+            ($($field:ident),*) => {
+                FileSettings {
+                    seen: self.seen.union(&defaults.seen).copied().collect(),
+                    $($field: self.$field.or_else(|| defaults.$field.clone()),)*
+                }
+            };
+        }
+        pick!(
+            mode,
+            exec,
+            user,
+            group,
+            environment,
+            working_directory,
+            hostname,
+            idle_timeout,
+            max_lifetime,
+            max_connections,
+            max_connections_per_source,
+            warm,
+            network,
+            read_only,
+            read_write,
+            propagation,
+            tmp_size,
+            etc,
+            capabilities,
+            seccomp,
+            syslog,
+            memory_max,
+            memory_high,
+            cpu_weight,
+            cpu_quota,
+            tasks_max,
+            io_weight
+        )
+    }
+
+    /// Builds the service of `file` from the merged keys, checking what needs
+    /// several of them; errors are added to `errors`. `defaults_incomplete`:
+    /// berth.toml had errors, so a key missing here may be one that was
+    /// invalid there and must not be reported again as missing.
+    pub(super) fn into_service(
+        self,
+        name: Option<&str>,
+        file: &Path,
+        defaults_incomplete: bool,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Service> {
+        let file_at = Location::file(file);
+        if self.mode.is_none() && !self.seen.contains("mode") && !defaults_incomplete {
+            errors.push(ConfigError::Missing {
+                at: file_at.clone(),
+                key: "mode",
+                expected: MISSING_MODE,
+            });
+        }
+        if self.exec.is_none() && !self.seen.contains("exec") {
+            errors.push(ConfigError::Missing {
+                at: file_at,
+                key: "exec",
+                expected: "the command to run, such as exec = [\"/usr/bin/app\", \"--flag\"]",
+            });
+        }
+        if let (Some(mode), Some(warm)) = (&self.mode, &self.warm) {
+            if mode.value == Mode::Listen && warm.value > 1 {
+                // Point at whichever of the two the service file itself sets.
+                let at = if warm.at.file == file || mode.at.file != file {
+                    warm.at.clone()
+                } else {
+                    mode.at.clone()
+                };
+                errors.push(ConfigError::Invalid {
+                at,
+                key: "warm".to_string(),
+                message: format!(
+                    "expected 0 or 1 with mode = \"listen\" (one container serves all connections; 1 keeps the next one prepared), found {}",
+                    warm.value
+                ),
+            });
+            }
+        }
+        let name = name?;
+        let (Some(mode), Some(exec)) = (self.mode, self.exec) else {
+            return None;
+        };
+        let etc_explicit = self.etc.is_some();
+        Some(Service {
+            name: name.to_string(),
+            file: file.to_path_buf(),
+            mode: mode.value,
+            exec,
+            user: self
+                .user
+                .unwrap_or_else(|| UserRef::Name("nobody".to_string())),
+            group: self.group.flatten(),
+            environment: self.environment.unwrap_or_default(),
+            working_directory: self.working_directory.unwrap_or_else(|| PathBuf::from("/")),
+            hostname: self.hostname.unwrap_or_else(|| name.replace('_', "-")),
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+            max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_connections_per_source: self.max_connections_per_source,
+            warm: self.warm.map_or(0, |warm| warm.value),
+            sandbox: Sandbox {
+                network: self.network.unwrap_or(Network::None),
+                read_only: self.read_only.unwrap_or_default(),
+                read_write: self.read_write.unwrap_or_default(),
+                propagation: self.propagation.unwrap_or(Propagation::Private),
+                tmp_size: self.tmp_size.unwrap_or(DEFAULT_TMP_SIZE),
+                etc: self
+                    .etc
+                    .unwrap_or_else(|| DEFAULT_ETC.iter().map(|s| s.to_string()).collect()),
+                etc_explicit,
+                capabilities: self.capabilities.unwrap_or_default(),
+                seccomp: self.seccomp.unwrap_or(Seccomp::Default),
+                syslog: self.syslog.unwrap_or(true),
+            },
+            resources: Resources {
+                memory_max: self.memory_max,
+                memory_high: self.memory_high,
+                cpu_weight: self.cpu_weight,
+                cpu_quota: self.cpu_quota,
+                tasks_max: self.tasks_max,
+                io_weight: self.io_weight,
+            },
+        })
+    }
+}
