@@ -164,12 +164,12 @@ pub fn analyze(service: &Service) -> Report {
     checks.push(match sb.network {
         Network::None => safe(
             "network = \"none\"",
-            "private network namespace with only lo: the socket berth passes is the only way out",
+            "own network namespace with only lo: the passed socket is the only way out",
         ),
         Network::Host => risky(
             "network = \"host\"",
             0.7,
-            "the host's network namespace: every interface, services on the host's loopback, the host's abstract unix sockets",
+            "the host's network: all interfaces, loopback services, abstract unix sockets",
         ),
     });
     checks.push(seccomp_check(sb.seccomp));
@@ -280,8 +280,7 @@ fn user_check(service: &Service) -> Check {
         check(
             setting,
             0.2,
-            "uid 0 on the host too (no private_users): owns root's files on every bind, and a way out lands as host root"
-                .to_string(),
+            "uid 0 on the host (no private_users): owns root's files on its binds".to_string(),
         )
     }
 }
@@ -295,14 +294,14 @@ fn seccomp_check(seccomp: Seccomp) -> Check {
         Seccomp::Off => risky(
             "seccomp = \"off\"",
             0.7,
-            "no system call filter: the whole kernel interface (io_uring, keyctl, bpf, userfaultfd, ...)",
+            "no system call filter: all of the kernel's interface (io_uring, bpf, keyctl...)",
         ),
         // "compat" (and any later mode that is not the default allow-list).
         #[allow(unreachable_patterns)]
         _ => risky(
             "seccomp = \"compat\"",
             0.3,
-            "deny-list only: every call nobody thought to deny stays reachable",
+            "deny-list only: every call nobody thought to deny is reachable",
         ),
     }
 }
@@ -313,7 +312,7 @@ fn capability(cap: &str, host_net: bool) -> (f64, String) {
     let (severity, why): (f64, &str) = match cap {
         "CAP_SYS_ADMIN" => (
             0.9,
-            "mount, namespaces, bpf, keyctl and much more: the classic way out of a container",
+            "mount, namespaces, bpf and much more: the classic way out of a container",
         ),
         "CAP_SYS_MODULE" => (0.95, "loads kernel modules: its code in the host kernel"),
         "CAP_SYS_RAWIO" => (
@@ -322,11 +321,11 @@ fn capability(cap: &str, host_net: bool) -> (f64, String) {
         ),
         "CAP_SYS_PTRACE" => (
             0.7,
-            "ptrace and /proc/PID/mem of every process in the container, PID 1 included",
+            "ptrace and /proc/PID/mem of the container's processes, PID 1 included",
         ),
         "CAP_DAC_READ_SEARCH" => (
             0.8,
-            "open_by_handle_at reaches any file of a bound file system (the \"shocker\" escape)",
+            "open_by_handle_at opens any file of a bound file system (\"shocker\")",
         ),
         "CAP_DAC_OVERRIDE" => (
             0.5,
@@ -335,7 +334,7 @@ fn capability(cap: &str, host_net: bool) -> (f64, String) {
         "CAP_BPF" => (0.6, "loads BPF programs: a large kernel attack surface"),
         "CAP_MKNOD" => (
             0.4,
-            "creates device nodes on writable mounts (only nodev and the device policy keep them closed)",
+            "device nodes on writable mounts (nodev and the device policy must hold)",
         ),
         "CAP_NET_ADMIN" if host_net => (
             0.8,
@@ -343,7 +342,7 @@ fn capability(cap: &str, host_net: bool) -> (f64, String) {
         ),
         "CAP_NET_ADMIN" => (
             0.4,
-            "configures its own network namespace: netfilter, tc and other kernel attack surface",
+            "its own network namespace: netfilter, tc and more kernel attack surface",
         ),
         "CAP_NET_RAW" if host_net => (
             0.6,
@@ -419,9 +418,21 @@ const SENSITIVE_SOURCES: &[(&str, f64, f64, &str)] = &[
     ),
     (
         "/run",
-        0.8,
-        0.9,
-        "the host's /run: D-Bus, systemd and container runtime sockets",
+        0.95,
+        0.95,
+        "the host's /run: D-Bus, systemd, container runtime sockets",
+    ),
+    (
+        "/tmp",
+        0.3,
+        0.5,
+        "the host's /tmp: other programs' files and sockets, symlink races",
+    ),
+    (
+        "/var/tmp",
+        0.3,
+        0.5,
+        "the host's /var/tmp: other programs' files, symlink races",
     ),
     (
         "/run/dbus",
@@ -504,33 +515,34 @@ fn bind_check(key: &str, bind: &Bind, writable: bool) -> Check {
         format!("{key} {}:{}", bind.source.display(), bind.dest.display())
     };
     let source = canonical_source(&bind.source);
-    // The worst sensitive path the bind is, is under, or contains; the more
-    // specific entry wins a tie (a bind of /run/dbus is about D-Bus).
-    let mut worst: Option<(f64, usize, String)> = None;
+    // The worst sensitive path the bind is, is under, or contains; on a tie
+    // the path it is under wins over one it contains, and the more specific
+    // one wins (a bind of /run/dbus is about D-Bus).
+    let mut worst: Option<(f64, bool, usize, String)> = None;
     for &(path, ro, rw, why) in SENSITIVE_SOURCES {
         let p = Path::new(path);
         let severity = if writable { rw } else { ro };
-        let description = if source.starts_with(p) && (path != "/" || source == p) {
-            why.to_string()
+        let (under, description) = if source.starts_with(p) && (path != "/" || source == p) {
+            (true, why.to_string())
         } else if source != Path::new("/") && p.starts_with(&source) {
-            format!("contains {path}: {why}")
+            (false, format!("contains {path}: {why}"))
         } else {
             continue;
         };
         let better = match &worst {
             None => true,
-            Some((s, len, _)) => severity > *s || (severity == *s && path.len() > *len),
+            Some((s, u, len, _)) => (severity, under, path.len()) > (*s, *u, *len),
         };
         if severity > 0.0 && better {
-            worst = Some((severity, path.len(), description));
+            worst = Some((severity, under, path.len(), description));
         }
     }
     match worst {
-        Some((severity, _, description)) => check(setting, severity, description),
+        Some((severity, _, _, description)) => check(setting, severity, description),
         None if writable => check(
             setting,
             0.15,
-            "writable: what it writes stays on the host and reaches later containers".to_string(),
+            "writable: what it writes stays on the host for later containers".to_string(),
         ),
         None => check(setting, 0.0, "read-only".to_string()),
     }
@@ -851,7 +863,17 @@ mod tests {
         let mut s = service();
         s.sandbox.read_only = vec![bind("/run:/x")];
         let r = analyze(&s);
-        assert!(row(&r, "read_only /run:/x").severity >= 0.8);
+        let run = row(&r, "read_only /run:/x");
+        assert!(run.severity >= 0.9 && run.description.starts_with("the host's /run"));
+        s.sandbox.read_only = vec![bind("/var:/x")];
+        let var = analyze(&s);
+        assert!(
+            row(&var, "read_only /var:/x")
+                .description
+                .contains("/var/lib/docker")
+        );
+        s.sandbox.read_only = vec![bind("/tmp/.X11-unix")];
+        flagged(&analyze(&s), "read_only /tmp/.X11-unix", 0.2);
         // Writable is worse where writing matters.
         let mut s = service();
         s.sandbox.read_write = vec![bind("/:/host")];
