@@ -1724,6 +1724,17 @@ impl Cx<'_> {
                 ),
             ));
         }
+        // /sys stays unmounted in a container (SPEC): nothing may appear there.
+        if dest.starts_with("/sys") {
+            return Err(self.invalid(
+                key,
+                item,
+                format!(
+                    "destination {} is refused (/sys stays unmounted in a container), expected another path",
+                    dest.display()
+                ),
+            ));
+        }
         match std::fs::metadata(&source) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
