@@ -485,9 +485,9 @@ const SENSITIVE_SOURCES: &[(&str, f64, f64, &str)] = &[
     ),
     (
         "/etc",
-        0.4,
+        0.5,
         0.9,
-        "the host's configuration: its secrets, and written to, host root",
+        "the host's configuration: password hashes, private keys",
     ),
     ("/root", 0.5, 0.8, "root's home: keys and tokens"),
     ("/home", 0.4, 0.6, "users' homes: keys and tokens"),
@@ -515,6 +515,23 @@ fn bind_check(key: &str, bind: &Bind, writable: bool) -> Check {
         format!("{key} {}:{}", bind.source.display(), bind.dest.display())
     };
     let source = canonical_source(&bind.source);
+    // A file or directory under /etc bound read-only is an `etc` entry by
+    // another name: judged by what it holds, not by being configuration.
+    if let Ok(rel) = source.strip_prefix("/etc") {
+        if !rel.as_os_str().is_empty() {
+            if writable {
+                return check(
+                    setting,
+                    0.9,
+                    "the host's configuration, writable: written to, host root".to_string(),
+                );
+            }
+            return match etc_entry(&rel.to_string_lossy()) {
+                Some((severity, why)) => check(setting, severity, why),
+                None => check(setting, 0.0, "read-only".to_string()),
+            };
+        }
+    }
     // The worst sensitive path the bind is, is under, or contains; on a tie
     // the path it is under wins over one it contains, and the more specific
     // one wins (a bind of /run/dbus is about D-Bus).
@@ -894,7 +911,16 @@ mod tests {
         let rw = row(&r, "read_write /srv/data:/data");
         assert!(!rw.safe && rw.severity < 0.3, "{rw:?}");
         assert_eq!(r.level(), Level::Ok);
+        // Under /etc: judged like an `etc` entry; writable, like /etc.
+        s.sandbox.read_write = vec![];
+        s.sandbox.read_only = vec![bind("/etc/berth/keys:/k"), bind("/etc/ssh:/s")];
+        let r = analyze(&s);
+        assert!(row(&r, "read_only /etc/berth/keys:/k").safe);
+        flagged(&r, "read_only /etc/ssh:/s", 0.3);
+        s.sandbox.read_only = vec![bind("/etc")];
+        flagged(&analyze(&s), "read_only /etc", 0.4);
         // /usr writable is not ordinary; /srv/runner is not /run.
+        s.sandbox.read_only = vec![];
         s.sandbox.read_write = vec![bind("/usr/local:/l"), bind("/srv/runner")];
         let r = analyze(&s);
         flagged(&r, "read_write /usr/local:/l", 0.8);
