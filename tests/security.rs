@@ -205,3 +205,19 @@ fn sys_as_a_destination_is_an_error() {
         out.stderr
     );
 }
+
+#[test]
+fn help_lists_security_with_an_example() {
+    let dir = conf(&[]);
+    let out = berth(dir.path(), &["--help"]);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("security")),
+        "{}",
+        out.stdout
+    );
+    let out = berth(dir.path(), &["security", "--help"]);
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains("Example"), "{}", out.stdout);
+}
