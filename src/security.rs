@@ -701,39 +701,16 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Mode, Resources, Sandbox};
-    use std::collections::BTreeMap;
 
+    /// A default service, loaded from a file so that fields added to
+    /// `Service` later need no change here; tests then set fields directly.
     fn service() -> Service {
-        Service {
-            name: "app".into(),
-            file: PathBuf::from("/etc/berth/services/app.toml"),
-            mode: Mode::Inetd,
-            exec: vec!["/bin/true".into()],
-            user: UserRef::Name("nobody".into()),
-            group: None,
-            environment: BTreeMap::new(),
-            working_directory: PathBuf::from("/"),
-            hostname: "app".into(),
-            idle_timeout: None,
-            max_lifetime: None,
-            max_connections: 64,
-            max_connections_per_source: None,
-            warm: 0,
-            sandbox: Sandbox {
-                network: Network::None,
-                read_only: vec![],
-                read_write: vec![],
-                propagation: Propagation::Private,
-                tmp_size: 64 << 20,
-                etc: vec!["passwd".into(), "group".into()],
-                etc_explicit: false,
-                capabilities: vec![],
-                seccomp: Seccomp::Default,
-                syslog: true,
-            },
-            resources: Resources::default(),
-        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.toml");
+        std::fs::write(&file, "mode = \"inetd\"\nexec = [\"/bin/true\"]\n").unwrap();
+        let mut s = crate::config::load_service(&file, None).unwrap();
+        s.file = PathBuf::from("/etc/berth/services/app.toml");
+        s
     }
 
     fn bind(spec: &str) -> Bind {
