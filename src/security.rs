@@ -199,7 +199,7 @@ pub fn analyze(service: &Service) -> Report {
     for entry in &sb.etc {
         if let Some((severity, why)) = etc_entry(entry) {
             etc_flagged = true;
-            checks.push(check(format!("etc {entry}"), severity, why.to_string()));
+            checks.push(check(format!("etc {entry}"), severity, why));
         }
     }
     if !etc_flagged {
