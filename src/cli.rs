@@ -86,6 +86,17 @@ pub enum Command {
         /// Service files, berth.toml, or directories (default: the config directory).
         paths: Vec<PathBuf>,
     },
+    /// What a compromised service could reach: each risky setting and an exposure score (0-10).
+    #[command(
+        after_help = "Examples:\n  berth security\n  berth security ssh\n  berth security ssh --json"
+    )]
+    Security {
+        /// The service (default: a summary line for every service).
+        name: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions (bash, zsh, fish) for packaging.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },

@@ -11,4 +11,5 @@ pub mod config;
 pub mod journal;
 pub mod sandbox;
 pub mod scope;
+pub mod security;
 pub mod supervisor;

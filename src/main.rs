@@ -23,9 +23,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { paths } => {
-            let (ok, errors) = berth::config::check(&paths, &cli.config_dir);
+            let (ok, errors, services) = berth::config::check_services(&paths, &cli.config_dir);
             for e in &errors {
                 eprintln!("{e}");
+            }
+            for s in &services {
+                for w in berth::security::analyze(s).warnings() {
+                    eprintln!("{w}");
+                }
             }
             if errors.is_empty() {
                 println!("{ok} file{} valid", if ok == 1 { "" } else { "s" });
@@ -34,6 +39,24 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }
+        Command::Security { name, json } => match berth::config::load_dir(&cli.config_dir) {
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                ExitCode::from(2)
+            }
+            Ok(services) => match berth::security::render(&services, name.as_deref(), json) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("berth: {e}");
+                    ExitCode::from(1)
+                }
+            },
+        },
         Command::List { json } => admin_edge(berth::admin::list(json)),
         Command::Status { name } => admin_edge(berth::admin::status(&name)),
         Command::Stop { name } => admin_edge(berth::admin::stop(&name).map(|n| {

@@ -92,6 +92,15 @@ pub fn load_dir(config_dir: &Path) -> Result<Vec<Service>, Vec<ConfigError>> {
 /// as defaults; any other file as a service, with the defaults of the
 /// `berth.toml` next to its directory (`DIR/../berth.toml`) if there is one.
 pub fn check(paths: &[PathBuf], config_dir: &Path) -> (usize, Vec<ConfigError>) {
+    let (ok, errors, _) = check_services(paths, config_dir);
+    (ok, errors)
+}
+
+/// [`check`], also returning the valid services (for `berth check`'s warnings).
+pub fn check_services(
+    paths: &[PathBuf],
+    config_dir: &Path,
+) -> (usize, Vec<ConfigError>, Vec<Service>) {
     let mut cache = DefaultsCache::default();
     let mut errors = Vec::new();
     let mut services = Vec::new();
@@ -148,7 +157,7 @@ pub fn check(paths: &[PathBuf], config_dir: &Path) -> (usize, Vec<ConfigError>) 
     }
 
     // A service is returned only when its file had no error.
-    (services.len() + cache.ok, errors)
+    (services.len() + cache.ok, errors, services)
 }
 
 const DEFAULTS_FILE: &str = "berth.toml";

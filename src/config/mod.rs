@@ -29,7 +29,8 @@ mod values;
 pub use credentials::{Credentials, CredentialsError, resolve_credentials};
 pub use error::{ConfigError, Location};
 pub use load::{
-    Defaults, check, defaults_path_for, load_defaults, load_dir, load_service, load_service_all,
+    Defaults, check, check_services, defaults_path_for, load_defaults, load_dir, load_service,
+    load_service_all,
 };
 pub use schema::{
     Bind, GroupRef, Mode, Network, Propagation, Resources, Sandbox, Seccomp, Service, UserRef,
