@@ -100,4 +100,10 @@ pub enum Command {
     /// Print shell completions (bash, zsh, fish) for packaging.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
+    /// Print the man page berth(1), or write berth.1 and berth-COMMAND.1 into a directory, for packaging.
+    #[command(hide = true)]
+    Manpage {
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }

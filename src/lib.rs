@@ -9,6 +9,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod journal;
+pub mod manpage;
 pub mod sandbox;
 pub mod scope;
 pub mod security;

@@ -68,6 +68,13 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "berth", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
+        Command::Manpage { out_dir } => match berth::manpage::write(out_dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Serve => {
             init_logging();
             edge(berth::supervisor::serve::main(&cli.config_dir).map(|()| 0))

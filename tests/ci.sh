@@ -12,7 +12,7 @@ fi
 
 # Debian packages the tests use; install only what is missing.
 need=()
-for p in passwd debootstrap systemd-container dbus iproute2 util-linux curl openssh-client dropbear-bin lighttpd wrk qemu-system-x86 e2fsprogs jq; do
+for p in passwd debootstrap systemd-container dbus iproute2 util-linux curl openssh-client dropbear-bin lighttpd wrk qemu-system-x86 e2fsprogs jq lintian; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -38,5 +38,8 @@ echo "== system tests: berth on a real systemd (testbed 1)"
 bash tests/system/run.sh
 echo "== the README's administrator guide, run as written (Debian package on testbed 1)"
 bash tests/system/guide.sh
+DEB=$(ls -t target/debian/berth_*.deb | head -n1)
+echo "== lintian: the package as Debian checks it (no errors)"
+lintian --fail-on error "$DEB"
 echo "== production parity: the package in a qemu VM on cgroup v2 (testbed 2)"
-bash tests/vm/run.sh --deb "$(ls -t target/debian/berth_*.deb | head -n1)"
+bash tests/vm/run.sh --deb "$DEB"
