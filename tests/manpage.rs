@@ -1,6 +1,6 @@
 //! The man pages: berth(1) and berth-COMMAND(1) generated from the command
 //! line, and the hand-written configuration reference berth.toml(5), which
-//! must document exactly the keys src/config.rs accepts.
+//! must document exactly the keys src/config/validate.rs accepts.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -96,11 +96,13 @@ fn out_dir_gets_one_page_per_subcommand() {
     }
 }
 
-/// Every `const TABLE_KEYS: &[&str] = &[...]` of src/config.rs: the keys
+/// Every `const TABLE_KEYS: &[&str] = &[...]` of src/config/validate.rs: the keys
 /// it accepts, per table ("TOP" for the top level).
 fn accepted_keys() -> Vec<(String, BTreeSet<String>)> {
-    let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config.rs"))
-        .expect("read src/config.rs");
+    let src = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/validate.rs"),
+    )
+    .expect("read src/config/validate.rs");
     let mut tables = Vec::new();
     let mut rest = src.as_str();
     while let Some(start) = rest.find("\nconst ") {
@@ -123,7 +125,7 @@ fn accepted_keys() -> Vec<(String, BTreeSet<String>)> {
     for t in ["TOP", "SANDBOX", "RESOURCES"] {
         assert!(
             names.contains(&t),
-            "no {t}_KEYS in src/config.rs (found {names:?})"
+            "no {t}_KEYS in src/config/validate.rs (found {names:?})"
         );
     }
     tables
@@ -163,7 +165,7 @@ fn berth_toml_5_documents_exactly_the_accepted_keys() {
         let extra: Vec<_> = documented.difference(&accepted).collect();
         assert!(
             missing.is_empty() && extra.is_empty(),
-            "{}: section {section:?} does not match {table}_KEYS of src/config.rs: \
+            "{}: section {section:?} does not match {table}_KEYS of src/config/validate.rs: \
              undocumented {missing:?}, not accepted {extra:?}",
             path.display()
         );
