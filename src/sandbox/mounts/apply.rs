@@ -45,7 +45,15 @@ fn o_path() -> OFlags {
 /// component where missing. Symlinks met on the way resolve as if `root`
 /// were `/`, so they cannot point out of the new root.
 fn resolve_dir(root: &OwnedFd, rel: &Path) -> Result<OwnedFd, MountError> {
-    let open = |p: &Path| openat2(root, p, o_path() | OFlags::DIRECTORY, Mode::empty(), IN_ROOT);
+    let open = |p: &Path| {
+        openat2(
+            root,
+            p,
+            o_path() | OFlags::DIRECTORY,
+            Mode::empty(),
+            IN_ROOT,
+        )
+    };
     let mut cur = open(Path::new(".")).map_err(|e| MountError::Resolve {
         path: "/".into(),
         source: io_err(e),
@@ -126,7 +134,15 @@ fn mount_point(root: &OwnedFd, rel: &Path, dir: bool) -> Result<OwnedFd, MountEr
         return Err(MountError::ReservedDest { dest: shown(rel) });
     };
     let parent = resolve_dir(root, parent)?;
-    let open = || openat2(&parent, name, o_path() | OFlags::NOFOLLOW, Mode::empty(), ONE_NAME);
+    let open = || {
+        openat2(
+            &parent,
+            name,
+            o_path() | OFlags::NOFOLLOW,
+            Mode::empty(),
+            ONE_NAME,
+        )
+    };
     let resolve_err = |e: Errno| MountError::Resolve {
         path: shown(rel),
         source: io_err(e),
@@ -321,6 +337,7 @@ fn bind(
 /// A new, detached file system instance of `fstype` with `options`.
 fn new_fs(
     fstype: &'static str,
+    source: &str,
     options: &[(&'static str, String)],
     attrs: Attrs,
     rel: &Path,
@@ -334,7 +351,7 @@ fn new_fs(
         }
     };
     let fs = fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC).map_err(err("fsopen"))?;
-    fsconfig_set_string(&fs, "source", fstype).map_err(err("fsconfig source"))?;
+    fsconfig_set_string(&fs, "source", source).map_err(err("fsconfig source"))?;
     for (k, v) in options {
         fsconfig_set_string(&fs, *k, v.as_str()).map_err(err(k))?;
     }
@@ -350,7 +367,7 @@ fn mount_new_fs(
     rel: &Path,
 ) -> Result<(), MountError> {
     let target = mount_point(root, rel, true)?;
-    let m = new_fs(fstype, options, attrs, rel)?;
+    let m = new_fs(fstype, fstype, options, attrs, rel)?;
     attach(&m, &target, rel)
 }
 
@@ -438,7 +455,14 @@ fn etc_entry(root: &OwnedFd, name: &Path, required: bool) -> Result<(), MountErr
         Err(MountError::SourceMissing { .. }) => return missing(),
         Err(e) => return Err(e),
     };
-    bind(root, &src, &host, &rel, Attrs::BIND_RO, Propagation::Private)
+    bind(
+        root,
+        &src,
+        &host,
+        &rel,
+        Attrs::BIND_RO,
+        Propagation::Private,
+    )
 }
 
 fn proc_read_only(root: &OwnedFd, rel: &Path) -> Result<(), MountError> {
@@ -463,7 +487,7 @@ fn proc_mask(root: &OwnedFd, rel: &Path) -> Result<(), MountError> {
         ..Attrs::NOTHING
     };
     let cover = if file_type(&fd, &shown(rel))? == FileType::Directory {
-        new_fs("tmpfs", &[("size", "4k".into())], hidden, rel)?
+        new_fs("tmpfs", "tmpfs", &[("size", "4k".into())], hidden, rel)?
     } else {
         // /dev/null on a nodev mount: the entry cannot even be opened.
         let null = Path::new("/dev/null");
@@ -481,7 +505,7 @@ pub fn apply(staging_dir: &Path, steps: &[MountStep]) -> Result<OwnedFd, MountEr
     for step in steps {
         let r = match (&root, step) {
             (None, MountStep::Root { options }) => {
-                let m = new_fs("tmpfs", options, Attrs::TMPFS, Path::new(""))?;
+                let m = new_fs("tmpfs", "berth-root", options, Attrs::TMPFS, Path::new(""))?;
                 move_mount(
                     &m,
                     "",

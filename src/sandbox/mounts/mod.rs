@@ -35,7 +35,9 @@ pub enum MountError {
     BadEtcName { name: String },
     #[error("bind source {path} does not exist")]
     SourceMissing { path: PathBuf },
-    #[error("bind source {path} is or passes through a symbolic link (refused: it could redirect the bind)")]
+    #[error(
+        "bind source {path} is or passes through a symbolic link (refused: it could redirect the bind)"
+    )]
     SourceSymlink { path: PathBuf },
     #[error("bind source {path}: {source}")]
     Source {

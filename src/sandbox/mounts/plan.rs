@@ -73,7 +73,10 @@ pub enum MountStep {
         options: Vec<(&'static str, String)>,
     },
     /// A directory created in the new root.
-    Dir { path: PathBuf, mode: u32 },
+    Dir {
+        path: PathBuf,
+        mode: u32,
+    },
     Tmpfs {
         path: PathBuf,
         options: Vec<(&'static str, String)>,
@@ -89,20 +92,38 @@ pub enum MountStep {
     /// A top-level directory of the host (`bin`, `lib64` ...): a link where
     /// the host has a link (merged /usr), a read-only bind where it has a
     /// directory, nothing where it has nothing.
-    HostTop { name: &'static str },
+    HostTop {
+        name: &'static str,
+    },
     /// `/etc/NAME` of the host read-only, or the link it is when it points
     /// into /usr.
-    Etc { name: PathBuf, required: bool },
-    Symlink { target: PathBuf, link: PathBuf },
-    Devpts { path: PathBuf },
+    Etc {
+        name: PathBuf,
+        required: bool,
+    },
+    Symlink {
+        target: PathBuf,
+        link: PathBuf,
+    },
+    Devpts {
+        path: PathBuf,
+    },
     /// Make a mount read-only (not its children).
-    Seal { path: PathBuf },
-    Proc { path: PathBuf },
+    Seal {
+        path: PathBuf,
+    },
+    Proc {
+        path: PathBuf,
+    },
     /// A /proc entry bound read-only on itself, if it exists.
-    ProcReadOnly { path: PathBuf },
+    ProcReadOnly {
+        path: PathBuf,
+    },
     /// A /proc entry hidden, if it exists: /dev/null over a file, an empty
     /// read-only tmpfs over a directory.
-    ProcMask { path: PathBuf },
+    ProcMask {
+        path: PathBuf,
+    },
 }
 
 pub const HOST_TOPS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
@@ -378,7 +399,15 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(tmpfs, [Path::new("tmp"), "run".as_ref(), "dev".as_ref(), "dev/shm".as_ref()]);
+        assert_eq!(
+            tmpfs,
+            [
+                Path::new("tmp"),
+                "run".as_ref(),
+                "dev".as_ref(),
+                "dev/shm".as_ref()
+            ]
+        );
         assert!(steps.contains(&MountStep::Proc {
             path: "proc".into()
         }));
@@ -409,8 +438,11 @@ mod tests {
 
     #[test]
     fn plan_flags_nosuid_nodev_on_every_bind_but_device_nodes() {
-        let steps = plan(&spec(&[("/srv/ro", "/ro", true), ("/srv/rw", "/rw", false)]))
-            .expect("plan");
+        let steps = plan(&spec(&[
+            ("/srv/ro", "/ro", true),
+            ("/srv/rw", "/rw", false),
+        ]))
+        .expect("plan");
         for (source, dest, attrs, origin) in binds(&steps) {
             assert!(attrs.nosuid, "{dest:?} without nosuid");
             if dest.starts_with("dev") && dest != Path::new("dev/log") {
@@ -474,14 +506,26 @@ mod tests {
         // Stable: equally deep binds keep the configured order.
         assert_eq!(
             user,
-            [Path::new("a"), "x".as_ref(), "a/b".as_ref(), "a/b/c".as_ref()]
+            [
+                Path::new("a"),
+                "x".as_ref(),
+                "a/b".as_ref(),
+                "a/b/c".as_ref()
+            ]
         );
         let seal = index(&steps, |s| matches!(s, MountStep::Seal { .. }));
-        let devnode = index(&steps, |s| {
-            matches!(s, MountStep::Bind { dest, .. } if dest == Path::new("dev/log"))
-        });
+        let devnode = index(
+            &steps,
+            |s| matches!(s, MountStep::Bind { dest, .. } if dest == Path::new("dev/log")),
+        );
         let first_user = index(&steps, |s| {
-            matches!(s, MountStep::Bind { origin: Origin::User, .. })
+            matches!(
+                s,
+                MountStep::Bind {
+                    origin: Origin::User,
+                    ..
+                }
+            )
         });
         let proc = index(&steps, |s| matches!(s, MountStep::Proc { .. }));
         let mask = index(&steps, |s| matches!(s, MountStep::ProcMask { .. }));
@@ -506,8 +550,11 @@ mod tests {
             }
         }
         // Not reserved: names that only start like them.
-        let steps = plan(&spec(&[("/srv", "/devices", true), ("/srv", "/./x/./y", true)]))
-            .expect("plan");
+        let steps = plan(&spec(&[
+            ("/srv", "/devices", true),
+            ("/srv", "/./x/./y", true),
+        ]))
+        .expect("plan");
         let dests: Vec<&Path> = binds(&steps).iter().map(|b| b.1).collect();
         assert!(dests.contains(&Path::new("devices")));
         assert!(dests.contains(&Path::new("x/y")));
@@ -518,8 +565,11 @@ mod tests {
 
     #[test]
     fn plan_nested_paths_under_the_bind_they_sit_on() {
-        let steps = plan(&spec(&[("/srv/d/up", "/up", false), ("/srv/d", "/data", false)]))
-            .expect("plan");
+        let steps = plan(&spec(&[
+            ("/srv/d/up", "/up", false),
+            ("/srv/d", "/data", false),
+        ]))
+        .expect("plan");
         let user: Vec<(&Path, &Path)> = binds(&steps)
             .into_iter()
             .filter(|b| b.3 == Origin::User)
