@@ -199,7 +199,8 @@ fn mount_point_parent_swapped_for_a_symlink_creates_nothing_on_the_host() {
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert!(created.is_empty(), "created on the host: {created:?}");
-    n.refused(&answer, "/data/a");
+    let line = n.refused(&answer, "/data/a");
+    assert!(line.contains("symbolic link"), "{line}");
 }
 
 #[test]

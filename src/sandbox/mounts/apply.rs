@@ -12,7 +12,9 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{CWD, FileType, Mode, OFlags, ResolveFlags, fstat, mkdirat, openat2, symlinkat};
+use rustix::fs::{
+    AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, fstat, mkdirat, openat2, statat, symlinkat,
+};
 use rustix::io::Errno;
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags, fsconfig_create,
@@ -73,9 +75,22 @@ fn resolve_dir(root: &OwnedFd, rel: &Path) -> Result<OwnedFd, MountError> {
                         });
                     }
                 }
-                open(&prefix).map_err(|e| MountError::Resolve {
-                    path: shown(&prefix),
-                    source: io_err(e),
+                open(&prefix).map_err(|e| {
+                    // A link to a place that does not exist inside the new
+                    // root (one to a host path, typically) is not followed
+                    // out of it: say so rather than just ENOENT.
+                    let link = statat(&cur, comp, AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+                    if link {
+                        MountError::DanglingLink {
+                            path: shown(&prefix),
+                        }
+                    } else {
+                        MountError::Resolve {
+                            path: shown(&prefix),
+                            source: io_err(e),
+                        }
+                    }
                 })?
             }
             Err(e) => {
@@ -232,11 +247,11 @@ fn attr_flags(a: Attrs) -> MountAttrFlags {
 }
 
 fn propagation_flag(p: Propagation) -> u64 {
-    (match p {
+    match p {
         Propagation::Private => libc::MS_PRIVATE,
         Propagation::Slave => libc::MS_SLAVE,
         Propagation::Shared => libc::MS_SHARED,
-    }) as u64
+    }
 }
 
 /// Set attributes and/or propagation on the mount `fd` refers to (and the

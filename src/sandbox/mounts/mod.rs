@@ -49,6 +49,10 @@ pub enum MountError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{path} is a symbolic link to nothing inside the container (links on the way to a mount point are resolved inside it)"
+    )]
+    DanglingLink { path: PathBuf },
     #[error("mount point {path} is a symbolic link (refused: it could redirect the mount)")]
     DestSymlink { path: PathBuf },
     #[error("mount point {path} is a {found}, expected a {want}")]
