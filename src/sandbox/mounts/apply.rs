@@ -1,0 +1,607 @@
+//! Executes a mount plan on descriptors, never on paths the application
+//! could have changed: every destination is resolved inside the new root
+//! with `openat2(RESOLVE_IN_ROOT)` (a symlink planted in a writable bind
+//! cannot lead out of it), its last component is never followed nor opened
+//! for reading or writing (`O_PATH|O_NOFOLLOW`: no FIFO hangs, no device is
+//! opened), missing mount points are made with `mkdirat`/`O_CREAT|O_EXCL`
+//! relative to the parent's descriptor, and mounts are cloned, flagged and
+//! attached with `open_tree`, `mount_setattr` and `move_mount` on those
+//! descriptors. Configured bind sources may not pass through any symlink.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{
+    AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, fstat, mkdirat, openat2, statat, symlinkat,
+};
+use rustix::io::Errno;
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags, fsconfig_create,
+    fsconfig_set_string, fsmount, fsopen, move_mount, open_tree,
+};
+
+use super::MountError;
+use super::plan::{Attrs, MountStep, Origin};
+use crate::sandbox::Propagation;
+
+/// The in-container path of a path relative to the new root, for errors.
+fn shown(rel: &Path) -> PathBuf {
+    Path::new("/").join(rel)
+}
+
+fn io_err(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+const ONE_NAME: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+fn o_path() -> OFlags {
+    OFlags::PATH | OFlags::CLOEXEC
+}
+
+/// The directory `rel` inside `root`, created (mode 0755) component by
+/// component where missing. Symlinks met on the way resolve as if `root`
+/// were `/`, so they cannot point out of the new root.
+fn resolve_dir(root: &OwnedFd, rel: &Path) -> Result<OwnedFd, MountError> {
+    let open = |p: &Path| {
+        openat2(
+            root,
+            p,
+            o_path() | OFlags::DIRECTORY,
+            Mode::empty(),
+            IN_ROOT,
+        )
+    };
+    let mut cur = open(Path::new(".")).map_err(|e| MountError::Resolve {
+        path: "/".into(),
+        source: io_err(e),
+    })?;
+    let mut prefix = PathBuf::new();
+    for comp in rel.iter() {
+        prefix.push(comp);
+        cur = match open(&prefix) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                match mkdirat(&cur, comp, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => {
+                        return Err(MountError::MountPoint {
+                            path: shown(&prefix),
+                            source: io_err(e),
+                        });
+                    }
+                }
+                open(&prefix).map_err(|e| {
+                    // A link to a place that does not exist inside the new
+                    // root (one to a host path, typically) is not followed
+                    // out of it: say so rather than just ENOENT.
+                    let link = statat(&cur, comp, AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+                    if link {
+                        MountError::DanglingLink {
+                            path: shown(&prefix),
+                        }
+                    } else {
+                        MountError::Resolve {
+                            path: shown(&prefix),
+                            source: io_err(e),
+                        }
+                    }
+                })?
+            }
+            Err(e) => {
+                return Err(MountError::Resolve {
+                    path: shown(&prefix),
+                    source: io_err(e),
+                });
+            }
+        };
+    }
+    Ok(cur)
+}
+
+fn type_name(t: FileType) -> &'static str {
+    match t {
+        FileType::RegularFile => "regular file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symbolic link",
+        FileType::Fifo => "FIFO",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice => "character device",
+        FileType::BlockDevice => "block device",
+        FileType::Unknown => "file of unknown type",
+    }
+}
+
+fn file_type(fd: &OwnedFd, path: &Path) -> Result<FileType, MountError> {
+    fstat(fd)
+        .map(|st| FileType::from_raw_mode(st.st_mode))
+        .map_err(|e| MountError::Resolve {
+            path: path.into(),
+            source: io_err(e),
+        })
+}
+
+/// Accept an existing mount point only if it is what a mount of this kind
+/// goes on: a directory, or a regular file for everything else.
+fn check_kind(fd: &OwnedFd, rel: &Path, dir: bool) -> Result<(), MountError> {
+    let found = file_type(fd, &shown(rel))?;
+    match found {
+        FileType::Directory if dir => Ok(()),
+        FileType::RegularFile if !dir => Ok(()),
+        FileType::Symlink => Err(MountError::DestSymlink { path: shown(rel) }),
+        _ => Err(MountError::DestKind {
+            path: shown(rel),
+            found: type_name(found),
+            want: if dir { "directory" } else { "regular file" },
+        }),
+    }
+}
+
+/// A descriptor of the mount point `rel` (a directory or a regular file),
+/// created if missing, never followed if a symlink, never opened for I/O.
+fn mount_point(root: &OwnedFd, rel: &Path, dir: bool) -> Result<OwnedFd, MountError> {
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err(MountError::ReservedDest { dest: shown(rel) });
+    };
+    let parent = resolve_dir(root, parent)?;
+    let open = || {
+        openat2(
+            &parent,
+            name,
+            o_path() | OFlags::NOFOLLOW,
+            Mode::empty(),
+            ONE_NAME,
+        )
+    };
+    let resolve_err = |e: Errno| MountError::Resolve {
+        path: shown(rel),
+        source: io_err(e),
+    };
+    let fd = match open() {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) if dir => {
+            match mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => {
+                    return Err(MountError::MountPoint {
+                        path: shown(rel),
+                        source: io_err(e),
+                    });
+                }
+            }
+            open().map_err(resolve_err)?
+        }
+        Err(Errno::NOENT) => {
+            // A new empty file: O_EXCL, so nothing that appeared meanwhile
+            // (a FIFO, a device, a link) is opened.
+            let create = OFlags::CREATE
+                | OFlags::EXCL
+                | OFlags::NOFOLLOW
+                | OFlags::RDONLY
+                | OFlags::NOCTTY
+                | OFlags::CLOEXEC;
+            match openat2(&parent, name, create, Mode::from_raw_mode(0o644), ONE_NAME) {
+                Ok(fd) => return Ok(fd),
+                Err(Errno::EXIST) => open().map_err(resolve_err)?,
+                Err(e) => {
+                    return Err(MountError::MountPoint {
+                        path: shown(rel),
+                        source: io_err(e),
+                    });
+                }
+            }
+        }
+        Err(Errno::LOOP) => return Err(MountError::DestSymlink { path: shown(rel) }),
+        Err(e) => return Err(resolve_err(e)),
+    };
+    check_kind(&fd, rel, dir)?;
+    Ok(fd)
+}
+
+/// `O_PATH` descriptor of a bind source on the host. A configured source
+/// may not be or pass through a symlink: one planted by a container in a
+/// writable bind would otherwise redirect the next container's bind.
+fn open_source(path: &Path, origin: Origin) -> Result<OwnedFd, MountError> {
+    let how = match origin {
+        Origin::Host => ResolveFlags::NO_MAGICLINKS,
+        Origin::User => ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    };
+    openat2(CWD, path, o_path(), Mode::empty(), how).map_err(|e| match e {
+        Errno::NOENT => MountError::SourceMissing { path: path.into() },
+        Errno::LOOP if origin == Origin::User => MountError::SourceSymlink { path: path.into() },
+        e => MountError::Source {
+            path: path.into(),
+            source: io_err(e),
+        },
+    })
+}
+
+/// `struct mount_attr` of mount_setattr(2); neither libc nor rustix wraps
+/// the call yet.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn attr_flags(a: Attrs) -> MountAttrFlags {
+    let mut f = MountAttrFlags::empty();
+    for (on, flag) in [
+        (a.read_only, MountAttrFlags::MOUNT_ATTR_RDONLY),
+        (a.nosuid, MountAttrFlags::MOUNT_ATTR_NOSUID),
+        (a.nodev, MountAttrFlags::MOUNT_ATTR_NODEV),
+        (a.noexec, MountAttrFlags::MOUNT_ATTR_NOEXEC),
+    ] {
+        if on {
+            f |= flag;
+        }
+    }
+    f
+}
+
+fn propagation_flag(p: Propagation) -> u64 {
+    match p {
+        Propagation::Private => libc::MS_PRIVATE,
+        Propagation::Slave => libc::MS_SLAVE,
+        Propagation::Shared => libc::MS_SHARED,
+    }
+}
+
+/// Set attributes and/or propagation on the mount `fd` refers to (and the
+/// mounts below it if `recursive`).
+fn setattr(
+    fd: &OwnedFd,
+    set: MountAttrFlags,
+    propagation: Option<Propagation>,
+    recursive: bool,
+    path: &Path,
+) -> Result<(), MountError> {
+    let attr = MountAttr {
+        attr_set: u64::from(set.bits()),
+        attr_clr: 0,
+        propagation: propagation.map_or(0, propagation_flag),
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: fd is an open descriptor, the path an empty NUL-terminated
+    // string and attr a properly sized mount_attr; the kernel only reads
+    // them during the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(MountError::SetAttr {
+            path: path.into(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+fn attach(tree: &OwnedFd, target: &OwnedFd, rel: &Path) -> Result<(), MountError> {
+    move_mount(
+        tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| MountError::MoveMount {
+        path: shown(rel),
+        source: io_err(e),
+    })
+}
+
+fn clone_tree(source: &OwnedFd, path: &Path) -> Result<OwnedFd, MountError> {
+    open_tree(
+        source,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH
+            | OpenTreeFlags::AT_RECURSIVE,
+    )
+    .map_err(|e| MountError::OpenTree {
+        path: path.into(),
+        source: io_err(e),
+    })
+}
+
+/// Bind the already opened `source` at `rel`: clone, flag while still
+/// detached (nothing is ever visible without its flags), attach, then set
+/// the propagation.
+fn bind(
+    root: &OwnedFd,
+    source: &OwnedFd,
+    source_path: &Path,
+    rel: &Path,
+    attrs: Attrs,
+    propagation: Propagation,
+) -> Result<(), MountError> {
+    let dir = file_type(source, source_path)? == FileType::Directory;
+    let target = mount_point(root, rel, dir)?;
+    let tree = clone_tree(source, source_path)?;
+    setattr(&tree, attr_flags(attrs), None, true, &shown(rel))?;
+    attach(&tree, &target, rel)?;
+    setattr(
+        &tree,
+        MountAttrFlags::empty(),
+        Some(propagation),
+        true,
+        &shown(rel),
+    )
+}
+
+/// A new, detached file system instance of `fstype` with `options`.
+fn new_fs(
+    fstype: &'static str,
+    source: &str,
+    options: &[(&'static str, String)],
+    attrs: Attrs,
+    rel: &Path,
+) -> Result<OwnedFd, MountError> {
+    let err = |step: &'static str| {
+        move |e: Errno| MountError::NewFs {
+            step,
+            fstype,
+            path: shown(rel),
+            source: io_err(e),
+        }
+    };
+    let fs = fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC).map_err(err("fsopen"))?;
+    fsconfig_set_string(&fs, "source", source).map_err(err("fsconfig source"))?;
+    for (k, v) in options {
+        fsconfig_set_string(&fs, *k, v.as_str()).map_err(err(k))?;
+    }
+    fsconfig_create(&fs).map_err(err("fsconfig create"))?;
+    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attr_flags(attrs)).map_err(err("fsmount"))
+}
+
+fn mount_new_fs(
+    root: &OwnedFd,
+    fstype: &'static str,
+    options: &[(&'static str, String)],
+    attrs: Attrs,
+    rel: &Path,
+) -> Result<(), MountError> {
+    let target = mount_point(root, rel, true)?;
+    let m = new_fs(fstype, fstype, options, attrs, rel)?;
+    attach(&m, &target, rel)
+}
+
+fn symlink(root: &OwnedFd, target: &Path, rel: &Path) -> Result<(), MountError> {
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err(MountError::ReservedDest { dest: shown(rel) });
+    };
+    let parent = resolve_dir(root, parent)?;
+    symlinkat(target, &parent, name).map_err(|e| MountError::Create {
+        path: shown(rel),
+        source: io_err(e),
+    })
+}
+
+/// An existing entry of the new root (under /proc), not followed if a
+/// link; None if it does not exist.
+fn existing(root: &OwnedFd, rel: &Path) -> Result<Option<OwnedFd>, MountError> {
+    match openat2(
+        root,
+        rel,
+        o_path() | OFlags::NOFOLLOW,
+        Mode::empty(),
+        IN_ROOT | ResolveFlags::NO_SYMLINKS,
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(MountError::Resolve {
+            path: shown(rel),
+            source: io_err(e),
+        }),
+    }
+}
+
+fn host_top(root: &OwnedFd, name: &str) -> Result<(), MountError> {
+    let host = Path::new("/").join(name);
+    match std::fs::symlink_metadata(&host) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = std::fs::read_link(&host).map_err(|source| MountError::Source {
+                path: host.clone(),
+                source,
+            })?;
+            symlink(root, &target, Path::new(name))
+        }
+        Ok(m) if m.is_dir() => {
+            let src = open_source(&host, Origin::Host)?;
+            bind(
+                root,
+                &src,
+                &host,
+                Path::new(name),
+                Attrs::BIND_RO,
+                Propagation::Private,
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+fn etc_entry(root: &OwnedFd, name: &Path, required: bool) -> Result<(), MountError> {
+    let host = Path::new("/etc").join(name);
+    let rel = Path::new("etc").join(name);
+    let missing = || {
+        if required {
+            Err(MountError::EtcMissing {
+                name: name.to_string_lossy().into_owned(),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    let Ok(meta) = std::fs::symlink_metadata(&host) else {
+        return missing();
+    };
+    // A link into /usr (localtime → /usr/share/zoneinfo/...) stays a link:
+    // programs read the zone name from it, and /usr is there anyway.
+    if meta.file_type().is_symlink() {
+        if let Ok(t) = std::fs::read_link(&host) {
+            if t.starts_with("/usr/") {
+                return symlink(root, &t, &rel);
+            }
+        }
+    }
+    let src = match open_source(&host, Origin::Host) {
+        Ok(fd) => fd,
+        Err(MountError::SourceMissing { .. }) => return missing(),
+        Err(e) => return Err(e),
+    };
+    bind(
+        root,
+        &src,
+        &host,
+        &rel,
+        Attrs::BIND_RO,
+        Propagation::Private,
+    )
+}
+
+fn proc_read_only(root: &OwnedFd, rel: &Path) -> Result<(), MountError> {
+    let Some(fd) = existing(root, rel)? else {
+        return Ok(());
+    };
+    let tree = clone_tree(&fd, &shown(rel))?;
+    let ro = Attrs {
+        read_only: true,
+        ..Attrs::NOTHING
+    };
+    setattr(&tree, attr_flags(ro), None, true, &shown(rel))?;
+    attach(&tree, &fd, rel)
+}
+
+fn proc_mask(root: &OwnedFd, rel: &Path) -> Result<(), MountError> {
+    let Some(fd) = existing(root, rel)? else {
+        return Ok(());
+    };
+    let hidden = Attrs {
+        read_only: true,
+        ..Attrs::NOTHING
+    };
+    let cover = if file_type(&fd, &shown(rel))? == FileType::Directory {
+        new_fs("tmpfs", "tmpfs", &[("size", "4k".into())], hidden, rel)?
+    } else {
+        // /dev/null on a nodev mount: the entry cannot even be opened.
+        let null = Path::new("/dev/null");
+        let tree = clone_tree(&open_source(null, Origin::Host)?, null)?;
+        setattr(&tree, attr_flags(hidden), None, true, &shown(rel))?;
+        tree
+    };
+    attach(&cover, &fd, rel)
+}
+
+/// Execute `steps` (starting with `Root`) on `staging_dir`; returns the
+/// descriptor of the new root's mount.
+pub fn apply(staging_dir: &Path, steps: &[MountStep]) -> Result<OwnedFd, MountError> {
+    let mut root: Option<OwnedFd> = None;
+    for step in steps {
+        let r = match (&root, step) {
+            (None, MountStep::Root { options }) => {
+                let m = new_fs("tmpfs", "berth-root", options, Attrs::TMPFS, Path::new(""))?;
+                move_mount(
+                    &m,
+                    "",
+                    CWD,
+                    staging_dir,
+                    MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+                )
+                .map_err(|e| MountError::MoveMount {
+                    path: staging_dir.into(),
+                    source: io_err(e),
+                })?;
+                root = Some(m);
+                continue;
+            }
+            (None, _) | (Some(_), MountStep::Root { .. }) => {
+                return Err(MountError::Staging {
+                    path: staging_dir.into(),
+                    source: io::ErrorKind::InvalidInput.into(),
+                });
+            }
+            (Some(r), _) => r,
+        };
+        match step {
+            MountStep::Root { .. } => {}
+            MountStep::Dir { path, mode } => {
+                let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+                    continue;
+                };
+                let p = resolve_dir(r, parent)?;
+                match mkdirat(&p, name, Mode::from_raw_mode(*mode)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => {
+                        return Err(MountError::MountPoint {
+                            path: shown(path),
+                            source: io_err(e),
+                        });
+                    }
+                }
+                mount_point(r, path, true)?;
+            }
+            MountStep::Tmpfs {
+                path,
+                options,
+                attrs,
+            } => mount_new_fs(r, "tmpfs", options, *attrs, path)?,
+            MountStep::Bind {
+                source,
+                origin,
+                dest,
+                attrs,
+                propagation,
+            } => {
+                let src = open_source(source, *origin)?;
+                bind(r, &src, source, dest, *attrs, *propagation)?;
+            }
+            MountStep::HostTop { name } => host_top(r, name)?,
+            MountStep::Etc { name, required } => etc_entry(r, name, *required)?,
+            MountStep::Symlink { target, link } => symlink(r, target, link)?,
+            MountStep::Devpts { path } => mount_new_fs(
+                r,
+                "devpts",
+                &[("ptmxmode", "0666".into()), ("mode", "0620".into())],
+                // ptmx and the ptys are devices.
+                Attrs::DEVICE,
+                path,
+            )?,
+            MountStep::Seal { path } => {
+                let fd = resolve_dir(r, path)?;
+                let ro = Attrs {
+                    read_only: true,
+                    ..Attrs::default()
+                };
+                setattr(&fd, attr_flags(ro), None, false, &shown(path))?;
+            }
+            MountStep::Proc { path } => mount_new_fs(r, "proc", &[], Attrs::NOTHING, path)?,
+            MountStep::ProcReadOnly { path } => proc_read_only(r, path)?,
+            MountStep::ProcMask { path } => proc_mask(r, path)?,
+        }
+    }
+    root.ok_or_else(|| MountError::Staging {
+        path: staging_dir.into(),
+        source: io::ErrorKind::InvalidInput.into(),
+    })
+}

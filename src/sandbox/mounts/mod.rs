@@ -1,0 +1,161 @@
+//! The container's file system, assembled inside the stage's private mount
+//! namespace, then pivoted into: `plan` computes the steps from the spec
+//! alone (tmpfs root → /usr (ro) and the merged-/usr links → /etc entries
+//! (ro) → /tmp, /run (tmpfs) → /dev (minimal, sealed read-only) →
+//! configured binds, parents first → /proc with its kernel parts read-only
+//! or masked), `apply` executes them on descriptors, then pivot_root and
+//! the root goes read-only.
+
+mod apply;
+mod plan;
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::unistd::{chdir, fchdir, pivot_root};
+
+use super::Spec;
+pub use plan::plan;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("making / a slave mount: {0}")]
+    RootSlave(#[source] nix::Error),
+    #[error("staging directory {path}: {source}")]
+    Staging {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bind destination {dest} is not an absolute path without '..'")]
+    BadDest { dest: PathBuf },
+    #[error("bind destination {dest} is reserved (berth mounts /, /proc and /dev itself)")]
+    ReservedDest { dest: PathBuf },
+    #[error("etc entry {name:?} is not a relative path without '..'")]
+    BadEtcName { name: String },
+    #[error("bind source {path} does not exist")]
+    SourceMissing { path: PathBuf },
+    #[error(
+        "bind source {path} is or passes through a symbolic link (refused: it could redirect the bind)"
+    )]
+    SourceSymlink { path: PathBuf },
+    #[error("bind source {path}: {source}")]
+    Source {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("resolving {path} inside the container root: {source}")]
+    Resolve {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is a symbolic link to nothing inside the container (links on the way to a mount point are resolved inside it)"
+    )]
+    DanglingLink { path: PathBuf },
+    #[error("mount point {path} is a symbolic link (refused: it could redirect the mount)")]
+    DestSymlink { path: PathBuf },
+    #[error("mount point {path} is a {found}, expected a {want}")]
+    DestKind {
+        path: PathBuf,
+        found: &'static str,
+        want: &'static str,
+    },
+    #[error("creating mount point {path}: {source}")]
+    MountPoint {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("open_tree of {path}: {source}")]
+    OpenTree {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{step} of a new {fstype} for {path}: {source}")]
+    NewFs {
+        step: &'static str,
+        fstype: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("move_mount onto {path}: {source}")]
+    MoveMount {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("mount_setattr on {path}: {source}")]
+    SetAttr {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("/etc/{name} does not exist on the host")]
+    EtcMissing { name: String },
+    #[error("creating {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pivot_root into {path}: {source}")]
+    PivotRoot { path: PathBuf, source: nix::Error },
+    #[error("detaching the old root: {0}")]
+    DetachOldRoot(#[source] nix::Error),
+    #[error("chdir {path}: {source}")]
+    Chdir { path: PathBuf, source: nix::Error },
+    #[error("remounting / read-only: {0}")]
+    RootReadOnly(#[source] nix::Error),
+}
+
+/// Build the tree on `spec.staging_dir` and pivot into it. The caller is
+/// PID 1 of a fresh pid namespace (for /proc) in a fresh mount namespace.
+pub fn assemble(spec: &Spec) -> Result<(), MountError> {
+    let steps = plan(spec)?;
+    // Nothing mounted from here on may reach the host; host mount events
+    // still reach binds configured as "slave".
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(MountError::RootSlave)?;
+
+    let staging = spec.staging_dir.as_path();
+    if !staging.is_dir() {
+        return Err(MountError::Staging {
+            path: staging.into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+    }
+    let root = apply::apply(staging, &steps)?;
+
+    // pivot_root(".", ".") stacks the old root on top of the new one; the
+    // lazy unmount then drops the whole host tree from this namespace.
+    fchdir(root.as_raw_fd()).map_err(|source| MountError::Chdir {
+        path: staging.into(),
+        source,
+    })?;
+    drop(root);
+    pivot_root(".", ".").map_err(|source| MountError::PivotRoot {
+        path: staging.into(),
+        source,
+    })?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(MountError::DetachOldRoot)?;
+    chdir("/").map_err(|source| MountError::Chdir {
+        path: "/".into(),
+        source,
+    })?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT
+            | MsFlags::MS_BIND
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(MountError::RootReadOnly)?;
+    Ok(())
+}
