@@ -64,7 +64,7 @@ pub struct Spec {
     pub etc: Vec<EtcEntry>,
     /// Capability names (`CAP_*`) the application keeps.
     pub capabilities: Vec<String>,
-    pub seccomp: bool,
+    pub seccomp: SeccompProfile,
     /// Host socket bound at `/dev/log` (journald's syslog socket).
     pub dev_log: Option<PathBuf>,
     /// Connect the application's stderr (and stdout, in listen mode) to
@@ -76,6 +76,17 @@ pub struct Spec {
     /// Built ahead of need (`warm`): the stage runs as `SCHED_BATCH` until
     /// the supervisor hands it a connection.
     pub low_priority: bool,
+}
+
+/// Which seccomp filters the application runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompProfile {
+    /// No filter.
+    Off,
+    /// The deny-list alone.
+    Compat,
+    /// The allow-list of system-service calls, the deny-list on top.
+    Default,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

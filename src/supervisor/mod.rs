@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{self, CredentialsError, Network, Seccomp, Service};
 use crate::sandbox::spawn::{self, Running, SpawnError, StartFds};
-use crate::sandbox::{BindSpec, EtcEntry, JournalSpec, Spec};
+use crate::sandbox::{BindSpec, EtcEntry, JournalSpec, SeccompProfile, Spec};
 use crate::scope::{self, ScopeError, ScopeRequest, Scopes};
 
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +260,11 @@ impl Launcher {
                 })
                 .collect(),
             capabilities: s.sandbox.capabilities.clone(),
-            seccomp: s.sandbox.seccomp == Seccomp::Default,
+            // TODO(lead): add `Seccomp::Compat => SeccompProfile::Compat` once config has it.
+            seccomp: match s.sandbox.seccomp {
+                Seccomp::Default => SeccompProfile::Default,
+                Seccomp::Off => SeccompProfile::Off,
+            },
             dev_log,
             journal: (self.scopes.is_some() && crate::journal::available()).then(|| JournalSpec {
                 identifier: s.name.clone(),
