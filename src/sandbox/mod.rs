@@ -36,6 +36,14 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::config::Propagation;
+pub use seccomp::SeccompError;
+
+/// Whether berth has seccomp syscall tables for the architecture it was
+/// built for (x86_64, aarch64). Building a container's filter fails the
+/// same way; calling this at start makes it an error there instead.
+pub fn check_seccomp_architecture() -> Result<(), SeccompError> {
+    seccomp::Arch::native().map(|_| ())
+}
 
 /// Everything the stage needs to build one container. Plain data: the
 /// supervisor resolved users, paths and defaults before sending it.
