@@ -77,11 +77,17 @@ fn main() -> ExitCode {
         },
         Command::Serve => {
             init_logging();
-            edge(berth::supervisor::serve::main(&cli.config_dir).map(|()| 0))
+            edge(
+                preflight()
+                    .and_then(|()| berth::supervisor::serve::main(&cli.config_dir).map(|()| 0)),
+            )
         }
         Command::Inetd { service } => {
             init_logging();
-            edge(berth::supervisor::serve::inetd(&cli.config_dir, &service))
+            edge(
+                preflight()
+                    .and_then(|()| berth::supervisor::serve::inetd(&cli.config_dir, &service)),
+            )
         }
         Command::Run {
             service_file,
@@ -89,7 +95,9 @@ fn main() -> ExitCode {
             no_scope,
         } => {
             init_logging();
-            match berth::supervisor::run::main(&cli.config_dir, &service_file, &listen, no_scope) {
+            match preflight().and_then(|()| {
+                berth::supervisor::run::main(&cli.config_dir, &service_file, &listen, no_scope)
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{}", render(&e));
@@ -98,6 +106,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// What must hold before any container is built: a seccomp filter can be
+/// made for this architecture (SPEC: an error at start, not a killed
+/// container).
+fn preflight() -> anyhow::Result<()> {
+    berth::sandbox::check_seccomp_architecture()?;
+    Ok(())
 }
 
 fn admin_edge(r: Result<(), berth::admin::AdminError>) -> ExitCode {

@@ -14,6 +14,8 @@
 
 #[path = "probe/report.rs"]
 mod report;
+#[path = "probe/seccomp.rs"]
+mod seccomp_calls;
 #[path = "probe/sys.rs"]
 mod sys;
 

@@ -36,6 +36,14 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::config::Propagation;
+pub use seccomp::SeccompError;
+
+/// Whether berth has seccomp syscall tables for the architecture it was
+/// built for (x86_64, aarch64). Building a container's filter fails the
+/// same way; calling this at start makes it an error there instead.
+pub fn check_seccomp_architecture() -> Result<(), SeccompError> {
+    seccomp::Arch::native().map(|_| ())
+}
 
 /// Everything the stage needs to build one container. Plain data: the
 /// supervisor resolved users, paths and defaults before sending it.
@@ -64,7 +72,7 @@ pub struct Spec {
     pub etc: Vec<EtcEntry>,
     /// Capability names (`CAP_*`) the application keeps.
     pub capabilities: Vec<String>,
-    pub seccomp: bool,
+    pub seccomp: SeccompProfile,
     /// Host socket bound at `/dev/log` (journald's syslog socket).
     pub dev_log: Option<PathBuf>,
     /// Connect the application's stderr (and stdout, in listen mode) to
@@ -76,6 +84,17 @@ pub struct Spec {
     /// Built ahead of need (`warm`): the stage runs as `SCHED_BATCH` until
     /// the supervisor hands it a connection.
     pub low_priority: bool,
+}
+
+/// Which seccomp filters the application runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompProfile {
+    /// No filter.
+    Off,
+    /// The deny-list alone.
+    Compat,
+    /// The allow-list of system-service calls, the deny-list on top.
+    Default,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

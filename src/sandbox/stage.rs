@@ -347,11 +347,7 @@ fn inner(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
     };
     mounts::assemble(spec)?;
     // Everything that can fail is prepared before the application's fork.
-    let filters = if spec.seccomp {
-        seccomp::default_filters()?
-    } else {
-        Vec::new()
-    };
+    let filters = seccomp::filters(spec.seccomp)?;
     let keep = creds::parse_caps(&spec.capabilities)?;
     let argv = cstrings(&spec.exec, "exec")?;
     let workdir = spec.working_directory.to_string_lossy().into_owned();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{self, CredentialsError, Network, Seccomp, Service};
 use crate::sandbox::spawn::{self, Running, SpawnError, StartFds};
-use crate::sandbox::{BindSpec, EtcEntry, JournalSpec, Spec};
+use crate::sandbox::{BindSpec, EtcEntry, JournalSpec, SeccompProfile, Spec};
 use crate::scope::{self, ScopeError, ScopeRequest, Scopes};
 
 #[derive(Debug, thiserror::Error)]
@@ -261,9 +261,9 @@ impl Launcher {
                 .collect(),
             capabilities: s.sandbox.capabilities.clone(),
             seccomp: match s.sandbox.seccomp {
-                // compat: the deny-list alone, wired by the seccomp change
-                Seccomp::Default | Seccomp::Compat => true,
-                Seccomp::Off => false,
+                Seccomp::Default => SeccompProfile::Default,
+                Seccomp::Compat => SeccompProfile::Compat,
+                Seccomp::Off => SeccompProfile::Off,
             },
             dev_log,
             journal: (self.scopes.is_some() && crate::journal::available()).then(|| JournalSpec {

@@ -203,6 +203,7 @@ pub fn probe_syscalls() -> Map<String, Value> {
     let (plain, high) = probe_tiocsti();
     m.insert("TIOCSTI".into(), json!(plain));
     m.insert("TIOCSTI_high_bits".into(), json!(high));
+    crate::seccomp_calls::probe(&mut m);
     m
 }
 

@@ -334,7 +334,7 @@ mod tests {
                 required: true,
             }],
             capabilities: Vec::new(),
-            seccomp: true,
+            seccomp: crate::sandbox::SeccompProfile::Default,
             dev_log: Some("/run/systemd/journal/dev-log".into()),
             journal: None,
             die_with_supervisor: false,

@@ -1,0 +1,482 @@
+//! What `seccomp = "default"` allows: systemd's `@system-service` group
+//! (as `systemd-analyze syscall-filter` of systemd 252 lists it), its
+//! nested groups expanded, one constant per group. Names that do not exist
+//! on the architecture being filtered (`*32`, `*_time64`, `mmap2`, other
+//! architectures' calls) are skipped when the filter is built; a unit test
+//! checks that every name exists on at least one architecture berth knows,
+//! so a misspelt name cannot silently allow nothing.
+//!
+//! The deny-list (`DENIED` in the parent module) is enforced on top: a call
+//! listed here and denied there (keyctl, ptrace-like calls, io_uring, ...)
+//! still fails with EPERM.
+
+/// `@default`: calls every process makes (exec, exit, memory, time, ids).
+pub const DEFAULT: &[&str] = &[
+    "arch_prctl",
+    "brk",
+    "cacheflush",
+    "clock_getres",
+    "clock_getres_time64",
+    "clock_gettime",
+    "clock_gettime64",
+    "clock_nanosleep",
+    "clock_nanosleep_time64",
+    "execve",
+    "exit",
+    "exit_group",
+    "futex",
+    "futex_time64",
+    "futex_waitv",
+    "get_robust_list",
+    "get_thread_area",
+    "getegid",
+    "getegid32",
+    "geteuid",
+    "geteuid32",
+    "getgid",
+    "getgid32",
+    "getgroups",
+    "getgroups32",
+    "getpgid",
+    "getpgrp",
+    "getpid",
+    "getppid",
+    "getrandom",
+    "getresgid",
+    "getresgid32",
+    "getresuid",
+    "getresuid32",
+    "getrlimit",
+    "getsid",
+    "gettid",
+    "gettimeofday",
+    "getuid",
+    "getuid32",
+    "membarrier",
+    "mmap",
+    "mmap2",
+    "mprotect",
+    "munmap",
+    "nanosleep",
+    "pause",
+    "prlimit64",
+    "restart_syscall",
+    "rseq",
+    "rt_sigreturn",
+    "sched_getaffinity",
+    "sched_yield",
+    "set_robust_list",
+    "set_thread_area",
+    "set_tid_address",
+    "sigreturn",
+    "time",
+    "ugetrlimit",
+];
+
+/// `@aio`: asynchronous I/O. The io_uring calls are in systemd's group
+/// but on berth's deny-list.
+pub const AIO: &[&str] = &[
+    "io_cancel",
+    "io_destroy",
+    "io_getevents",
+    "io_pgetevents",
+    "io_pgetevents_time64",
+    "io_setup",
+    "io_submit",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
+];
+
+/// `@basic-io`: reading, writing, seeking, closing descriptors.
+pub const BASIC_IO: &[&str] = &[
+    "_llseek",
+    "close",
+    "close_range",
+    "dup",
+    "dup2",
+    "dup3",
+    "lseek",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "pwrite64",
+    "pwritev",
+    "pwritev2",
+    "read",
+    "readv",
+    "write",
+    "writev",
+];
+
+/// `@chown`: changing the owner of files.
+pub const CHOWN: &[&str] = &[
+    "chown", "chown32", "fchown", "fchown32", "fchownat", "lchown", "lchown32",
+];
+
+/// `@file-system`: paths, metadata, directories, extended attributes,
+/// inotify.
+pub const FILE_SYSTEM: &[&str] = &[
+    "access",
+    "chdir",
+    "chmod",
+    "close",
+    "creat",
+    "faccessat",
+    "faccessat2",
+    "fallocate",
+    "fchdir",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "fcntl",
+    "fcntl64",
+    "fgetxattr",
+    "flistxattr",
+    "fremovexattr",
+    "fsetxattr",
+    "fstat",
+    "fstat64",
+    "fstatat64",
+    "fstatfs",
+    "fstatfs64",
+    "ftruncate",
+    "ftruncate64",
+    "futimesat",
+    "getcwd",
+    "getdents",
+    "getdents64",
+    "getxattr",
+    "inotify_add_watch",
+    "inotify_init",
+    "inotify_init1",
+    "inotify_rm_watch",
+    "lgetxattr",
+    "link",
+    "linkat",
+    "listxattr",
+    "llistxattr",
+    "lremovexattr",
+    "lsetxattr",
+    "lstat",
+    "lstat64",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "newfstatat",
+    "oldfstat",
+    "oldlstat",
+    "oldstat",
+    "open",
+    "openat",
+    "openat2",
+    "readlink",
+    "readlinkat",
+    "removexattr",
+    "rename",
+    "renameat",
+    "renameat2",
+    "rmdir",
+    "setxattr",
+    "stat",
+    "stat64",
+    "statfs",
+    "statfs64",
+    "statx",
+    "symlink",
+    "symlinkat",
+    "truncate",
+    "truncate64",
+    "unlink",
+    "unlinkat",
+    "utime",
+    "utimensat",
+    "utimensat_time64",
+    "utimes",
+];
+
+/// `@io-event`: event loops (select, poll, epoll, eventfd).
+pub const IO_EVENT: &[&str] = &[
+    "_newselect",
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_ctl_old",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_wait",
+    "epoll_wait_old",
+    "eventfd",
+    "eventfd2",
+    "poll",
+    "ppoll",
+    "ppoll_time64",
+    "pselect6",
+    "pselect6_time64",
+    "select",
+];
+
+/// `@ipc`: pipes, SysV IPC, POSIX message queues, memfd. process_madvise
+/// and process_vm_readv/writev are in systemd's group but on berth's
+/// deny-list.
+pub const IPC: &[&str] = &[
+    "ipc",
+    "memfd_create",
+    "mq_getsetattr",
+    "mq_notify",
+    "mq_open",
+    "mq_timedreceive",
+    "mq_timedreceive_time64",
+    "mq_timedsend",
+    "mq_timedsend_time64",
+    "mq_unlink",
+    "msgctl",
+    "msgget",
+    "msgrcv",
+    "msgsnd",
+    "pipe",
+    "pipe2",
+    "process_madvise",
+    "process_vm_readv",
+    "process_vm_writev",
+    "semctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semtimedop_time64",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "shmget",
+];
+
+/// `@keyring`: systemd 252 puts it in `@system-service`; every call of it
+/// is on berth's deny-list, so it allows nothing here.
+pub const KEYRING: &[&str] = &["add_key", "keyctl", "request_key"];
+
+/// `@memlock`: locking memory (bounded by RLIMIT_MEMLOCK / the scope).
+pub const MEMLOCK: &[&str] = &["mlock", "mlock2", "mlockall", "munlock", "munlockall"];
+
+/// `@network-io`: sockets.
+pub const NETWORK_IO: &[&str] = &[
+    "accept",
+    "accept4",
+    "bind",
+    "connect",
+    "getpeername",
+    "getsockname",
+    "getsockopt",
+    "listen",
+    "recv",
+    "recvfrom",
+    "recvmmsg",
+    "recvmmsg_time64",
+    "recvmsg",
+    "send",
+    "sendmmsg",
+    "sendmsg",
+    "sendto",
+    "setsockopt",
+    "shutdown",
+    "socket",
+    "socketcall",
+    "socketpair",
+];
+
+/// `@process`: creating, signalling and waiting for processes. setns and
+/// unshare are in systemd's group but on berth's deny-list; clone is
+/// allowed here and its namespace flags denied there.
+pub const PROCESS: &[&str] = &[
+    "capget",
+    "clone",
+    "clone3",
+    "execveat",
+    "fork",
+    "getrusage",
+    "kill",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "prctl",
+    "rt_sigqueueinfo",
+    "rt_tgsigqueueinfo",
+    "setns",
+    "swapcontext",
+    "tgkill",
+    "times",
+    "tkill",
+    "unshare",
+    "vfork",
+    "wait4",
+    "waitid",
+    "waitpid",
+];
+
+/// `@resources`: priorities, scheduling, NUMA policy, rlimits (the scope's
+/// limits still bound what they can reach).
+pub const RESOURCES: &[&str] = &[
+    "ioprio_set",
+    "mbind",
+    "migrate_pages",
+    "move_pages",
+    "nice",
+    "sched_setaffinity",
+    "sched_setattr",
+    "sched_setparam",
+    "sched_setscheduler",
+    "set_mempolicy",
+    "set_mempolicy_home_node",
+    "setpriority",
+    "setrlimit",
+];
+
+/// `@setuid`: changing credentials (dropping privileges after start).
+pub const SETUID: &[&str] = &[
+    "setgid",
+    "setgid32",
+    "setgroups",
+    "setgroups32",
+    "setregid",
+    "setregid32",
+    "setresgid",
+    "setresgid32",
+    "setresuid",
+    "setresuid32",
+    "setreuid",
+    "setreuid32",
+    "setuid",
+    "setuid32",
+];
+
+/// `@signal`: signal handlers, masks, signalfd.
+pub const SIGNAL: &[&str] = &[
+    "rt_sigaction",
+    "rt_sigpending",
+    "rt_sigprocmask",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "rt_sigtimedwait_time64",
+    "sigaction",
+    "sigaltstack",
+    "signal",
+    "signalfd",
+    "signalfd4",
+    "sigpending",
+    "sigprocmask",
+    "sigsuspend",
+];
+
+/// `@sync`: flushing files and memory to storage.
+pub const SYNC: &[&str] = &[
+    "fdatasync",
+    "fsync",
+    "msync",
+    "sync",
+    "sync_file_range",
+    "sync_file_range2",
+    "syncfs",
+];
+
+/// `@timer`: alarms, interval timers, POSIX timers, timerfd.
+pub const TIMER: &[&str] = &[
+    "alarm",
+    "getitimer",
+    "setitimer",
+    "timer_create",
+    "timer_delete",
+    "timer_getoverrun",
+    "timer_gettime",
+    "timer_gettime64",
+    "timer_settime",
+    "timer_settime64",
+    "timerfd_create",
+    "timerfd_gettime",
+    "timerfd_gettime64",
+    "timerfd_settime",
+    "timerfd_settime64",
+    "times",
+];
+
+/// The calls `@system-service` names directly. kcmp, name_to_handle_at,
+/// personality (other than queries) and userfaultfd are on berth's
+/// deny-list.
+pub const SYSTEM_SERVICE: &[&str] = &[
+    "arm_fadvise64_64",
+    "capget",
+    "capset",
+    "copy_file_range",
+    "fadvise64",
+    "fadvise64_64",
+    "flock",
+    "get_mempolicy",
+    "getcpu",
+    "getpriority",
+    "ioctl",
+    "ioprio_get",
+    "kcmp",
+    "madvise",
+    "mremap",
+    "name_to_handle_at",
+    "oldolduname",
+    "olduname",
+    "personality",
+    "readahead",
+    "readdir",
+    "remap_file_pages",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_getattr",
+    "sched_getparam",
+    "sched_getscheduler",
+    "sched_rr_get_interval",
+    "sched_rr_get_interval_time64",
+    "sched_yield",
+    "sendfile",
+    "sendfile64",
+    "setfsgid",
+    "setfsgid32",
+    "setfsuid",
+    "setfsuid32",
+    "setpgid",
+    "setsid",
+    "splice",
+    "sysinfo",
+    "tee",
+    "umask",
+    "uname",
+    "userfaultfd",
+    "vmsplice",
+];
+
+/// berth's addition to systemd's list: the calls by which an application
+/// sandboxes itself further. They can only take rights away (a seccomp
+/// filter needs no_new_privs, which is set), so refusing them would only
+/// make such applications run with less protection.
+pub const SELF_SANDBOX: &[&str] = &[
+    "seccomp",
+    "landlock_create_ruleset",
+    "landlock_add_rule",
+    "landlock_restrict_self",
+];
+
+/// Every group of the allow-list, with its name for messages.
+pub const ALLOWED: &[(&str, &[&str])] = &[
+    ("@default", DEFAULT),
+    ("@aio", AIO),
+    ("@basic-io", BASIC_IO),
+    ("@chown", CHOWN),
+    ("@file-system", FILE_SYSTEM),
+    ("@io-event", IO_EVENT),
+    ("@ipc", IPC),
+    ("@keyring", KEYRING),
+    ("@memlock", MEMLOCK),
+    ("@network-io", NETWORK_IO),
+    ("@process", PROCESS),
+    ("@resources", RESOURCES),
+    ("@setuid", SETUID),
+    ("@signal", SIGNAL),
+    ("@sync", SYNC),
+    ("@timer", TIMER),
+    ("@system-service", SYSTEM_SERVICE),
+    ("berth self-sandboxing", SELF_SANDBOX),
+];
