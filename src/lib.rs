@@ -4,11 +4,13 @@
 //! → journal. Modules lower in that chain never call back up.
 
 pub mod activation;
+pub mod cgroup;
 pub mod admin;
 pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod journal;
+pub mod pidfd;
 pub mod sandbox;
 pub mod scope;
 pub mod supervisor;
