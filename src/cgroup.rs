@@ -91,7 +91,8 @@ fn mount_dir(mountinfo: &str, is_it: impl Fn(&str, &str) -> bool, path: &str) ->
         };
         let left: Vec<&str> = left.split(' ').collect();
         let right: Vec<&str> = right.split(' ').collect();
-        let (Some(root), Some(mnt), Some(fstype)) = (left.get(3), left.get(4), right.first()) else {
+        let (Some(root), Some(mnt), Some(fstype)) = (left.get(3), left.get(4), right.first())
+        else {
             continue;
         };
         if !is_it(fstype, right.get(2).copied().unwrap_or("")) {
@@ -109,7 +110,9 @@ fn unescape(s: &str) -> String {
     let mut rest = s;
     while let Some(i) = rest.find('\\') {
         out.push_str(&rest[..i]);
-        let oct = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        let oct = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
         match oct {
             Some(b) => {
                 out.push(char::from(b));

@@ -4,9 +4,9 @@
 //! → journal. Modules lower in that chain never call back up.
 
 pub mod activation;
-pub mod cgroup;
 pub mod admin;
 pub mod bus;
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod journal;

@@ -22,8 +22,7 @@ pub fn open(pid: u32) -> Result<OwnedFd, PidfdError> {
         .ok()
         .and_then(rustix::process::Pid::from_raw)
         .ok_or_else(|| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
-    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
-        .map_err(|e| err(e.into()))
+    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(|e| err(e.into()))
 }
 
 /// A pidfd for `pid`, which must be a child of `parent` (PID 1 of a
