@@ -381,28 +381,73 @@ fn recent_logs(matches: &[String], n: usize) {
     }
 }
 
-/// journalctl matches for a service: its applications' output and the
-/// supervisor's events about it.
+/// The unit systemd runs `berth serve` as.
+const SUPERVISOR_UNIT: &str = "berth.service";
+
+/// The slice systemd puts instances of the template `NAME@.service` in
+/// (where `berth inetd` runs for an `Accept=yes` socket): `system-NAME.slice`
+/// with NAME escaped as systemd escapes unit name prefixes ('-' is `\x2d`;
+/// service names are `[a-z0-9][a-z0-9_-]*`, nothing else needs escaping).
+fn inetd_slice(service: &str) -> String {
+    format!("system-{}.slice", service.replace('-', "\\x2d"))
+}
+
+/// journalctl matches for a service. Only fields no container can set
+/// count (journald derives `_SYSTEMD_*` from the sender's cgroup; an
+/// application can forge `SYSLOG_IDENTIFIER` through /dev/log and, given a
+/// bind of journald's native socket, any `BERTH_*` field): the output of
+/// its scopes (all in its slice), and the events of the supervisor
+/// (`berth.service`) and of its `berth inetd` instances about it.
 pub fn service_matches(name: &str) -> Vec<String> {
     vec![
-        format!("SYSLOG_IDENTIFIER={name}"),
+        format!("_SYSTEMD_SLICE={}", scope::slice_name(name)),
         "+".into(),
+        format!("_SYSTEMD_UNIT={SUPERVISOR_UNIT}"),
+        format!("BERTH_SERVICE={name}"),
+        "+".into(),
+        format!("_SYSTEMD_SLICE={}", inetd_slice(name)),
         format!("BERTH_SERVICE={name}"),
     ]
 }
 
-/// journalctl matches for a container (id or scope name).
-pub fn container_matches(name: &str) -> Vec<String> {
-    if name.ends_with(".scope") {
-        let id = scope::parse_unit_name(name).map(|(_, id)| id).unwrap_or("");
-        vec![
-            format!("_SYSTEMD_UNIT={name}"),
-            "+".into(),
-            format!("BERTH_CONTAINER={id}"),
-        ]
-    } else {
-        vec![format!("BERTH_CONTAINER={name}")]
+/// journalctl matches for a container (id or scope name): its scope's
+/// output and the events about it, as for [`service_matches`]. `unit` is
+/// its scope when known (always for a scope name; for an id, found in the
+/// journal by [`scope_of_id`]).
+pub fn container_matches(name: &str, unit: Option<&str>) -> Vec<String> {
+    let (service, id) = match unit.and_then(scope::parse_unit_name) {
+        Some((service, id)) => (Some(service), id),
+        None => (None, name),
+    };
+    let mut m = Vec::new();
+    if let Some(unit) = unit {
+        m.extend([format!("_SYSTEMD_UNIT={unit}"), "+".into()]);
     }
+    m.extend([
+        format!("_SYSTEMD_UNIT={SUPERVISOR_UNIT}"),
+        format!("BERTH_CONTAINER={id}"),
+    ]);
+    if let Some(service) = service {
+        m.extend([
+            "+".into(),
+            format!("_SYSTEMD_SLICE={}", inetd_slice(service)),
+            format!("BERTH_CONTAINER={id}"),
+        ]);
+    }
+    m
+}
+
+/// The scope `berth-SERVICE-ID.scope` of a container id, among the units
+/// the journal has entries of.
+fn scope_of_id(id: &str) -> Option<String> {
+    let out = Command::new("journalctl")
+        .args(["--no-pager", "-F", "_SYSTEMD_UNIT"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|u| scope::parse_unit_name(u).is_some_and(|(_, i)| i == id))
+        .map(str::to_owned)
 }
 
 pub fn stop(name: &str) -> Result<u32, AdminError> {
@@ -442,8 +487,10 @@ pub fn stop(name: &str) -> Result<u32, AdminError> {
 /// Run journalctl with the right matches (replacing this process).
 pub fn logs(name: &str, follow: bool) -> AdminError {
     use std::os::unix::process::CommandExt;
-    let m = if is_container_name(name) {
-        container_matches(name)
+    let m = if name.ends_with(".scope") {
+        container_matches(name, Some(name))
+    } else if is_container_name(name) {
+        container_matches(name, scope_of_id(name).as_deref())
     } else {
         service_matches(name)
     };
@@ -474,14 +521,44 @@ mod tests {
         assert!(is_container_name("0123456789ab"));
         assert!(is_container_name("berth-web-0123456789ab.scope"));
         assert!(!is_container_name("web"));
+        let u = "berth-web-0123456789ab.scope";
         assert_eq!(
-            container_matches("berth-web-0123456789ab.scope"),
+            container_matches(u, Some(u)),
             vec![
                 "_SYSTEMD_UNIT=berth-web-0123456789ab.scope".to_string(),
                 "+".into(),
-                "BERTH_CONTAINER=0123456789ab".into()
+                "_SYSTEMD_UNIT=berth.service".into(),
+                "BERTH_CONTAINER=0123456789ab".into(),
+                "+".into(),
+                "_SYSTEMD_SLICE=system-web.slice".into(),
+                "BERTH_CONTAINER=0123456789ab".into(),
             ]
         );
-        assert_eq!(service_matches("web")[2], "BERTH_SERVICE=web");
+        assert_eq!(
+            container_matches("0123456789ab", None),
+            vec![
+                "_SYSTEMD_UNIT=berth.service".to_string(),
+                "BERTH_CONTAINER=0123456789ab".into(),
+            ]
+        );
+    }
+
+    #[test]
+    fn service_logs_match_only_unforgeable_fields() {
+        let m = service_matches("web-app");
+        // Nothing an application can write itself selects entries.
+        assert!(m.iter().all(|f| !f.starts_with("SYSLOG_IDENTIFIER=")));
+        assert_eq!(
+            m,
+            vec![
+                "_SYSTEMD_SLICE=berth-web-app.slice".to_string(),
+                "+".into(),
+                "_SYSTEMD_UNIT=berth.service".into(),
+                "BERTH_SERVICE=web-app".into(),
+                "+".into(),
+                "_SYSTEMD_SLICE=system-web\\x2dapp.slice".into(),
+                "BERTH_SERVICE=web-app".into(),
+            ]
+        );
     }
 }

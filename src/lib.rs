@@ -6,10 +6,12 @@
 pub mod activation;
 pub mod admin;
 pub mod bus;
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod journal;
 pub mod manpage;
+pub mod pidfd;
 pub mod sandbox;
 pub mod scope;
 pub mod security;

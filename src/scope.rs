@@ -134,7 +134,22 @@ pub struct Scopes {
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
-/// Turn `[resources]` into scope properties; accounting is always on.
+/// The device nodes a container's /dev holds (see `sandbox::mounts`), and
+/// all a scope may open: `DevicePolicy=closed` with exactly these allowed
+/// (`/dev/ptmx` is the private devpts' `pts/ptmx`, the same char 5:2).
+pub const DEVICE_ALLOW: &[(&str, &str)] = &[
+    ("/dev/null", "rw"),
+    ("/dev/zero", "rw"),
+    ("/dev/full", "rw"),
+    ("/dev/random", "rw"),
+    ("/dev/urandom", "rw"),
+    ("/dev/tty", "rw"),
+    ("/dev/ptmx", "rw"),
+    ("char-pts", "rw"),
+];
+
+/// Turn `[resources]` into scope properties; accounting is always on, and
+/// the device policy closed to the container's minimal /dev.
 fn properties<'a>(req: &'a ScopeRequest<'a>) -> Vec<(&'static str, Value<'a>)> {
     let r = req.resources;
     let mut p: Vec<(&'static str, Value<'a>)> = vec![
@@ -146,6 +161,9 @@ fn properties<'a>(req: &'a ScopeRequest<'a>) -> Vec<(&'static str, Value<'a>)> {
         ("MemoryAccounting", Value::from(true)),
         ("IOAccounting", Value::from(true)),
         ("TasksAccounting", Value::from(true)),
+        ("DevicePolicy", Value::from("closed")),
+        // DeviceAllow is a(ss): (path or "char-GROUP", "rwm" subset).
+        ("DeviceAllow", Value::from(DEVICE_ALLOW.to_vec())),
     ];
     if let Some(v) = r.memory_max {
         p.push(("MemoryMax", Value::from(v)));
@@ -419,5 +437,12 @@ mod tests {
         assert_eq!(get("TasksMax"), Some(Value::from(64u64)));
         assert_eq!(get("CollectMode"), Some(Value::from("inactive-or-failed")));
         assert_eq!(get("MemoryHigh"), None);
+        assert_eq!(get("DevicePolicy"), Some(Value::from("closed")));
+        let allow = get("DeviceAllow").expect("DeviceAllow set");
+        assert_eq!(allow.value_signature().to_string(), "a(ss)");
+        let allowed = <Vec<(String, String)>>::try_from(allow).expect("a(ss)");
+        assert!(allowed.contains(&("/dev/null".into(), "rw".into())));
+        assert!(allowed.contains(&("char-pts".into(), "rw".into())));
+        assert_eq!(allowed.len(), 8);
     }
 }

@@ -7,10 +7,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, socketpair};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-use nix::unistd::Pid;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::process::{Child, Command};
@@ -34,7 +33,9 @@ pub enum SpawnError {
     ZygoteGone,
     #[error("resetting the scheduling policy of stage {pid}: {error}")]
     Priority { pid: u32, error: String },
-    #[error("pidfd_open({pid}) for the sandbox stage: {source}")]
+    #[error("{0}")]
+    Pidfd(#[from] crate::pidfd::PidfdError),
+    #[error("watching the pidfd of sandbox stage {pid}: {source}")]
     PidFd {
         pid: u32,
         #[source]
@@ -111,9 +112,8 @@ impl Stager {
     /// A new stage process whose control channel is `theirs`.
     async fn start(&self, theirs: OwnedFd) -> Result<StageProc, SpawnError> {
         let Stager::Zygote(z) = self else {
-            return exec_stage("sandbox-stage", theirs)
-                .map(StageProc::Child)
-                .map_err(SpawnError::Exec);
+            let child = exec_stage("sandbox-stage", theirs).map_err(SpawnError::Exec)?;
+            return StageProc::child(child);
         };
         // One request at a time: replies come back in order on one channel.
         let mut slot = z.lock().await;
@@ -202,8 +202,9 @@ fn exec_stage(subcommand: &str, channel: OwnedFd) -> std::io::Result<Child> {
 
 /// A stage process: our child either way, so its status is ours to reap.
 enum StageProc {
-    /// Exec'd by tokio.
-    Child(Child),
+    /// Exec'd by tokio (its pidfd for signals: tokio's own kill() takes
+    /// the bare pid).
+    Child { child: Child, pidfd: OwnedFd },
     /// Forked by the zygote with `CLONE_PARENT`: watched through a pidfd and
     /// reaped with `waitid(P_PIDFD)` (tokio reaps only what it spawned).
     Forked {
@@ -213,10 +214,16 @@ enum StageProc {
 }
 
 impl StageProc {
+    fn child(child: Child) -> Result<StageProc, SpawnError> {
+        // Not waited for yet, so not reaped: the pid is still this child's.
+        let pidfd = crate::pidfd::open(child.id().unwrap_or(0))?;
+        Ok(StageProc::Child { child, pidfd })
+    }
+
     fn forked(pid: u32) -> Result<StageProc, SpawnError> {
         // The stage is our child and nobody else can reap it, so its pid
         // cannot be reused before we open the pidfd.
-        let fd = pidfd_open(pid).map_err(|source| SpawnError::PidFd { pid, source })?;
+        let fd = crate::pidfd::open(pid)?;
         // SAFETY: the AsyncFd owns the pidfd for its whole life.
         let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(
             |source| SpawnError::PidFd {
@@ -232,14 +239,25 @@ impl StageProc {
 
     fn pid(&self) -> u32 {
         match self {
-            StageProc::Child(c) => c.id().unwrap_or(0),
+            StageProc::Child { child, .. } => child.id().unwrap_or(0),
             StageProc::Forked { pid, .. } => *pid,
         }
     }
 
+    /// Signal the stage through its pidfd (nothing once it was reaped).
+    fn signal(&self, sig: Signal) {
+        let _ = match self {
+            StageProc::Child { pidfd, .. } => crate::pidfd::signal(pidfd, sig),
+            StageProc::Forked {
+                pidfd: Some(afd), ..
+            } => crate::pidfd::signal(afd.get_ref(), sig),
+            StageProc::Forked { pidfd: None, .. } => Ok(()),
+        };
+    }
+
     async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         match self {
-            StageProc::Child(c) => c.wait().await,
+            StageProc::Child { child, .. } => child.wait().await,
             StageProc::Forked { pidfd, .. } => {
                 let Some(afd) = pidfd.as_ref() else {
                     return Err(std::io::Error::other("stage already reaped"));
@@ -282,16 +300,6 @@ impl Drop for StageProc {
     }
 }
 
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pidfd_open returned a new descriptor nothing else owns.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
-}
-
 /// Collect the status of the exited child behind `pidfd`; `None` while it
 /// runs.
 fn reap_pidfd(pidfd: &OwnedFd) -> std::io::Result<Option<ExitStatus>> {
@@ -319,6 +327,8 @@ pub struct Prepared {
     child: StageProc,
     channel: Channel,
     inner_pid: u32,
+    /// pidfd of PID 1 (opened when the stage reports its pid).
+    inner: Option<OwnedFd>,
     low_priority: bool,
 }
 
@@ -343,6 +353,8 @@ enum Handle {
 pub struct Running {
     handle: Handle,
     inner_pid: u32,
+    /// pidfd of PID 1: every signal to the container goes through it.
+    init: OwnedFd,
 }
 
 /// A stage that has forked PID 1 of the container (its pids are known, so
@@ -363,6 +375,7 @@ pub async fn spawn(spec: &Spec, stager: &Stager) -> Result<Pending, SpawnError> 
             child,
             channel,
             inner_pid: 0,
+            inner: None,
             low_priority: spec.low_priority,
         },
         parked: false,
@@ -393,7 +406,21 @@ impl Pending {
     async fn next(&mut self) -> Result<(), SpawnError> {
         let p = &mut self.prepared;
         match p.channel.recv::<FromStage>().await {
-            Ok(Some(FromStage::Forked { pid })) => p.inner_pid = pid as u32,
+            Ok(Some(FromStage::Forked { pid })) => {
+                // PID 1 is the stage's child, not ours: it could end and be
+                // reaped (its pid reused) before this, hence the check.
+                match crate::pidfd::open_child_of(pid as u32, p.child.pid()) {
+                    Ok(fd) => {
+                        p.inner = Some(fd);
+                        p.inner_pid = pid as u32;
+                    }
+                    Err(e) => {
+                        p.kill();
+                        p.reap().await;
+                        return Err(e.into());
+                    }
+                }
+            }
             Ok(Some(FromStage::Prepared)) => self.parked = true,
             Ok(Some(FromStage::Failed(f))) => {
                 p.reap().await;
@@ -429,13 +456,10 @@ impl Prepared {
     }
 
     fn kill(&self) {
-        if self.inner_pid != 0 {
-            let _ = kill(Pid::from_raw(self.inner_pid as i32), Signal::SIGKILL);
+        if let Some(init) = &self.inner {
+            let _ = crate::pidfd::signal(init, Signal::SIGKILL);
         }
-        let stage = self.child.pid();
-        if stage != 0 {
-            let _ = kill(Pid::from_raw(stage as i32), Signal::SIGKILL);
-        }
+        self.child.signal(Signal::SIGKILL);
     }
 
     async fn reap(&mut self) -> String {
@@ -485,10 +509,19 @@ impl Prepared {
             return Err(e);
         }
         match self.channel.recv::<FromStage>().await {
-            Ok(None) => Ok(Running {
-                handle: Handle::Own(self.child),
-                inner_pid: self.inner_pid,
-            }),
+            Ok(None) => match self.inner.take() {
+                Some(init) => Ok(Running {
+                    handle: Handle::Own(self.child),
+                    inner_pid: self.inner_pid,
+                    init,
+                }),
+                // spawn() returns only once PID 1's pidfd is open.
+                None => {
+                    self.kill();
+                    self.reap().await;
+                    Err(SpawnError::OutOfOrder("Start before PID 1 was known"))
+                }
+            },
             Ok(Some(FromStage::Failed(f))) => {
                 self.reap().await;
                 Err(SpawnError::Failed(f))
@@ -511,13 +544,15 @@ impl Running {
     /// Take over a container started by an earlier supervisor: `stage` is
     /// its outer stage, `init` PID 1 of its pid namespace.
     pub fn adopt(stage: u32, init: u32) -> std::io::Result<Running> {
-        let fd = pidfd_open(stage)?;
+        let fd = crate::pidfd::open(stage).map_err(std::io::Error::other)?;
+        let init_fd = crate::pidfd::open_child_of(init, stage).map_err(std::io::Error::other)?;
         // SAFETY: the AsyncFd owns the pidfd for its whole life.
         let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
             .map_err(std::io::Error::from)?;
         Ok(Running {
             handle: Handle::Adopted(afd),
             inner_pid: init,
+            init: init_fd,
         })
     }
 
@@ -528,7 +563,7 @@ impl Running {
 
     /// Ask the application to stop: PID 1 forwards the signal.
     pub fn signal(&self, sig: Signal) {
-        let _ = kill(Pid::from_raw(self.inner_pid as i32), sig);
+        let _ = crate::pidfd::signal(&self.init, sig);
     }
 
     /// End the container now: killing PID 1 of a pid namespace kills every

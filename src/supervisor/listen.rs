@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{SockaddrStorage, getsockname};
-use nix::unistd::Pid;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
@@ -17,6 +16,7 @@ use tokio::sync::watch;
 use super::conns::{self, ListenerKey};
 use super::{Container, Launcher, QUICK_EXIT, new_container_id};
 use crate::activation::{ListenAddr, Listener};
+use crate::cgroup;
 use crate::sandbox::spawn::describe;
 
 fn key_of(l: &Listener) -> Option<ListenerKey> {
@@ -280,25 +280,125 @@ async fn supervise(
         // Freeze, look again, then kill: a connection accepted between the
         // first look and the kill would otherwise be cut. Queued ones stay
         // in the listener (berth holds it) for the next container.
-        let pids = conns::process_tree(init);
-        signal_all(&pids, Signal::SIGSTOP);
-        // A stop lands when a thread returns to user space: an accept() in
-        // flight completes first. Look again only once all have stopped.
-        wait_stopped(&pids).await;
+        let Some(held) = hold(&name_of(launcher), c).await else {
+            last_busy = Instant::now();
+            continue;
+        };
         // Frozen threads are no longer "in accept"; here only connections
         // still open or queued matter (one already served is not lost).
         if busy(init, fds, keys) {
-            signal_all(&pids, Signal::SIGCONT);
+            held.release();
             last_busy = Instant::now();
             continue;
         }
-        // SIGKILL each frozen process itself: a SIGCONT, or waiting for the
-        // pid namespace's teardown after PID 1 dies, would let them run
-        // (and accept) once more before they die.
-        signal_all(&pids, Signal::SIGKILL);
+        held.kill();
         // The pid namespace is gone with its PID 1; stopping the scope
         // settles systemd's side (and anything that escaped the namespace).
         return (Stop::Idle, launcher.kill(c).await);
+    }
+}
+
+fn name_of(launcher: &Launcher) -> String {
+    launcher.service().name.clone()
+}
+
+/// A container held still for its last look: its scope frozen by the
+/// cgroup freezer, or (no scope, or no freezer reaches it) each process
+/// stopped by SIGSTOP. Either way `pidfds` names every process of its pid
+/// namespace, collected while held (frozen processes neither fork nor
+/// exit, so the list is complete and every pid still its process's).
+struct Held {
+    how: How,
+    pidfds: Vec<OwnedFd>,
+}
+
+enum How {
+    Frozen(cgroup::Freezer),
+    /// `berth run --no-scope` (or a host whose scope has no freezer):
+    /// SIGSTOP through pidfds opened right after a walk of /proc. A process
+    /// forked after the walk is not stopped, hence the freezer wherever
+    /// there is a scope.
+    Stopped,
+}
+
+/// Freeze (or stop) the container `c`; `None` if it could not be held
+/// (then it is left running and looked at again later).
+async fn hold(service: &str, c: &Container) -> Option<Held> {
+    let init = c.running.init_pid();
+    let freezer = c
+        .unit
+        .as_deref()
+        .and_then(|unit| cgroup::freezer_of(init, unit));
+    if let Some(f) = freezer {
+        match f.freeze(Duration::from_millis(500)).await {
+            Ok(()) => {
+                tracing::info!(
+                    service = %service, container = %c.id, freezer = f.kind(),
+                    "{service}: container frozen for its last look ({})", f.knob().display()
+                );
+                let pidfds = open_all(&conns::process_tree(init));
+                return Some(Held {
+                    how: How::Frozen(f),
+                    pidfds,
+                });
+            }
+            Err(e @ cgroup::CgroupError::NotFrozen { .. }) => {
+                // Not all stopped yet (a process in uninterruptible sleep):
+                // let it run on and look again at the next step.
+                tracing::warn!(service = %service, container = %c.id, "{e}; not stopping it now");
+                if let Err(e) = f.thaw() {
+                    tracing::warn!(service = %service, container = %c.id, "{e}");
+                }
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(service = %service, container = %c.id, "{e}; using SIGSTOP");
+            }
+        }
+    } else if c.unit.is_some() {
+        tracing::warn!(
+            service = %service, container = %c.id,
+            "no cgroup freezer reaches the container's scope; stopping its processes one by one"
+        );
+    }
+    let pids = conns::process_tree(init);
+    let pidfds = open_all(&pids);
+    signal_all(&pidfds, Signal::SIGSTOP);
+    // A stop lands when a thread returns to user space: an accept() in
+    // flight completes first. Look again only once all have stopped.
+    wait_stopped(&pids).await;
+    Some(Held {
+        how: How::Stopped,
+        pidfds,
+    })
+}
+
+impl Held {
+    /// Let the container run on.
+    fn release(self) {
+        match &self.how {
+            How::Frozen(f) => {
+                if let Err(e) = f.thaw() {
+                    tracing::warn!("{e}");
+                }
+            }
+            How::Stopped => signal_all(&self.pidfds, Signal::SIGCONT),
+        }
+    }
+
+    /// SIGKILL each held process itself, then thaw: a fatal signal is the
+    /// one thing a held process acts on, so none runs (or accepts) again.
+    /// Killing only PID 1 would leave the others to the namespace's
+    /// teardown, racing the thaw.
+    fn kill(self) {
+        signal_all(&self.pidfds, Signal::SIGKILL);
+        if let How::Frozen(f) = &self.how {
+            // The stage (outside the pid namespace, inside the scope) must
+            // run again to reap PID 1 and report.
+            if let Err(e) = f.thaw() {
+                tracing::warn!("{e}");
+            }
+        }
     }
 }
 
@@ -317,8 +417,15 @@ async fn wait_stopped(pids: &[u32]) {
     tracing::warn!("container threads did not all stop within 500 ms");
 }
 
-fn signal_all(pids: &[u32], sig: Signal) {
-    for p in pids {
-        let _ = kill(Pid::from_raw(*p as i32), sig);
+/// pidfds of `pids` (those still alive).
+fn open_all(pids: &[u32]) -> Vec<OwnedFd> {
+    pids.iter()
+        .filter_map(|p| crate::pidfd::open(*p).ok())
+        .collect()
+}
+
+fn signal_all(pidfds: &[OwnedFd], sig: Signal) {
+    for fd in pidfds {
+        let _ = crate::pidfd::signal(fd, sig);
     }
 }

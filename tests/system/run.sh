@@ -13,7 +13,7 @@
 # Ports used on the host's loopback (the testbed shares the host network):
 #   8080 web (berth serve, listen)   2222 ssh (berth serve, inetd)
 #   2223 dropbear (systemd Accept=yes -> berth inetd)   2291 bomb, 2292 hog,
-#   2293 probe, 2294 crash, 2297 warm (berth serve, inetd)
+#   2293 probe, 2294 crash, 2297 warm, 2298 forger, 2299 victim (berth serve, inetd)
 #
 # Runs are serialized on a host by flock on /run/lock/berth-system-test.lock (the
 # ports are fixed by the shipped socket units; tests/demo-systemd.sh takes it too).
@@ -33,6 +33,7 @@ LOGDIR=$REPO/target/system-test
 . "$REPO/tests/system/lib.sh"
 
 PORT_BOMB=2291 PORT_HOG=2292 PORT_PROBE=2293 PORT_CRASH=2294 PORT_PROBE2=2295 PORT_NOSUCH=2296 PORT_WARM=2297
+PORT_FORGER=2298 PORT_VICTIM=2299
 
 T0=$(date +%s)
 PASSED=0 FAILED=0
@@ -89,7 +90,7 @@ echo "# building berth" >&2
 lib_build
 lib_host_tools ssh:openssh-client ssh-keygen:openssh-client curl:curl wrk:wrk jq:jq
 lib_lock
-lib_ports_free $PORT_WEB $PORT_SSH $PORT_DROPBEAR $PORT_BOMB $PORT_HOG $PORT_PROBE $PORT_CRASH $PORT_WARM
+lib_ports_free $PORT_WEB $PORT_SSH $PORT_DROPBEAR $PORT_BOMB $PORT_HOG $PORT_PROBE $PORT_CRASH $PORT_WARM $PORT_FORGER $PORT_VICTIM
 
 HAVE_SERVE=0 HAVE_INETD=0
 "$BERTH" serve --help >/dev/null 2>&1 && HAVE_SERVE=1
@@ -173,6 +174,22 @@ sed -i "s|^ListenStream=127.0.0.1:$PORT_PROBE\$|&\nListenStream=127.0.0.1:$PORT_
 # A socket whose name matches no service: logged and ignored.
 lib_add_socket "$CFG" nosuch $PORT_NOSUCH
 lib_add_socket "$CFG" crash $PORT_CRASH
+# Journal forgery (block p): forger writes syslog lines as "victim"; victim
+# (user nobody, the default) writes its own syslog and stderr lines.
+cat >"$CFG/services/forger.toml" <<'TOML'
+mode = "inetd"
+exec = ["/bin/sh", "-c", "logger -t victim forged-7c1e; echo done"]
+[sandbox]
+tmp_size = "1M"
+TOML
+cat >"$CFG/services/victim.toml" <<'TOML'
+mode = "inetd"
+exec = ["/bin/sh", "-c", "logger -t victim victim-syslog-7c1e; echo victim-stderr-7c1e >&2; echo done"]
+[sandbox]
+tmp_size = "1M"
+TOML
+lib_add_socket "$CFG" forger $PORT_FORGER
+lib_add_socket "$CFG" victim $PORT_VICTIM
 if [ $NET_FALLBACK = 1 ]; then
     lib_net_host $(ls "$CFG"/services/*.toml | grep -v '/probe\.toml$')
 fi
@@ -187,7 +204,7 @@ else
     not_ok "berth check passes on the installed configuration" "$(echo "$out" | tr '\n' ' ')"
 fi
 
-SOCKETS="berth-web.socket berth-ssh.socket dropbear.socket berth-bomb.socket berth-hog.socket berth-probe.socket berth-crash.socket berth-nosuch.socket"
+SOCKETS="berth-web.socket berth-ssh.socket dropbear.socket berth-bomb.socket berth-hog.socket berth-probe.socket berth-crash.socket berth-nosuch.socket berth-forger.socket berth-victim.socket"
 if out=$(lib_enable_sockets $SOCKETS); then
     ok "socket units enabled and listening"
 else
@@ -776,6 +793,97 @@ if [ $SERVE_UP = 1 ]; then
     check "a socket named nosuch (no such service) is logged and ignored" \
         "$(IN journalctl --no-pager -q -u berth.service -o cat | grep -c nosuch) journal lines" \
         eval 'IN journalctl --no-pager -q -u berth.service -o cat | grep nosuch | grep -q "matches no service"'
+fi
+
+# ---------------------------------------------------------------- p. a journal that cannot be forged
+# A container can write any SYSLOG_IDENTIFIER through /dev/log; berth logs and
+# status select by the fields journald sets from the sender's cgroup instead.
+if [ $SERVE_UP = 1 ]; then
+    one_conn() { timeout 20 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && cat <&3' _ "$1" 2>/dev/null; }
+    a=$(one_conn $PORT_FORGER); b=$(one_conn $PORT_VICTIM)
+    check "journal forgery: forger and victim containers ran" "answers '$a' '$b'" eval '[ "$a" = done ] && [ "$b" = done ]'
+    # The forged line is in the journal under the stolen identifier (so the
+    # old SYSLOG_IDENTIFIER match showed it in berth logs victim) ...
+    check "journal forgery: forger's 'logger -t victim' line is in the journal (SYSLOG_IDENTIFIER=victim)" \
+        "journalctl -t victim has no forged-7c1e" wait_for 5 journal_grep forged-7c1e -t victim
+    u=$(jlast _SYSTEMD_UNIT MESSAGE=forged-7c1e)
+    check "journal forgery: the forged line is attributed to forger's scope ($u)" "_SYSTEMD_UNIT=$u" \
+        eval '[[ "$u" =~ ^berth-forger-[0-9a-f]{12}\.scope$ ]]'
+    wait_for 5 journal_grep victim-stderr-7c1e _SYSTEMD_SLICE=berth-victim.slice
+    v=$(IN berth logs victim 2>&1)
+    check "journal forgery: berth logs victim does not show forger's line" "$(grep forged <<<"$v" | head -n 2 | tr '\n' '|')" \
+        eval '! grep -q forged-7c1e <<<"$v"'
+    check "journal forgery: berth logs victim shows victim's syslog and stderr lines and its events" \
+        "$(echo "$v" | tail -n 5 | tr '\n' '|')" \
+        eval 'grep -q victim-syslog-7c1e <<<"$v" && grep -q victim-stderr-7c1e <<<"$v" && grep -q "container started" <<<"$v"'
+    v=$(IN berth status victim 2>&1)
+    check "journal forgery: berth status victim's recent log has victim's lines, not forger's" "$(echo "$v" | tail -n 6 | tr '\n' '|')" \
+        eval '! grep -q forged-7c1e <<<"$v" && grep -q victim-syslog-7c1e <<<"$v"'
+    uid=$(jlast _UID MESSAGE=victim-syslog-7c1e); u=$(jlast _SYSTEMD_UNIT MESSAGE=victim-syslog-7c1e)
+    check "journal forgery: victim's syslog line keeps its _UID (nobody, 65534) and its scope ($u)" "_UID=$uid _SYSTEMD_UNIT=$u" \
+        eval '[ "$uid" = 65534 ] && [[ "$u" =~ ^berth-victim-[0-9a-f]{12}\.scope$ ]]'
+    uid=$(jlast _UID MESSAGE=victim-stderr-7c1e); u=$(jlast _SYSTEMD_UNIT MESSAGE=victim-stderr-7c1e)
+    check "journal forgery: victim's stderr line keeps its _UID (65534) and its scope ($u)" "_UID=$uid _SYSTEMD_UNIT=$u" \
+        eval '[ "$uid" = 65534 ] && [[ "$u" =~ ^berth-victim-[0-9a-f]{12}\.scope$ ]]'
+    id=$(container_id "$u" victim)
+    v=$(IN berth logs "$id" 2>&1)
+    check "journal forgery: berth logs CONTAINER-ID shows its stderr and its events" "$(echo "$v" | tail -n 4 | tr '\n' '|')" \
+        eval 'grep -q victim-stderr-7c1e <<<"$v" && grep -q "container started" <<<"$v" && ! grep -q forged-7c1e <<<"$v"'
+else
+    not_ok "journal forgery" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- q. device policy
+# Every scope: DevicePolicy=closed, DeviceAllow= exactly the container's /dev.
+# Testbed 1 records it; enforcing needs the v1 devices controller writable (it
+# is not from a user namespace) or BPF on cgroup v2 (testbed 2).
+if [ $SERVE_UP = 1 ]; then
+    exec 6<>"/dev/tcp/127.0.0.1/$PORT_PROBE"
+    if wait_for 5 has_scope probe; then
+        P=$(scopes probe | head -n1)
+        v=$(IN systemctl show -p DevicePolicy -p DeviceAllow "$P" 2>&1)
+        check "devices: the scope has DevicePolicy=closed" "$(echo "$v" | tr '\n' '|')" grep -qx DevicePolicy=closed <<<"$v"
+        # (systemd keeps its own order: compare as sets)
+        want=$(printf '%s\n' "/dev/null rw" "/dev/zero rw" "/dev/full rw" "/dev/random rw" "/dev/urandom rw" \
+            "/dev/tty rw" "/dev/ptmx rw" "char-pts rw" | sort | tr '\n' '|')
+        got=$(sed -n 's/^DeviceAllow=//p' <<<"$v" | sort | tr '\n' '|')
+        check "devices: DeviceAllow= is exactly null zero full random urandom tty ptmx char-pts (rw)" "got '$got'" [ "$got" = "$want" ]
+        cg=$(prop "$P" ControlGroup)
+        dl=$(IN cat "/sys/fs/cgroup/devices$cg/devices.list" 2>&1 | tr '\n' ' ')
+        note "devices: v1 devices.list of $P: ${dl:-none} (enforced only where the controller is writable)"
+    else
+        not_ok "devices: a probe container has a scope" "no berth-probe-*.scope"
+    fi
+    exec 6>&-
+    wait_for 10 no_scope probe
+else
+    not_ok "device policy" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- r. idle teardown through the cgroup freezer
+# The idle container is held by its scope's cgroup.freeze (hybrid: the scope's
+# directory in /sys/fs/cgroup/unified), not by SIGSTOP to a walk of pids.
+if [ $SERVE_UP = 1 ]; then
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT_WEB"
+    if wait_for 5 has_scope web; then
+        WF=$(scopes web | head -n1); cg=$(prop "$WF" ControlGroup)
+        v=$(IN cat "/sys/fs/cgroup/unified$cg/cgroup.freeze" 2>&1)
+        check "freezer: the scope's cgroup2 directory has cgroup.freeze (not frozen while in use)" "/sys/fs/cgroup/unified$cg/cgroup.freeze: '$v'" [ "$v" = 0 ]
+        exec 7>&-
+        check "freezer: the idle container is stopped" "$WF still active 15 s after its connection closed" wait_for 15 scope_gone "$WF"
+        id=$(container_id "$WF" web)
+        check "freezer: it was frozen through cgroup.freeze for its last look (BERTH_FREEZER=cgroup.freeze)" \
+            "$(IN journalctl --no-pager -q -o cat BERTH_CONTAINER="$id" | tail -n 3 | tr '\n' '|')" \
+            wait_for 5 journal_has BERTH_SERVICE=web BERTH_CONTAINER="$id" BERTH_FREEZER=cgroup.freeze
+        check "freezer: no container fell back to SIGSTOP" "$(IN journalctl --no-pager -q -u berth.service -o cat | grep -c 'no cgroup freezer reaches')" \
+            eval '! IN journalctl --no-pager -q -u berth.service -o cat | grep -q "no cgroup freezer reaches\|using SIGSTOP"'
+        check "freezer: web answers after the frozen teardown" "curl failed" web_ok
+    else
+        exec 7>&-
+        not_ok "freezer: a web container has a scope" "no berth-web-*.scope"
+    fi
+else
+    not_ok "freezer" "berth.service is not up"
 fi
 
 # ---------------------------------------------------------------- m. without the supervisor
