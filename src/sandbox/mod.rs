@@ -25,8 +25,11 @@
 pub mod proto;
 pub mod spawn;
 pub mod stage;
+pub mod zygote;
 
 mod creds;
+mod exec;
+mod init;
 mod mounts;
 mod net;
 mod seccomp;
