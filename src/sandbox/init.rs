@@ -19,6 +19,7 @@ use nix::sys::socket::MsgFlags;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, sethostname};
 
+use super::Spec;
 use super::creds;
 use super::exec;
 use super::mounts;
@@ -26,7 +27,6 @@ use super::net;
 use super::proto::{self, FromStage, ToStage};
 use super::seccomp;
 use super::stage::{StageError, report};
-use super::Spec;
 
 /// Build the container, start the application and reap until it exits;
 /// the application's status (128+N for signal N) is PID 1's exit status.
@@ -148,7 +148,11 @@ pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
 /// - if the application keeps CAP_SETUID it may move to any uid, so PID 1
 ///   stays uid 0 with CAP_KILL alone, which reaches only processes of its
 ///   own pid namespace, that is the container itself.
-fn lock_down(spec: &Spec, keep_kill: bool, filter: &seccompiler::BpfProgram) -> Result<(), StageError> {
+fn lock_down(
+    spec: &Spec,
+    keep_kill: bool,
+    filter: &seccompiler::BpfProgram,
+) -> Result<(), StageError> {
     if keep_kill {
         creds::drop_reaper(None, &[Capability::CAP_KILL])?;
     } else {

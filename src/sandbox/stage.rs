@@ -6,9 +6,9 @@
 //! The process roles of a container, each in its own module:
 //! - this one: unshare the namespaces, fork PID 1, report
 //!   [`FromStage::Forked`], wait for PID 1 and exit with its status;
-//! - [`super::init`]: PID 1, builds the container, forks the application,
+//! - `init`: PID 1, builds the container, forks the application,
 //!   then reaps with nothing left to steal;
-//! - [`super::exec`]: the application's process up to its execve.
+//! - `exec`: the application's process up to its execve.
 //!
 //! Setup is one linear sequence; each step has its own error variant, and a
 //! failure is sent to the supervisor as [`FromStage::Failed`] before the
@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use nix::errno::Errno;
 use nix::sched::{CloneFlags, unshare};
-use nix::sys::signal::{Signal, SigmaskHow, sigprocmask};
+use nix::sys::signal::{SigmaskHow, Signal, sigprocmask};
 use nix::sys::socket::MsgFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};

@@ -82,7 +82,9 @@ pub fn main() -> ExitCode {
 /// starting a helper thread, a logger) could hold a lock across the fork.
 fn debug_assert_single_threaded() {
     debug_assert_eq!(
-        std::fs::read_dir("/proc/self/task").map(Iterator::count).ok(),
+        std::fs::read_dir("/proc/self/task")
+            .map(Iterator::count)
+            .ok(),
         Some(1),
         "berth-zygote must be single-threaded"
     );
