@@ -150,3 +150,61 @@ fn stripped_pid1_still_forwards_sigterm() {
         }
     }
 }
+
+/// Dropping PID 1's privileges must not cost its parent-death signal (a
+/// change of effective uid clears it): with berth in the foreground without
+/// scopes, a killed berth still takes a running container along.
+#[test]
+fn stripped_pid1_still_dies_with_a_killed_foreground_berth() {
+    if !common::require_root() {
+        return;
+    }
+    for user in ["nobody", "root"] {
+        let (mut b, addr) = Berth::start_tcp("orphan", &toml("inetd", user, &[""]));
+        let mut held = TcpStream::connect(&addr).expect("connect");
+        std::io::Write::write_all(&mut held, b"hold\n").expect("send hold");
+        let stage = until("a stage for the held connection", || {
+            common::children(b.pid())
+                .into_iter()
+                .find(|p| common::comm(*p) == "berth-stage")
+        });
+        let init = until("PID 1 under the stage", || {
+            common::children(stage).first().copied()
+        });
+        // PID 1 has dropped its privileges once its filter is on.
+        until("PID 1 locked down", || {
+            std::fs::read_to_string(format!("/proc/{init}/status"))
+                .ok()?
+                .lines()
+                .any(|l| l.starts_with("Seccomp:") && l.ends_with('2'))
+                .then_some(())
+        });
+        // SAFETY: kill takes a pid and a signal; this is the berth this
+        // test started.
+        unsafe { libc::kill(b.pid() as i32, libc::SIGKILL) };
+        let _ = b.stop();
+        until("PID 1 to end with berth", || {
+            let gone = std::fs::read_to_string(format!("/proc/{init}/stat")).map_or(true, |st| {
+                st.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            });
+            gone.then_some(())
+        });
+        drop(held);
+    }
+}
+
+/// Poll `f` (every 20 ms, up to 20 s) until it gives a value.
+fn until<R>(what: &str, mut f: impl FnMut() -> Option<R>) -> R {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        if let Some(r) = f() {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

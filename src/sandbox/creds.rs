@@ -73,17 +73,19 @@ fn drop_bounding(keep: &HashSet<Capability>) -> Result<(), CredsError> {
 }
 
 /// PID 1 after it forked the application: an empty bounding set, no
-/// capability but `keep` (effective and permitted; inheritable and ambient
-/// empty), `no_new_privs`; with `ids`, also that uid and gid and no
-/// supplementary groups. See `init::lock_down` for the choice.
-pub fn drop_reaper(ids: Option<(u32, u32)>, keep: &[Capability]) -> Result<(), CredsError> {
+/// supplementary groups, no capability but `keep` (effective and permitted;
+/// inheritable and ambient empty), `no_new_privs`; with `real_uid`, that
+/// as its real uid (effective and saved uid stay 0). See `init::lock_down`
+/// for the choice.
+pub fn drop_reaper(real_uid: Option<u32>, keep: &[Capability]) -> Result<(), CredsError> {
     drop_bounding(&HashSet::new())?;
-    if let Some((uid, gid)) = ids {
-        setgroups(&[]).map_err(CredsError::SetGroups)?;
-        let g = Gid::from_raw(gid);
-        setresgid(g, g, g).map_err(|e| CredsError::SetGid(gid, e))?;
-        let u = Uid::from_raw(uid);
-        setresuid(u, u, u).map_err(|e| CredsError::SetUid(uid, e))?;
+    setgroups(&[]).map_err(CredsError::SetGroups)?;
+    if let Some(uid) = real_uid {
+        // Not the effective uid: changing it would clear the parent-death
+        // signal (and reset "dumpable"), and PID 1 must still die with its
+        // stage when berth runs in the foreground.
+        let root = Uid::from_raw(0);
+        setresuid(Uid::from_raw(uid), root, root).map_err(|e| CredsError::SetUid(uid, e))?;
     }
     let mut kept = rustix::thread::CapabilitySet::empty();
     for cap in keep {

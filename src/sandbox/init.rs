@@ -135,16 +135,20 @@ pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
 /// Leave PID 1 with nothing an application that got hold of it could use.
 ///
 /// The reaper only waits for children and forwards signals to the
-/// application. Signalling another process needs a matching uid or
-/// CAP_KILL (being its parent does not count, nor does a pidfd), so:
-/// - normally PID 1 takes the application's uid and gid and keeps no
-///   capability at all: the application cannot change its uid (no
-///   CAP_SETUID, `no_new_privs` stops set-uid binaries), so the uids match
-///   for good. A same-uid application still cannot ptrace PID 1 (not
-///   dumpable, Landlock); a signal it sends PID 1 is ignored (a pid
-///   namespace's init ignores what it has no handler for, SIGKILL too) or,
-///   for the forwarded ones, comes back to the application; at most it can
-///   lower PID 1's rlimits or priority, which hurts only its own container;
+/// application. Signalling another process needs CAP_KILL or one of the
+/// sender's real or effective uid matching the target's real or saved uid
+/// (being its parent does not count, nor does a pidfd). So:
+/// - normally PID 1 keeps no capability at all and takes the application's
+///   uid as its real uid, which is what lets it signal the application: the
+///   application cannot change its uid (no CAP_SETUID; `no_new_privs` stops
+///   set-uid binaries), so they match for good. The effective (and saved)
+///   uid stays 0: changing it would clear the parent-death signal that makes
+///   PID 1 die with a foreground berth. Without capabilities, with an empty
+///   bounding set, `no_new_privs` and a filter that allows no open or exec,
+///   euid 0 gives PID 1 nothing; and because ptrace, prlimit and the like
+///   need all of PID 1's uids to match, the application (never uid 0 in
+///   effect unless it is root) has even less hold on PID 1 than with a
+///   full uid change;
 /// - if the application keeps CAP_SETUID it may move to any uid, so PID 1
 ///   stays uid 0 with CAP_KILL alone, which reaches only processes of its
 ///   own pid namespace, that is the container itself.
@@ -156,9 +160,10 @@ fn lock_down(
     if keep_kill {
         creds::drop_reaper(None, &[Capability::CAP_KILL])?;
     } else {
-        creds::drop_reaper(Some((spec.uid, spec.gid)), &[])?;
+        creds::drop_reaper(Some(spec.uid), &[])?;
     }
-    // A change of uid resets "dumpable" to fs.suid_dumpable, which may be 1.
+    // Still not dumpable (set at the start; the effective uid is unchanged,
+    // so nothing reset it), said again so no later edit can lose it.
     nix::sys::prctl::set_dumpable(false).map_err(|e| StageError::Prctl("PR_SET_DUMPABLE", e))?;
     seccomp::load(std::slice::from_ref(filter))?;
     Ok(())
