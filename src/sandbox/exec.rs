@@ -31,6 +31,8 @@ pub(super) struct App<'a> {
     pub filters: &'a [seccompiler::BpfProgram],
     /// The Landlock domain to enter (see [`prepare_domain`]).
     pub domain: Option<RulesetCreated>,
+    /// Read end of a pipe PID 1 closes once it has dropped its privileges.
+    pub reaper_locked: OwnedFd,
 }
 
 /// The filesystem rights the application's Landlock ruleset handles, all
@@ -138,8 +140,22 @@ fn setup(app: App<'_>) -> Result<Vec<CString>, StageError> {
         source,
     })?;
     creds::drop_to(spec.uid, spec.gid, app.keep)?;
+    wait_for_reaper(&app.reaper_locked)?;
     seccomp::load(app.filters)?;
     Ok(envp)
+}
+
+/// Block until PID 1 closed its end of the pipe (it has dropped its
+/// privileges, or it failed and kills this process).
+fn wait_for_reaper(fd: &OwnedFd) -> Result<(), StageError> {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), &mut byte) {
+            Ok(0) => return Ok(()),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(StageError::LockPipe(e)),
+        }
+    }
 }
 
 pub(super) fn cstrings(items: &[String], what: &'static str) -> Result<Vec<CString>, StageError> {

@@ -10,7 +10,7 @@
 //! ([`exec::prepare_domain`]), so even with CAP_SYS_PTRACE it cannot
 //! ptrace PID 1 or open its `/proc/1/mem` or `/proc/1/exe`.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use caps::Capability;
 use nix::sched::{CloneFlags, unshare};
@@ -26,7 +26,7 @@ use super::mounts;
 use super::net;
 use super::proto::{self, FromStage, ToStage};
 use super::seccomp;
-use super::stage::{StageError, report};
+use super::stage::{CONTROL_FD, StageError, report};
 
 /// Build the container, start the application and reap until it exits;
 /// the application's status (128+N for signal N) is PID 1's exit status.
@@ -91,6 +91,15 @@ pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
         }
     }
     drop(journal_socket);
+    // The application waits for the write end to close before it execs:
+    // PID 1 has then dropped its privileges (`lock_down`), so the
+    // application never runs next to a privileged reaper. The read end goes
+    // above where the application's descriptors are placed.
+    let (locked_rx, locked_tx) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(StageError::LockPipe)?;
+    let locked_rx =
+        rustix::io::fcntl_dupfd_cloexec(&locked_rx, CONTROL_FD + 1 + fds.len() as RawFd)
+            .map_err(|e| StageError::LockPipe(nix::errno::Errno::from_raw(e.raw_os_error())))?;
     // Now inside the container's scope: its cgroup becomes the root of the
     // container's cgroup namespace.
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|source| StageError::Unshare {
@@ -107,11 +116,13 @@ pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
         keep: &keep,
         filters: &filters,
         domain,
+        reaper_locked: locked_rx,
     };
     // SAFETY: PID 1 is single-threaded (forked from the single-threaded
     // stage, no runtime), so the child may do anything after fork.
     match unsafe { fork() }.map_err(StageError::Fork)? {
         ForkResult::Child => {
+            drop(locked_tx);
             let e = exec::run(app);
             report(control, &e);
             // SAFETY: _exit skips destructors and atexit handlers that belong
@@ -127,6 +138,7 @@ pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
                 let _ = kill(child, Signal::SIGKILL);
                 return Err(e);
             }
+            drop(locked_tx);
             Ok(reap(child))
         }
     }

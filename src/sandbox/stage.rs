@@ -94,6 +94,8 @@ pub enum StageError {
     Landlock(#[source] landlock::RulesetError),
     #[error("entering the Landlock domain: the kernel enforced it only partly ({0:?})")]
     LandlockPartial(landlock::RulesetStatus),
+    #[error("the pipe to wait for PID 1's lock-down: {0}")]
+    LockPipe(#[source] Errno),
     #[error("exec {path}: {source}")]
     Exec { path: String, source: Errno },
 }
