@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use caps::Capability;
 use landlock::{
     AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreated,
-    RulesetCreatedAttr, RulesetStatus,
+    RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
@@ -35,8 +35,8 @@ pub(super) struct App<'a> {
     pub reaper_locked: OwnedFd,
 }
 
-/// The filesystem rights the application's Landlock ruleset handles, all
-/// granted on "/" (see [`prepare_domain`]).
+/// The filesystem rights the fallback ruleset handles, all granted on "/"
+/// (see [`prepare_domain`]).
 fn domain_rights() -> landlock::BitFlags<AccessFs> {
     // REFER must be handled and granted: a ruleset that handles any
     // filesystem right denies renames and links across directories unless
@@ -44,18 +44,21 @@ fn domain_rights() -> landlock::BitFlags<AccessFs> {
     AccessFs::MakeBlock | AccessFs::Refer
 }
 
-/// The Landlock ruleset the application enters right before exec, built
-/// in PID 1 once the container's root is in place.
+/// The Landlock ruleset the application enters, built in PID 1 once the
+/// container's root is in place.
 ///
 /// The point is the domain, not the rules: a process in a Landlock domain
 /// cannot ptrace (nor open `/proc/PID/mem`, `/proc/PID/exe`, ... of) a
 /// process outside it, whatever its capabilities. PID 1 stays outside, so
-/// an application given CAP_SYS_PTRACE still cannot reach its reaper. The
-/// ruleset handles two filesystem rights and grants both on "/", so file
-/// access inside the container does not change; a side effect of any
-/// filesystem ruleset is that the kernel refuses mount, umount and
-/// pivot_root inside the domain (the default seccomp filter refuses them
-/// anyway).
+/// an application given CAP_SYS_PTRACE still cannot reach its reaper. A
+/// ruleset must restrict something, so it restricts what changes least:
+/// - Landlock ABI 6 (Linux 6.12): signals to processes outside the domain.
+///   Inside the container that is PID 1 alone, which ignores or forwards
+///   back whatever the application could send it.
+/// - ABI 2 to 5: two filesystem rights (`MAKE_BLOCK`, `REFER`), both granted
+///   on "/", so file access does not change; but any filesystem ruleset
+///   also makes the kernel refuse mount, umount and pivot_root in the
+///   domain (the default seccomp filter refuses them anyway).
 ///
 /// Without Landlock (kernel before 5.19, or Landlock not enabled at boot):
 /// an application without CAP_SYS_PTRACE cannot trace PID 1 anyway (PID 1
@@ -65,6 +68,13 @@ fn domain_rights() -> landlock::BitFlags<AccessFs> {
 pub(super) fn prepare_domain(
     keep: &HashSet<Capability>,
 ) -> Result<Option<RulesetCreated>, StageError> {
+    let scoped = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .scope(Scope::Signal)
+        .and_then(|r| r.create());
+    if let Ok(ruleset) = scoped {
+        return Ok(Some(ruleset));
+    }
     let rights = domain_rights();
     let root = PathFd::new("/").map_err(StageError::LandlockRoot)?;
     let built = Ruleset::default()
