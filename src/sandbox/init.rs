@@ -95,11 +95,11 @@ pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
     // PID 1 has then dropped its privileges (`lock_down`), so the
     // application never runs next to a privileged reaper. The read end goes
     // above where the application's descriptors are placed.
-    let (locked_rx, locked_tx) =
+    let (rx, locked_tx) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(StageError::LockPipe)?;
-    let locked_rx =
-        rustix::io::fcntl_dupfd_cloexec(&locked_rx, CONTROL_FD + 1 + fds.len() as RawFd)
-            .map_err(|e| StageError::LockPipe(nix::errno::Errno::from_raw(e.raw_os_error())))?;
+    let locked_rx = rustix::io::fcntl_dupfd_cloexec(&rx, CONTROL_FD + 1 + fds.len() as RawFd)
+        .map_err(|e| StageError::LockPipe(nix::errno::Errno::from_raw(e.raw_os_error())))?;
+    drop(rx);
     // Now inside the container's scope: its cgroup becomes the root of the
     // container's cgroup namespace.
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|source| StageError::Unshare {
