@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         .and_then(|a| a.to_str())
     {
         Some("sandbox-stage") => return berth::sandbox::stage::main(),
-        Some("sandbox-zygote") => return berth::sandbox::stage::zygote_main(),
+        Some("sandbox-zygote") => return berth::sandbox::zygote::main(),
         _ => {}
     }
     let cli = Cli::parse();

@@ -12,6 +12,8 @@
 //!
 //! `berth-probe --exit-now CODE` exits at once with `CODE`.
 
+#[path = "probe/escape.rs"]
+mod escape;
 #[path = "probe/report.rs"]
 mod report;
 #[path = "probe/seccomp.rs"]
@@ -251,6 +253,7 @@ fn serve_one(input: &mut dyn Read, output: &mut dyn Write) {
             let extra: Vec<&str> = rest.split_whitespace().collect();
             send_json(output, &report::report(&extra));
         }
+        "escape" => send_json(output, &escape::escape()),
         "echo" => send_raw(output, &format!("{rest}\n")),
         "stderr" => {
             let mut err = io::stderr().lock();

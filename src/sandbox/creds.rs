@@ -1,5 +1,6 @@
 //! Credentials of the application: user, group, no supplementary groups,
-//! only the configured capabilities, `no_new_privs`.
+//! only the configured capabilities, `no_new_privs`; and those of PID 1 once
+//! it only reaps ([`drop_reaper`]).
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -11,11 +12,12 @@ use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
 pub enum CredsError {
     #[error("unknown capability {0}")]
     UnknownCapability(String),
-    #[error("dropping {cap} from the bounding set: {source}")]
-    DropBounding {
-        cap: Capability,
-        source: caps::errors::CapsError,
-    },
+    #[error("reading {CAP_LAST_CAP}: {0}")]
+    LastCap(#[source] std::io::Error),
+    #[error("{CAP_LAST_CAP} holds {0:?}, not a capability number below 64")]
+    LastCapValue(String),
+    #[error("dropping capability {cap} from the bounding set: {source}")]
+    DropBounding { cap: u32, source: rustix::io::Errno },
     #[error("prctl(PR_SET_KEEPCAPS): {0}")]
     KeepCaps(#[source] nix::Error),
     #[error("setgroups([]): {0}")]
@@ -36,6 +38,71 @@ pub enum CredsError {
     },
     #[error("prctl(PR_SET_NO_NEW_PRIVS): {0}")]
     NoNewPrivs(#[source] nix::Error),
+    #[error("capset (PID 1's capabilities): {0}")]
+    ReaperCaps(#[source] rustix::io::Errno),
+    #[error("clearing the ambient capability set: {0}")]
+    ClearAmbient(#[source] rustix::io::Errno),
+}
+
+/// The highest capability number the running kernel knows. The bounding
+/// set is dropped up to it, not up to what the `caps` crate knows, so a
+/// capability newer than berth is not left in the bounding set.
+const CAP_LAST_CAP: &str = "/proc/sys/kernel/cap_last_cap";
+
+fn last_cap() -> Result<u32, CredsError> {
+    let text = std::fs::read_to_string(CAP_LAST_CAP).map_err(CredsError::LastCap)?;
+    match text.trim().parse::<u32>() {
+        Ok(n) if n < 64 => Ok(n),
+        _ => Err(CredsError::LastCapValue(text.trim().to_owned())),
+    }
+}
+
+/// Drop every capability but `keep` from the bounding set (needs
+/// CAP_SETPCAP, so it runs while still root).
+fn drop_bounding(keep: &HashSet<Capability>) -> Result<(), CredsError> {
+    let kept: HashSet<u8> = keep.iter().map(|c| c.index()).collect();
+    for cap in 0..=last_cap()? {
+        if kept.contains(&(cap as u8)) {
+            continue;
+        }
+        let set = rustix::thread::CapabilitySet::from_bits_retain(1 << cap);
+        rustix::thread::remove_capability_from_bounding_set(set)
+            .map_err(|source| CredsError::DropBounding { cap, source })?;
+    }
+    Ok(())
+}
+
+/// PID 1 after it forked the application: an empty bounding set, no
+/// supplementary groups, no capability but `keep` (effective and permitted;
+/// inheritable and ambient empty), `no_new_privs`; with `real_uid`, that
+/// as its real uid (effective and saved uid stay 0). See `init::lock_down`
+/// for the choice.
+pub fn drop_reaper(real_uid: Option<u32>, keep: &[Capability]) -> Result<(), CredsError> {
+    drop_bounding(&HashSet::new())?;
+    setgroups(&[]).map_err(CredsError::SetGroups)?;
+    if let Some(uid) = real_uid {
+        // Not the effective uid: changing it would clear the parent-death
+        // signal (and reset "dumpable"), and PID 1 must still die with its
+        // stage when berth runs in the foreground.
+        let root = Uid::from_raw(0);
+        setresuid(Uid::from_raw(uid), root, root).map_err(|e| CredsError::SetUid(uid, e))?;
+    }
+    let mut kept = rustix::thread::CapabilitySet::empty();
+    for cap in keep {
+        kept |= rustix::thread::CapabilitySet::from_bits_retain(1 << cap.index());
+    }
+    rustix::thread::set_capabilities(
+        None,
+        rustix::thread::CapabilitySets {
+            effective: kept,
+            permitted: kept,
+            inheritable: rustix::thread::CapabilitySet::empty(),
+        },
+    )
+    .map_err(CredsError::ReaperCaps)?;
+    rustix::thread::clear_ambient_capability_set().map_err(CredsError::ClearAmbient)?;
+    nix::sys::prctl::set_no_new_privs().map_err(CredsError::NoNewPrivs)?;
+    Ok(())
 }
 
 pub fn parse_caps(names: &[String]) -> Result<HashSet<Capability>, CredsError> {
@@ -48,13 +115,7 @@ pub fn parse_caps(names: &[String]) -> Result<HashSet<Capability>, CredsError> {
 /// Become `uid:gid` keeping exactly `keep`, then set `no_new_privs`.
 /// Runs in the application's process right before seccomp and exec.
 pub fn drop_to(uid: u32, gid: u32, keep: &HashSet<Capability>) -> Result<(), CredsError> {
-    // The bounding set needs CAP_SETPCAP, so it shrinks while still root.
-    for cap in caps::all() {
-        if !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap)
-                .map_err(|source| CredsError::DropBounding { cap, source })?;
-        }
-    }
+    drop_bounding(keep)?;
     if !keep.is_empty() {
         // Keep the permitted set across setresuid to a non-root uid.
         nix::sys::prctl::set_keepcaps(true).map_err(CredsError::KeepCaps)?;

@@ -21,12 +21,21 @@
 //! The inner stage stays as PID 1 of the pid namespace: a reaper that
 //! forwards termination signals and exits with the application's status,
 //! which the outer stage relays to the supervisor as its own exit status.
+//! Once the application runs, PID 1 keeps no capability, `no_new_privs` and
+//! a seccomp allow-list, and the application is in a Landlock domain PID 1
+//! is outside of (see `init`).
+//!
+//! One module per process role: [`zygote`], [`stage`] (outer), `init`
+//! (PID 1), `exec` (the application up to execve).
 
 pub mod proto;
 pub mod spawn;
 pub mod stage;
+pub mod zygote;
 
 mod creds;
+mod exec;
+mod init;
 mod mounts;
 mod net;
 mod seccomp;

@@ -438,6 +438,43 @@ pub fn load(filters: &[BpfProgram]) -> Result<(), SeccompError> {
     Ok(())
 }
 
+/// PID 1's allow-list, loaded by the reaper once the application runs
+/// (`init::lock_down`): exactly what its loop needs (wait for signals,
+/// forward them, reap, close its descriptors, exit). Anything else fails
+/// with EPERM rather than killing PID 1, which would take the container
+/// down with a misleading status. Self-contained on purpose: it shares
+/// nothing with the application's filters.
+pub fn reaper_filter() -> Result<BpfProgram, SeccompError> {
+    const ALLOWED: &[i64] = &[
+        libc::SYS_rt_sigtimedwait,
+        libc::SYS_rt_sigreturn,
+        libc::SYS_restart_syscall,
+        libc::SYS_wait4,
+        libc::SYS_waitid,
+        libc::SYS_kill,
+        libc::SYS_pidfd_send_signal,
+        libc::SYS_close_range,
+        libc::SYS_close,
+        libc::SYS_exit,
+        libc::SYS_exit_group,
+    ];
+    let arch: TargetArch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| SeccompError::Build(e.to_string()))?;
+    let rules: BTreeMap<i64, Vec<SeccompRule>> =
+        ALLOWED.iter().map(|nr| (*nr, Vec::new())).collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+        arch,
+    )
+    .map_err(|e| SeccompError::Build(e.to_string()))?;
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| SeccompError::Build(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,5 +484,10 @@ mod tests {
         let f = filters(SeccompProfile::Default).expect("filters build");
         assert_eq!(f.len(), 3);
         assert!(f[0].len() > DENIED.len());
+    }
+
+    #[test]
+    fn reaper_filter_compiles() {
+        assert!(!reaper_filter().expect("reaper filter builds").is_empty());
     }
 }
