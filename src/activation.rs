@@ -180,4 +180,51 @@ mod tests {
         assert!("localhost:80".parse::<ListenAddr>().is_err());
         assert!("x.sock".parse::<ListenAddr>().is_err());
     }
+
+    #[test]
+    fn binds_tcp_with_the_options_systemd_sets() {
+        let l = bind_listener(&"127.0.0.1:0".parse().unwrap()).unwrap();
+        let ListenAddr::Tcp(a) = l.addr else {
+            panic!("not tcp: {}", l.addr)
+        };
+        assert_ne!(a.port(), 0, "the kernel's port is reported");
+        let sock = socket2::SockRef::from(&l.fd);
+        assert!(sock.reuse_address().unwrap());
+        assert!(sock.is_listener().unwrap());
+        // Close-on-exec: a container's application must not inherit it.
+        let flags = rustix::io::fcntl_getfd(&l.fd).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        std::net::TcpStream::connect(a).unwrap();
+    }
+
+    #[test]
+    fn binds_v6_only() {
+        let Ok(l) = bind_listener(&"[::1]:0".parse().unwrap()) else {
+            eprintln!("SKIPPED: no IPv6 loopback here");
+            return;
+        };
+        assert!(socket2::SockRef::from(&l.fd).only_v6().unwrap());
+    }
+
+    #[test]
+    fn replaces_a_stale_socket_and_keeps_other_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let addr = ListenAddr::Unix(path.clone());
+        drop(bind_listener(&addr).unwrap());
+        // The socket file is left behind, as after a crash.
+        let l = bind_listener(&addr).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666);
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+        drop(l);
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        assert!(matches!(
+            bind_listener(&ListenAddr::Unix(file.clone())),
+            Err(ActivationError::PathInUse { .. })
+        ));
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
+    }
 }
