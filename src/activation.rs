@@ -2,25 +2,27 @@
 //! (under `berth serve` they come from systemd instead).
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
-use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, bind, listen,
-    setsockopt, socket, sockopt,
-};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
-    #[error("listen address {0:?}: expected 127.0.0.1:PORT, [::1]:PORT or an absolute socket path")]
-    BadAddress(String),
+    /// Shown by clap after "invalid value 'ADDR' for '--listen <ADDR>': ",
+    /// which already names the value.
+    #[error("expected 127.0.0.1:PORT, [::1]:PORT or an absolute socket path")]
+    BadAddress,
     #[error("socket for {addr}: {source}")]
-    Socket { addr: String, source: nix::Error },
+    Socket {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("setsockopt({opt}) on {addr}: {source}")]
     SetOpt {
         opt: &'static str,
         addr: String,
-        source: nix::Error,
+        source: std::io::Error,
     },
     #[error("{addr} is in use by something that is not a stale socket")]
     PathInUse { addr: String },
@@ -30,9 +32,15 @@ pub enum ActivationError {
         source: std::io::Error,
     },
     #[error("bind {addr}: {source}")]
-    Bind { addr: String, source: nix::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("listen on {addr}: {source}")]
-    Listen { addr: String, source: nix::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +66,7 @@ impl std::str::FromStr for ListenAddr {
         }
         s.parse::<SocketAddr>()
             .map(ListenAddr::Tcp)
-            .map_err(|_| ActivationError::BadAddress(s.to_owned()))
+            .map_err(|_| ActivationError::BadAddress)
     }
 }
 
@@ -69,104 +77,67 @@ pub struct Listener {
 }
 
 /// Bind and listen like systemd's socket units would: SO_REUSEADDR,
-/// IPV6_V6ONLY for v6 addresses, the kernel's maximum backlog.
+/// IPV6_V6ONLY for v6 addresses, the kernel's maximum backlog. socket2
+/// opens every socket close-on-exec.
 pub fn bind_listener(addr: &ListenAddr) -> Result<Listener, ActivationError> {
     let name = addr.to_string();
-    let flags = SockFlag::SOCK_CLOEXEC;
-    let fd = match addr {
-        ListenAddr::Tcp(SocketAddr::V4(a)) => {
-            let fd =
-                socket(AddressFamily::Inet, SockType::Stream, flags, None).map_err(|source| {
-                    ActivationError::Socket {
-                        addr: name.clone(),
-                        source,
-                    }
-                })?;
-            reuse(&fd, &name)?;
-            bind(fd.as_raw_fd(), &SockaddrIn::from(*a)).map_err(|source| {
-                ActivationError::Bind {
-                    addr: name.clone(),
-                    source,
-                }
-            })?;
-            fd
-        }
-        ListenAddr::Tcp(SocketAddr::V6(a)) => {
-            let fd =
-                socket(AddressFamily::Inet6, SockType::Stream, flags, None).map_err(|source| {
-                    ActivationError::Socket {
-                        addr: name.clone(),
-                        source,
-                    }
-                })?;
-            reuse(&fd, &name)?;
-            setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|source| {
-                ActivationError::SetOpt {
-                    opt: "IPV6_V6ONLY",
-                    addr: name.clone(),
-                    source,
-                }
-            })?;
-            bind(fd.as_raw_fd(), &SockaddrIn6::from(*a)).map_err(|source| {
-                ActivationError::Bind {
-                    addr: name.clone(),
-                    source,
-                }
-            })?;
-            fd
-        }
+    let (domain, sockaddr) = match addr {
+        ListenAddr::Tcp(a) => (Domain::for_address(*a), SockAddr::from(*a)),
         ListenAddr::Unix(path) => {
             remove_stale(path, &name)?;
-            let fd =
-                socket(AddressFamily::Unix, SockType::Stream, flags, None).map_err(|source| {
-                    ActivationError::Socket {
-                        addr: name.clone(),
-                        source,
-                    }
-                })?;
-            let ua = UnixAddr::new(path).map_err(|source| ActivationError::Bind {
+            let sa = SockAddr::unix(path).map_err(|source| ActivationError::Bind {
                 addr: name.clone(),
                 source,
             })?;
-            bind(fd.as_raw_fd(), &ua).map_err(|source| ActivationError::Bind {
-                addr: name.clone(),
-                source,
-            })?;
-            // Like SocketMode=0666: access control belongs to the directory.
-            let _ =
-                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666));
-            fd
+            (Domain::UNIX, sa)
         }
     };
-    listen(&fd, Backlog::MAXCONN).map_err(|source| ActivationError::Listen {
-        addr: name.clone(),
-        source,
-    })?;
+    let sock =
+        Socket::new(domain, Type::STREAM, None).map_err(|source| ActivationError::Socket {
+            addr: name.clone(),
+            source,
+        })?;
+    let set_opt = |opt: &'static str| {
+        let name = name.clone();
+        move |source| ActivationError::SetOpt {
+            opt,
+            addr: name,
+            source,
+        }
+    };
+    if let ListenAddr::Tcp(a) = addr {
+        sock.set_reuse_address(true)
+            .map_err(set_opt("SO_REUSEADDR"))?;
+        if a.is_ipv6() {
+            sock.set_only_v6(true).map_err(set_opt("IPV6_V6ONLY"))?;
+        }
+    }
+    sock.bind(&sockaddr)
+        .map_err(|source| ActivationError::Bind {
+            addr: name.clone(),
+            source,
+        })?;
+    if let ListenAddr::Unix(path) = addr {
+        // Like SocketMode=0666: access control belongs to the directory.
+        let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    }
+    sock.listen(libc::SOMAXCONN)
+        .map_err(|source| ActivationError::Listen {
+            addr: name.clone(),
+            source,
+        })?;
     // Port 0 asks the kernel for a free port: report the one it gave.
     let addr = match addr {
-        ListenAddr::Tcp(a) if a.port() == 0 => {
-            nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(fd.as_raw_fd())
-                .ok()
-                .and_then(|s| {
-                    s.as_sockaddr_in()
-                        .map(|v4| std::net::SocketAddr::V4((*v4).into()))
-                        .or_else(|| {
-                            s.as_sockaddr_in6()
-                                .map(|v6| std::net::SocketAddr::V6((*v6).into()))
-                        })
-                })
-                .map_or_else(|| addr.clone(), ListenAddr::Tcp)
-        }
+        ListenAddr::Tcp(a) if a.port() == 0 => sock
+            .local_addr()
+            .ok()
+            .and_then(|s| s.as_socket())
+            .map_or_else(|| addr.clone(), ListenAddr::Tcp),
         _ => addr.clone(),
     };
-    Ok(Listener { addr, fd })
-}
-
-fn reuse(fd: &OwnedFd, name: &str) -> Result<(), ActivationError> {
-    setsockopt(fd, sockopt::ReuseAddr, &true).map_err(|source| ActivationError::SetOpt {
-        opt: "SO_REUSEADDR",
-        addr: name.to_owned(),
-        source,
+    Ok(Listener {
+        addr,
+        fd: OwnedFd::from(sock),
     })
 }
 
@@ -208,5 +179,52 @@ mod tests {
         ));
         assert!("localhost:80".parse::<ListenAddr>().is_err());
         assert!("x.sock".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn binds_tcp_with_the_options_systemd_sets() {
+        let l = bind_listener(&"127.0.0.1:0".parse().unwrap()).unwrap();
+        let ListenAddr::Tcp(a) = l.addr else {
+            panic!("not tcp: {}", l.addr)
+        };
+        assert_ne!(a.port(), 0, "the kernel's port is reported");
+        let sock = socket2::SockRef::from(&l.fd);
+        assert!(sock.reuse_address().unwrap());
+        assert!(sock.is_listener().unwrap());
+        // Close-on-exec: a container's application must not inherit it.
+        let flags = rustix::io::fcntl_getfd(&l.fd).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        std::net::TcpStream::connect(a).unwrap();
+    }
+
+    #[test]
+    fn binds_v6_only() {
+        let Ok(l) = bind_listener(&"[::1]:0".parse().unwrap()) else {
+            eprintln!("SKIPPED: no IPv6 loopback here");
+            return;
+        };
+        assert!(socket2::SockRef::from(&l.fd).only_v6().unwrap());
+    }
+
+    #[test]
+    fn replaces_a_stale_socket_and_keeps_other_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let addr = ListenAddr::Unix(path.clone());
+        drop(bind_listener(&addr).unwrap());
+        // The socket file is left behind, as after a crash.
+        let l = bind_listener(&addr).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666);
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+        drop(l);
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        assert!(matches!(
+            bind_listener(&ListenAddr::Unix(file.clone())),
+            Err(ActivationError::PathInUse { .. })
+        ));
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
     }
 }

@@ -143,8 +143,7 @@ pub async fn export(sup: Supervisor) -> zbus::Result<()> {
 #[zbus::proxy(
     interface = "org.berth.Supervisor1",
     default_service = "org.berth.Supervisor1",
-    default_path = "/org/berth/Supervisor1",
-    gen_blocking = false
+    default_path = "/org/berth/Supervisor1"
 )]
 pub trait Supervisor1 {
     fn list_containers(&self) -> zbus::Result<Vec<ContainerInfo>>;

@@ -30,7 +30,7 @@ pub enum Command {
         service_file: PathBuf,
         /// Address to listen on: 127.0.0.1:8080, [::1]:8080 or /path/to.sock.
         #[arg(long = "listen", value_name = "ADDR", required = true)]
-        listen: Vec<String>,
+        listen: Vec<crate::activation::ListenAddr>,
         /// Do not put containers in systemd scopes (no cgroup accounting or limits).
         #[arg(long)]
         no_scope: bool,

@@ -57,7 +57,9 @@ pub fn connect_stream(
     Ok(fd)
 }
 
-/// Whether journald is running on this host.
+/// Whether journald is running on this host. Hand-written: libsystemd has
+/// no such check (`daemon::booted()` only says systemd is PID 1, which it
+/// can be without journald), and these two sockets are the ones berth uses.
 pub fn available() -> bool {
     Path::new(NATIVE_SOCKET).exists() && Path::new(STDOUT_SOCKET).exists()
 }
@@ -65,17 +67,7 @@ pub fn available() -> bool {
 /// Whether our stderr already goes to the journal (systemd sets
 /// `JOURNAL_STREAM=dev:ino` for services whose output it connects there).
 pub fn stderr_is_journal() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(v) = std::env::var("JOURNAL_STREAM") else {
-        return false;
-    };
-    let Some((dev, ino)) = v.split_once(':') else {
-        return false;
-    };
-    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
-        return false;
-    };
-    dev.parse::<u64>().ok() == Some(meta.dev()) && ino.parse::<u64>().ok() == Some(meta.ino())
+    libsystemd::logging::connected_to_journal()
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 use zbus::names::InterfaceName;
-use zbus::zvariant::{OwnedObjectPath, Value};
+use zbus::{OwnedObjectPath, Variant as Value};
 
 use crate::config::Resources;
 
@@ -38,8 +38,7 @@ pub enum ScopeError {
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",
     default_service = "org.freedesktop.systemd1",
-    default_path = "/org/freedesktop/systemd1",
-    gen_blocking = false
+    default_path = "/org/freedesktop/systemd1"
 )]
 trait Manager {
     fn subscribe(&self) -> zbus::Result<()>;
@@ -346,9 +345,7 @@ impl Scopes {
         let path = self.manager.get_unit(unit).await.map_err(err)?;
         let props = zbus::fdo::PropertiesProxy::builder(self.connection())
             .destination("org.freedesktop.systemd1")
-            .map_err(err)?
             .path(path)
-            .map_err(err)?
             .build()
             .await
             .map_err(err)?;
@@ -364,7 +361,7 @@ impl Scopes {
             ))
             .await
             .map_err(|e| err(e.into()))?;
-        let num = |m: &std::collections::HashMap<String, zbus::zvariant::OwnedValue>, k: &str| {
+        let num = |m: &std::collections::HashMap<String, zbus::OwnedVariant>, k: &str| {
             m.get(k)
                 .and_then(|v| u64::try_from(v).ok())
                 .unwrap_or(u64::MAX)

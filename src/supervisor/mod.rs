@@ -44,10 +44,6 @@ impl LaunchError {
 /// and usage errors, 1 for everything else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<config::ConfigError>().is_some()
-        || matches!(
-            e.downcast_ref::<crate::activation::ActivationError>(),
-            Some(crate::activation::ActivationError::BadAddress(_))
-        )
         || e.downcast_ref::<run::UsageError>().is_some()
         || matches!(
             e.downcast_ref::<serve::ServeError>(),
@@ -68,9 +64,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 /// supervisor restarts.
 pub fn new_container_id() -> String {
     let mut b = [0u8; 6];
-    // SAFETY: getrandom writes at most b.len() bytes into b.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != b.len() as isize {
+    if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).ok() != Some(b.len())
+    {
         // Fall back to time and pid; uniqueness within this host is enough.
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 /// One container as `berth list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, zbus::zvariant::Type)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, zbus::Type)]
 pub struct ContainerInfo {
     pub id: String,
     pub service: String,
@@ -38,7 +38,7 @@ pub fn usec_after(d: Duration) -> u64 {
 }
 
 /// A service's failed-start throttling as `berth status` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, zbus::zvariant::Type)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, zbus::Type)]
 pub struct ServiceInfo {
     pub name: String,
     /// Failed starts in a row.

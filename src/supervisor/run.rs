@@ -26,7 +26,7 @@ pub enum UsageError {
 pub fn main(
     config_dir: &Path,
     service_file: &Path,
-    listen: &[String],
+    addrs: &[ListenAddr],
     no_scope: bool,
 ) -> anyhow::Result<()> {
     let defaults_path = config_dir.join("berth.toml");
@@ -36,10 +36,6 @@ pub fn main(
         None
     };
     let service = config::load_service(service_file, defaults.as_ref())?;
-    let addrs: Vec<ListenAddr> = listen
-        .iter()
-        .map(|a| a.parse::<ListenAddr>())
-        .collect::<Result<_, _>>()?;
 
     if no_scope {
         tracing::warn!(
@@ -47,12 +43,12 @@ pub fn main(
             "--no-scope: containers run WITHOUT systemd scopes: no cgroup accounting, \
              [resources] limits are NOT applied, and nothing but berth cleans up after them"
         );
-    } else if !Path::new("/run/systemd/system").exists() {
+    } else if !libsystemd::daemon::booted() {
         return Err(UsageError::NoSystemd("/run/systemd/system does not exist".into()).into());
     }
 
     let mut listeners = Vec::new();
-    for a in &addrs {
+    for a in addrs {
         let l = activation::bind_listener(a)?;
         tracing::info!(service = %service.name, "listening on {}", l.addr);
         listeners.push(l);
@@ -105,7 +101,7 @@ pub fn main(
         tracing::info!(service = %name, "stopping: ending all containers");
         let _ = tx.send(true);
         let _ = server.await;
-        for a in &addrs {
+        for a in addrs {
             if let ListenAddr::Unix(p) = a {
                 let _ = std::fs::remove_file(p);
             }
