@@ -32,6 +32,7 @@ pub use load::{
     Defaults, check, defaults_path_for, load_defaults, load_dir, load_service, load_service_all,
 };
 pub use schema::{
-    Bind, GroupRef, Mode, Network, Propagation, Resources, Sandbox, Seccomp, Service, UserRef,
+    Bind, GroupRef, Mode, Network, Propagation, RateLimit, Resources, Sandbox, Seccomp, Service,
+    UserRef,
 };
 pub use units::{parse_duration, parse_size};
