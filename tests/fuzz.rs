@@ -138,6 +138,58 @@ fn apply(text: &mut Vec<u8>, m: &Mutation) {
     }
 }
 
+/// Every key berth knows, with its table.
+const KEYS: &[&str] = &[
+    "mode",
+    "exec",
+    "user",
+    "group",
+    "environment",
+    "working_directory",
+    "hostname",
+    "idle_timeout",
+    "max_lifetime",
+    "max_connections",
+    "max_connections_per_source",
+    "rate_limit_per_source",
+    "source_prefix_v6",
+    "warm",
+    "[sandbox]\nnetwork",
+    "[sandbox]\nread_only",
+    "[sandbox]\nread_write",
+    "[sandbox]\npropagation",
+    "[sandbox]\ntmp_size",
+    "[sandbox]\netc",
+    "[sandbox]\ncapabilities",
+    "[sandbox]\nseccomp",
+    "[sandbox]\nsyslog",
+    "[resources]\nmemory_max",
+    "[resources]\nmemory_high",
+    "[resources]\ncpu_weight",
+    "[resources]\ncpu_quota",
+    "[resources]\ntasks_max",
+    "[resources]\nio_weight",
+];
+
+/// A TOML value of any type, with the strings berth's values look like.
+fn toml_value() -> impl Strategy<Value = String> {
+    let word = r#"[a-zA-Z0-9/:%._ -]{0,12}|[0-9]{1,22}(ms|s|min|h|d|K|M|G|T|B|%)?|[0-9]{1,12}/[0-9]{0,12}[a-z]{0,3}|/[a-z/.]{0,12}:/[a-z/.]{0,12}"#;
+    let string = word.prop_map(|w| format!("{w:?}"));
+    prop_oneof![
+        string.clone(),
+        any::<i64>().prop_map(|i| i.to_string()),
+        "[0-9]{20,30}",
+        any::<f64>().prop_map(|f| format!("{f:?}")),
+        any::<bool>().prop_map(|b| b.to_string()),
+        Just("1979-05-27T07:32:00Z".to_owned()),
+        prop::collection::vec(string.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(", "))),
+        prop::collection::vec((r"[A-Za-z_]{1,8}", string), 0..3).prop_map(|v| {
+            let items: Vec<String> = v.iter().map(|(k, w)| format!("{k} = {w}")).collect();
+            format!("{{ {} }}", items.join(", "))
+        }),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
 
@@ -158,6 +210,30 @@ proptest! {
         text in r#"([a-z_\[\]]{1,30}( ?= ?)("[^"\n]{0,20}"|[0-9]{1,25}|true|\[[^\n]{0,20}\]|\{[^\n]{0,20}\}|[0-9:T.-]{1,20})?\n){0,12}"#
     ) {
         let dir = tempfile::tempdir().unwrap();
+        check_config(dir.path(), text.as_bytes());
+    }
+
+    #[test]
+    fn config_parser_takes_known_keys_with_any_value(
+        lines in prop::collection::vec((prop::sample::select(KEYS), toml_value()), 1..8)
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        // Each key once, top-level keys first, then each table once.
+        let lines: std::collections::BTreeMap<_, _> = lines.into_iter().collect();
+        let mut text = String::from("mode = \"inetd\"\nexec = [\"/bin/true\"]\n");
+        for table in ["", "[sandbox]", "[resources]"] {
+            let mut header = !table.is_empty();
+            for (k, v) in &lines {
+                let (t, key) = k.rsplit_once('\n').unwrap_or(("", k));
+                if t != table || (t.is_empty() && (key == "mode" || key == "exec")) {
+                    continue;
+                }
+                if std::mem::take(&mut header) {
+                    text.push_str(&format!("{table}\n"));
+                }
+                text.push_str(&format!("{key} = {v}\n"));
+            }
+        }
         check_config(dir.path(), text.as_bytes());
     }
 
