@@ -25,6 +25,11 @@ fn serve(
 ) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("services")).unwrap();
+    std::fs::write(
+        dir.path().join("services/web.toml"),
+        "mode = \"inetd\"\nexec = [\"/bin/true\"]\n",
+    )
+    .unwrap();
     // The shell execs berth, so `$$` is berth's pid.
     let mut script = String::new();
     match pid {
@@ -152,21 +157,30 @@ fn descriptors_that_are_not_there_or_not_listening_sockets_are_a_usage_error() {
 #[test]
 fn a_well_formed_environment_passes_the_checks() {
     // With good sockets, serve gets past them (and then needs systemd's
-    // bus, which a test host may not have: any outcome but a usage error).
-    let o = serve(
-        None,
-        Some("1"),
-        Some("nosuchservice"),
-        Some(listening_socket()),
-    );
+    // bus, which these tests take away: any outcome but a usage error).
+    let o = serve(None, Some("1"), Some("web"), Some(listening_socket()));
     assert!(
         !o.stderr.contains("sockets from systemd") && o.code != Some(2),
         "{:?}: {}",
         o.code,
         o.stderr
     );
+    assert!(o.stderr.contains("system bus"), "{}", o.stderr);
+}
+
+#[test]
+fn sockets_named_after_no_service_are_ignored_whatever_they_are() {
+    let file = std::fs::File::open("/proc/self/status").unwrap();
+    let o = serve(
+        None,
+        Some("1"),
+        Some("nosuchservice"),
+        Some(OwnedFd::from(file)),
+    );
+    assert!(o.code != Some(2), "{:?}: {}", o.code, o.stderr);
     assert!(
-        o.stderr.contains("matches no service"),
+        o.stderr
+            .contains("socket named \"nosuchservice\" matches no service"),
         "unknown names are logged and ignored: {}",
         o.stderr
     );

@@ -119,19 +119,19 @@ async fn find_adoptable(scopes: &Scopes) -> BTreeMap<String, Vec<Container>> {
 
 pub fn main(config_dir: &Path) -> anyhow::Result<()> {
     let services = load(config_dir)?;
-    let fds = receive_sockets().map_err(ServeError::from)?;
+    let known = |name: &str| services.iter().any(|s| s.name == name);
+    let fds = receive_sockets(&known).map_err(ServeError::from)?;
     let mut by_name: BTreeMap<String, Vec<Listener>> = BTreeMap::new();
     for (fd, name) in fds {
-        match addr_of(&fd) {
-            Some(addr) => by_name.entry(name).or_default().push(Listener { addr, fd }),
-            None => tracing::warn!("socket {name:?} is not a TCP or unix stream socket; ignored"),
-        }
-    }
-    for name in by_name.keys() {
-        if !services.iter().any(|s| &s.name == name) {
+        if !known(&name) {
             tracing::warn!(
                 "socket named {name:?} matches no service (no services/{name}.toml); ignored"
             );
+            continue;
+        }
+        match addr_of(&fd) {
+            Some(addr) => by_name.entry(name).or_default().push(Listener { addr, fd }),
+            None => tracing::warn!("socket {name:?} is not a TCP or unix stream socket; ignored"),
         }
     }
     std::fs::create_dir_all(DEFAULT_STAGING_DIR)
@@ -503,8 +503,13 @@ pub fn parse_listen_env(
     list.iter()
         .enumerate()
         .map(|(i, name)| {
-            // systemd's own rule for fd names: 1 to 255 printable ASCII.
-            if name.is_empty() || name.len() > 255 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            // systemd's own rule for fd names (fdname_is_valid): 1 to 255
+            // printable ASCII characters. A valid name that matches no
+            // service is logged and ignored later, not an error.
+            if name.is_empty()
+                || name.len() > 255
+                || !name.bytes().all(|b| (b' '..0x7f).contains(&b))
+            {
                 return Err(ListenEnvError::BadName {
                     index: i + 1,
                     name: (*name).to_owned(),
@@ -515,11 +520,12 @@ pub fn parse_listen_env(
         .collect()
 }
 
-/// Takes the sockets systemd passed: checks the `LISTEN_*` environment and
-/// that every descriptor is an open listening stream socket, marks them
-/// close-on-exec, and clears `LISTEN_*` so nothing berth starts inherits
-/// them.
-fn receive_sockets() -> Result<Vec<(OwnedFd, String)>, ListenEnvError> {
+/// Takes the sockets systemd passed: checks the `LISTEN_*` environment,
+/// that every descriptor is open and that those named after a service
+/// (`known`) are listening stream sockets (others are ignored later, as
+/// the SPEC says, whatever they are), marks them close-on-exec, and clears
+/// `LISTEN_*` so nothing berth starts inherits them.
+fn receive_sockets(known: &dyn Fn(&str) -> bool) -> Result<Vec<(OwnedFd, String)>, ListenEnvError> {
     let var = |k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned());
     let (pid, fds, names) = (var("LISTEN_PID"), var("LISTEN_FDS"), var("LISTEN_FDNAMES"));
     for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
@@ -545,6 +551,9 @@ fn receive_sockets() -> Result<Vec<(OwnedFd, String)>, ListenEnvError> {
                 error,
             }
         })?;
+        if !known(name) {
+            continue;
+        }
         if let Some(what) = not_a_listener(*fd) {
             return Err(ListenEnvError::NotListening {
                 fd: *fd,
@@ -682,7 +691,7 @@ mod listen_env_tests {
             E::BadName { index: 2, .. }
         ));
         assert!(matches!(
-            err(Some("7"), Some("1"), Some("a b")),
+            err(Some("7"), Some("1"), Some("a\tb")),
             E::BadName { index: 1, .. }
         ));
     }
