@@ -812,3 +812,129 @@ fn missing_config_dir() {
         "{stderr}"
     );
 }
+
+// --- rate_limit_per_source and source_prefix_v6 ---------------------------
+
+#[test]
+fn rate_limit_per_source_malformed() {
+    for bad in [
+        "20",
+        "20/10",
+        "x/10s",
+        "+2/10s",
+        "20/ten",
+        "/10s",
+        "99999999999/1s",
+    ] {
+        let (_c, file, out) = check_service(&format!("rate_limit_per_source = \"{bad}\"\n"));
+        out.error_at(
+            &file,
+            3,
+            25,
+            &format!("rate_limit_per_source: expected a rate such as \"20/10s\" or \"100/1min\" (connections, then a duration), found \"{bad}\""),
+        );
+    }
+    let (_c, file, out) = check_service("rate_limit_per_source = 20\n");
+    out.error_at(
+        &file,
+        3,
+        25,
+        "rate_limit_per_source: expected a rate such as \"20/10s\"",
+    );
+}
+
+#[test]
+fn rate_limit_per_source_zero() {
+    let (_c, file, out) = check_service("rate_limit_per_source = \"0/10s\"\n");
+    out.error_at(
+        &file,
+        3,
+        25,
+        "rate_limit_per_source: expected a rate of at least one connection per interval",
+    );
+    let (_c, file, out) = check_service("rate_limit_per_source = \"5/0s\"\n");
+    out.error_at(
+        &file,
+        3,
+        25,
+        "rate_limit_per_source: expected a rate over an interval greater than zero",
+    );
+}
+
+#[test]
+fn rate_limit_per_source_in_listen_mode() {
+    let conf = Conf::new();
+    let file = conf.service(
+        "web.toml",
+        "mode = \"listen\"\nexec = [\"/usr/bin/httpd\"]\nrate_limit_per_source = \"20/10s\"\n",
+    );
+    conf.check(&[&file]).error_at(
+        &file,
+        3,
+        25,
+        "rate_limit_per_source: only applies to mode = \"inetd\"",
+    );
+    // Set in berth.toml for every service: the listen service's own mode
+    // is what is wrong there.
+    let conf = Conf::new();
+    conf.defaults("rate_limit_per_source = \"20/10s\"\n");
+    let file = conf.service(
+        "web.toml",
+        "mode = \"listen\"\nexec = [\"/usr/bin/httpd\"]\n",
+    );
+    conf.check(&[&file]).error_at(
+        &file,
+        1,
+        8,
+        "rate_limit_per_source: only applies to mode = \"inetd\"",
+    );
+}
+
+#[test]
+fn source_prefix_v6_out_of_range() {
+    for bad in ["0", "129", "-1"] {
+        let (_c, file, out) = check_service(&format!("source_prefix_v6 = {bad}\n"));
+        out.error_at(
+            &file,
+            3,
+            20,
+            "source_prefix_v6: expected an integer from 1 to 128",
+        );
+    }
+    let (_c, file, out) = check_service("source_prefix_v6 = \"64\"\n");
+    out.error_at(
+        &file,
+        3,
+        20,
+        "source_prefix_v6: expected an integer from 1 to 128, found \"64\"",
+    );
+}
+
+#[test]
+fn flood_limits_defaults_and_berth_toml() {
+    let conf = Conf::new();
+    conf.defaults("rate_limit_per_source = \"100/1min\"\nsource_prefix_v6 = 56\n");
+    conf.service("a.toml", BASE);
+    conf.service(
+        "b.toml",
+        &format!("{BASE}rate_limit_per_source = \"20/10s\"\nsource_prefix_v6 = 128\n"),
+    );
+    conf.check(&[]).ok();
+    let services = berth::config::load_dir(conf.root()).expect("valid");
+    let rate = |count, secs| {
+        Some(berth::config::RateLimit {
+            count,
+            per: std::time::Duration::from_secs(secs),
+        })
+    };
+    assert_eq!(services[0].rate_limit_per_source, rate(100, 60));
+    assert_eq!(services[0].source_prefix_v6, 56);
+    assert_eq!(services[1].rate_limit_per_source, rate(20, 10));
+    assert_eq!(services[1].source_prefix_v6, 128);
+
+    let conf = Conf::new();
+    conf.service("a.toml", BASE);
+    let s = &berth::config::load_dir(conf.root()).expect("valid")[0];
+    assert_eq!(s.rate_limit_per_source, None);
+    assert_eq!(s.source_prefix_v6, 64);
+}

@@ -94,6 +94,14 @@ pub struct Resources {
     pub io_weight: Option<u64>,
 }
 
+/// `rate_limit_per_source = "N/INTERVAL"`: at most `count` new connections
+/// per source in any `per`, refilled evenly (a token bucket of `count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
 /// One fully validated service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
@@ -113,6 +121,10 @@ pub struct Service {
     pub max_lifetime: Option<Duration>,
     pub max_connections: u32,
     pub max_connections_per_source: Option<u32>,
+    /// inetd: new connections per source and interval (token bucket).
+    pub rate_limit_per_source: Option<RateLimit>,
+    /// IPv6 peers count per /N for the per-source limits (1 to 128).
+    pub source_prefix_v6: u8,
     pub warm: u32,
     pub sandbox: Sandbox,
     pub resources: Resources,

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use super::error::{ConfigError, Location};
 use super::schema::{
-    Bind, GroupRef, Mode, Network, Propagation, Resources, Sandbox, Seccomp, Service, UserRef,
+    Bind, GroupRef, Mode, Network, Propagation, RateLimit, Resources, Sandbox, Seccomp, Service,
+    UserRef,
 };
 
 pub(super) const DEFAULT_ETC: &[&str] = &["passwd", "group", "nsswitch.conf", "hosts", "localtime"];
 const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 const DEFAULT_MAX_CONNECTIONS: u32 = 64;
+const DEFAULT_SOURCE_PREFIX_V6: u8 = 64;
 pub(super) const MISSING_MODE: &str =
     "mode = \"inetd\" or mode = \"listen\" (in the service file or berth.toml)";
 
@@ -42,6 +44,8 @@ pub(super) struct FileSettings {
     pub(super) max_lifetime: Option<Duration>,
     pub(super) max_connections: Option<u32>,
     pub(super) max_connections_per_source: Option<u32>,
+    pub(super) rate_limit_per_source: Option<Located<RateLimit>>,
+    pub(super) source_prefix_v6: Option<u8>,
     pub(super) warm: Option<Located<u32>>,
     pub(super) network: Option<Network>,
     pub(super) read_only: Option<Vec<Bind>>,
@@ -83,6 +87,8 @@ impl FileSettings {
             max_lifetime,
             max_connections,
             max_connections_per_source,
+            rate_limit_per_source,
+            source_prefix_v6,
             warm,
             network,
             read_only,
@@ -146,6 +152,23 @@ impl FileSettings {
             });
             }
         }
+        if let (Some(mode), Some(limit)) = (&self.mode, &self.rate_limit_per_source) {
+            if mode.value == Mode::Listen {
+                // The application accepts in listen mode: berth never sees
+                // single connections to refuse. Point at the service file's
+                // own key if it has one.
+                let at = if limit.at.file == file || mode.at.file != file {
+                    limit.at.clone()
+                } else {
+                    mode.at.clone()
+                };
+                errors.push(ConfigError::Invalid {
+                    at,
+                    key: "rate_limit_per_source".to_string(),
+                    message: "only applies to mode = \"inetd\" (in listen mode the application accepts connections, berth cannot refuse single ones)".to_string(),
+                });
+            }
+        }
         let name = name?;
         let (Some(mode), Some(exec)) = (self.mode, self.exec) else {
             return None;
@@ -167,6 +190,8 @@ impl FileSettings {
             max_lifetime: self.max_lifetime,
             max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             max_connections_per_source: self.max_connections_per_source,
+            rate_limit_per_source: self.rate_limit_per_source.map(|r| r.value),
+            source_prefix_v6: self.source_prefix_v6.unwrap_or(DEFAULT_SOURCE_PREFIX_V6),
             warm: self.warm.map_or(0, |warm| warm.value),
             sandbox: Sandbox {
                 network: self.network.unwrap_or(Network::None),

@@ -28,6 +28,8 @@ const TOP_KEYS: &[&str] = &[
     "max_lifetime",
     "max_connections",
     "max_connections_per_source",
+    "rate_limit_per_source",
+    "source_prefix_v6",
     "warm",
     "sandbox",
     "resources",
@@ -259,6 +261,17 @@ impl<'a> FileValidator<'a> {
                 "max_connections_per_source" => {
                     let r = self.integer(k, value, 1, u32::MAX as i64);
                     s.max_connections_per_source = self.ok_or_record(r).map(|n| n as u32);
+                }
+                "rate_limit_per_source" => {
+                    let r = self.rate_limit(k, value);
+                    s.rate_limit_per_source = self.ok_or_record(r).map(|limit| Located {
+                        value: limit,
+                        at: self.at(value.span()),
+                    });
+                }
+                "source_prefix_v6" => {
+                    let r = self.integer(k, value, 1, 128);
+                    s.source_prefix_v6 = self.ok_or_record(r).map(|n| n as u8);
                 }
                 "warm" => {
                     let r = self.integer(k, value, 0, 1024);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use toml::de::{DeInteger, DeValue};
 
 use super::error::ConfigError;
-use super::schema::{Bind, GroupRef, UserRef};
+use super::schema::{Bind, GroupRef, RateLimit, UserRef};
 use super::units::{parse_duration, parse_size};
 use super::validate::{FileValidator, TomlValue};
 
@@ -112,6 +112,37 @@ impl FileValidator<'_> {
             }
             Some(d) => Ok(d),
             None => Err(self.bad_value(key, value, EXPECT_DURATION)),
+        }
+    }
+
+    /// `"N/INTERVAL"`: at least one connection per interval of at least 1ms.
+    pub(super) fn rate_limit(&self, key: &str, value: &TomlValue) -> Checked<RateLimit> {
+        const EXPECTED: &str =
+            "a rate such as \"20/10s\" or \"100/1min\" (connections, then a duration)";
+        let s = self.string(key, value, EXPECTED)?;
+        let Some((count, per)) = s.split_once('/') else {
+            return Err(self.bad_value(key, value, EXPECTED));
+        };
+        let count = count.trim();
+        let count = match count.parse::<u32>() {
+            Ok(n) if count.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(self.bad_value(key, value, EXPECTED)),
+        };
+        if count == 0 {
+            return Err(self.bad_value(
+                key,
+                value,
+                "a rate of at least one connection per interval, such as \"20/10s\"",
+            ));
+        }
+        match parse_duration(per) {
+            Some(d) if d.is_zero() => Err(self.bad_value(
+                key,
+                value,
+                "a rate over an interval greater than zero, such as \"20/10s\"",
+            )),
+            Some(per) => Ok(RateLimit { count, per }),
+            None => Err(self.bad_value(key, value, EXPECTED)),
         }
     }
 
