@@ -8,6 +8,7 @@ pub mod admin;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod generator;
 pub mod journal;
 pub mod sandbox;
 pub mod scope;

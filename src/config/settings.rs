@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigError, Location};
+use crate::activation::ListenAddr;
+
 use super::schema::{
-    Bind, GroupRef, Mode, Network, Propagation, Resources, Sandbox, Seccomp, Service, UserRef,
+    Bind, GroupRef, IpRule, Mode, Network, Propagation, Resources, Sandbox, Seccomp, Service,
+    UserRef,
 };
 
 pub(super) const DEFAULT_ETC: &[&str] = &["passwd", "group", "nsswitch.conf", "hosts", "localtime"];
@@ -43,6 +46,9 @@ pub(super) struct FileSettings {
     pub(super) max_connections: Option<u32>,
     pub(super) max_connections_per_source: Option<u32>,
     pub(super) warm: Option<Located<u32>>,
+    pub(super) listen: Option<Vec<ListenAddr>>,
+    pub(super) ip_allow: Option<Located<Vec<IpRule>>>,
+    pub(super) ip_deny: Option<Located<Vec<IpRule>>>,
     pub(super) network: Option<Network>,
     pub(super) read_only: Option<Vec<Bind>>,
     pub(super) read_write: Option<Vec<Bind>>,
@@ -84,6 +90,9 @@ impl FileSettings {
             max_connections,
             max_connections_per_source,
             warm,
+            listen,
+            ip_allow,
+            ip_deny,
             network,
             read_only,
             read_write,
@@ -146,6 +155,20 @@ impl FileSettings {
             });
             }
         }
+        if self.listen.is_none() && !self.seen.contains("listen") {
+            // Only the generated socket unit carries the lists: without
+            // `listen` they would silently not apply. Lists from berth.toml
+            // apply to the services that have `listen`.
+            for (key, list) in [("ip_allow", &self.ip_allow), ("ip_deny", &self.ip_deny)] {
+                if let Some(list) = list.as_ref().filter(|l| l.at.file == file) {
+                    errors.push(ConfigError::Invalid {
+                        at: list.at.clone(),
+                        key: key.to_string(),
+                        message: "needs `listen` in the same file (the lists become IPAddressAllow=/IPAddressDeny= of the socket unit berth's generator writes for `listen`; a hand-written socket unit sets them itself)".to_string(),
+                    });
+                }
+            }
+        }
         let name = name?;
         let (Some(mode), Some(exec)) = (self.mode, self.exec) else {
             return None;
@@ -168,6 +191,9 @@ impl FileSettings {
             max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             max_connections_per_source: self.max_connections_per_source,
             warm: self.warm.map_or(0, |warm| warm.value),
+            listen: self.listen.unwrap_or_default(),
+            ip_allow: self.ip_allow.map(|l| l.value).unwrap_or_default(),
+            ip_deny: self.ip_deny.map(|l| l.value).unwrap_or_default(),
             sandbox: Sandbox {
                 network: self.network.unwrap_or(Network::None),
                 read_only: self.read_only.unwrap_or_default(),

@@ -29,6 +29,9 @@ const TOP_KEYS: &[&str] = &[
     "max_connections",
     "max_connections_per_source",
     "warm",
+    "listen",
+    "ip_allow",
+    "ip_deny",
     "sandbox",
     "resources",
 ];
@@ -266,6 +269,28 @@ impl<'a> FileValidator<'a> {
                         value: n as u32,
                         at: self.at(value.span()),
                     });
+                }
+                // One address belongs to one service.
+                "listen" if is_defaults => self.errors.push(self.invalid(
+                    k,
+                    key.span(),
+                    "not allowed in berth.toml, expected it in each services/NAME.toml".to_string(),
+                )),
+                "listen" => {
+                    let r = self.listen(value);
+                    s.listen = self.ok_or_record(r);
+                }
+                "ip_allow" | "ip_deny" => {
+                    let r = self.ip_rules(k, value);
+                    let list = self.ok_or_record(r).map(|rules| Located {
+                        value: rules,
+                        at: self.at(key.span()),
+                    });
+                    if k == "ip_allow" {
+                        s.ip_allow = list;
+                    } else {
+                        s.ip_deny = list;
+                    }
                 }
                 "sandbox" => match value.get_ref() {
                     DeValue::Table(table) => self.sandbox(table, &mut s),
