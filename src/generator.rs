@@ -99,7 +99,10 @@ fn valid_services(config_dir: &Path, say: &mut dyn FnMut(&str)) -> Option<Vec<Se
     if !config_dir.join("services").is_dir() {
         return None;
     }
-    let (_, errors, services) = config::check_services(&[], config_dir);
+    // Host facts (users, bind sources) may not be there yet at boot; berth
+    // serve checks them when it loads the service.
+    let (_, errors, services) =
+        config::without_host_checks(|| config::check_services(&[], config_dir));
     let defaults = config_dir.join("berth.toml");
     if errors.iter().any(|e| e.location().file == defaults) {
         for e in &errors {

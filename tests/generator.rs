@@ -219,3 +219,24 @@ fn the_binary_under_its_own_name_is_not_a_generator() {
     assert_ne!(out.status.code(), Some(0));
     assert!(s.listing("normal").is_empty());
 }
+
+#[test]
+fn host_facts_are_not_looked_up_at_boot() {
+    // At boot, NSS services and other file systems may not be up yet: a user
+    // only LDAP knows, a bind source on /srv are berth serve's to check.
+    let s = Setup::new();
+    s.service(
+        "late",
+        "mode = \"inetd\"\nexec = [\"/bin/x\"]\nuser = \"no-such-user-berth\"\ngroup = \"no-such-group-berth\"\nlisten = [\"127.0.0.1:7007\"]\n[sandbox]\nread_write = [\"/no/such/dir-berth:/data\"]\netc = [\"no-such-entry-berth\"]\n",
+    );
+    let out = s.run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    assert_eq!(
+        s.listing("normal"),
+        [
+            "berth-late.socket",
+            "sockets.target.wants/berth-late.socket"
+        ]
+    );
+}

@@ -37,3 +37,4 @@ pub use schema::{
     UserRef,
 };
 pub use units::{parse_duration, parse_size};
+pub use validate::without_host_checks;

@@ -55,6 +55,27 @@ const RESOURCES_KEYS: &[&str] = &[
     "io_weight",
 ];
 
+thread_local! {
+    /// Whether users, groups, bind sources and /etc entries are looked up
+    /// on the host while validating (see [`without_host_checks`]).
+    static HOST_CHECKS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` with validation that does not look at the host: users and
+/// groups are not resolved (no NSS), bind sources and /etc entries not
+/// checked. For berth-generator: it runs at boot before NSS services and
+/// other file systems are up; `berth serve` checks these facts itself.
+pub fn without_host_checks<T>(f: impl FnOnce() -> T) -> T {
+    let before = HOST_CHECKS.with(|h| h.replace(false));
+    let result = f();
+    HOST_CHECKS.with(|h| h.set(before));
+    result
+}
+
+pub(super) fn host_checks() -> bool {
+    HOST_CHECKS.with(|h| h.get())
+}
+
 /// Validates one file: turns spans into locations and collects errors.
 pub(super) struct FileValidator<'a> {
     file: &'a Path,

@@ -11,7 +11,7 @@ use toml::de::{DeInteger, DeValue};
 use super::error::ConfigError;
 use super::schema::{Bind, GroupRef, IpRule, UserRef};
 use super::units::{parse_duration, parse_size};
-use super::validate::{FileValidator, TomlValue};
+use super::validate::{FileValidator, TomlValue, host_checks};
 use crate::activation::ListenAddr;
 
 const RESERVED_ENV: &[&str] = &[
@@ -198,6 +198,9 @@ impl FileValidator<'_> {
                 if let Some(id) = name.parse::<u32>().ok().filter(|&id| id != u32::MAX) {
                     return Ok(UserRef::Id(id));
                 }
+                if !host_checks() {
+                    return Ok(UserRef::Name(name.to_string()));
+                }
                 match nix::unistd::User::from_name(name) {
                     Ok(Some(_)) => Ok(UserRef::Name(name.to_string())),
                     Ok(None) => Err(ConfigError::UnknownUser {
@@ -230,6 +233,9 @@ impl FileValidator<'_> {
                 }
                 if let Some(id) = name.parse::<u32>().ok().filter(|&id| id != u32::MAX) {
                     return Ok(Some(GroupRef::Id(id)));
+                }
+                if !host_checks() {
+                    return Ok(Some(GroupRef::Name(name.to_string())));
                 }
                 match nix::unistd::Group::from_name(name) {
                     Ok(Some(_)) => Ok(Some(GroupRef::Name(name.to_string()))),
@@ -337,6 +343,9 @@ impl FileValidator<'_> {
                 ),
             ));
         }
+        if !host_checks() {
+            return Ok(Bind { source, dest });
+        }
         match std::fs::metadata(&source) {
             Ok(_) => Ok(Bind { source, dest }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -435,6 +444,9 @@ impl FileValidator<'_> {
                 value,
                 "a name relative to /etc such as \"passwd\" or \"ssl/certs\"",
             ));
+        }
+        if !host_checks() {
+            return Ok(name.trim_end_matches('/').to_string());
         }
         match std::fs::metadata(Path::new("/etc").join(name)) {
             Ok(_) => Ok(name.trim_end_matches('/').to_string()),
