@@ -862,8 +862,12 @@ if [ $SERVE_UP = 1 ]; then
     check "generator: daemon-reload succeeds with a broken service file" "exit $rc: $out" [ $rc = 0 ]
     check "generator: the broken file gets no socket unit" "FragmentPath '$(gen_unit genbad)'" \
         eval '[ -z "$(gen_unit genbad)" ] && ! IN test -e /run/systemd/generator/berth-genbad.socket'
-    check "generator: the generator says why" "$(IN journalctl --no-pager -q -o cat -g berth-generator | tail -n 3 | tr '\n' '|')" \
-        eval 'IN journalctl --no-pager -q -o cat -g "genbad.toml:3:11: listen" | grep -q .'
+    # It says why on the kernel log; nspawn gives a container no /dev/kmsg and
+    # PID 1 no console for it here, so run it as systemd does and see stderr.
+    out=$(IN sh -c 'd=$(mktemp -d) && /usr/lib/systemd/system-generators/berth-generator "$d" "$d" "$d"; echo "rc=$?"; rm -rf "$d"' 2>&1)
+    check "generator: it names the broken file and why, and exits 0" "$(tr '\n' '|' <<<"$out")" \
+        eval 'grep -q "^berth-generator: /etc/berth/services/genbad.toml:3:11: listen: expected an address" <<<"$out" &&
+              grep -q "^berth-generator: /etc/berth/services/genbad.toml: skipped" <<<"$out" && grep -qx "rc=0" <<<"$out"'
     # berth serve refuses a configuration with errors: the broken file goes first.
     rm -f "$ROOT/etc/berth/services/genbad.toml"
     IN systemctl daemon-reload
