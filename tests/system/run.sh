@@ -850,7 +850,7 @@ if [ $SERVE_UP = 1 ]; then
     check "generator: sockets.target wants berth-gen.socket" "$(prop berth-gen.socket WantedBy)" \
         eval 'prop berth-gen.socket WantedBy | grep -qw sockets.target'
     # The README's steps for a new service while berth runs.
-    IN systemctl stop berth.service
+    IN systemctl stop berth.service 2>/dev/null   # (quiet: "can still be activated by")
     IN systemctl start sockets.target berth.service || note "systemctl start sockets.target berth.service failed"
     a=$(probe_cmd_port $PORT_GEN "echo gen" 2>/dev/null)
     check "generator: a service file with listen and no socket unit answers" "got '$a'" [ "$a" = gen ]
@@ -871,7 +871,7 @@ if [ $SERVE_UP = 1 ]; then
     # berth serve refuses a configuration with errors: the broken file goes first.
     rm -f "$ROOT/etc/berth/services/genbad.toml"
     IN systemctl daemon-reload
-    IN systemctl stop berth.service
+    IN systemctl stop berth.service 2>/dev/null   # (quiet: "can still be activated by")
     IN systemctl start sockets.target berth.service || note "systemctl start sockets.target berth.service failed"
     a=$(probe_cmd_port $PORT_GEN2 "echo gen2" 2>/dev/null)
     check "generator: a service file added later answers after daemon-reload" "got '$a'" [ "$a" = gen2 ]
