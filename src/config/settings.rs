@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigError, Location};
-use crate::activation::ListenAddr;
-
 use super::schema::{
     Bind, GroupRef, IpRule, Mode, Network, Propagation, Resources, Sandbox, Seccomp, Service,
     UserRef,
 };
+use crate::activation::ListenAddr;
 
 pub(super) const DEFAULT_ETC: &[&str] = &["passwd", "group", "nsswitch.conf", "hosts", "localtime"];
 const DEFAULT_TMP_SIZE: u64 = 64 << 20;
