@@ -11,6 +11,15 @@ fn main() -> ExitCode {
     // dispatch before clap builds its command tree, as they are on every
     // container's critical path. They must stay single-threaded: no runtime,
     // no logger threads.
+    // Run by systemd as a generator, through the link named berth-generator.
+    if std::env::args_os()
+        .next()
+        .as_deref()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == berth::generator::ARGV0)
+    {
+        return berth::generator::main();
+    }
     match std::env::args_os()
         .nth(1)
         .as_deref()

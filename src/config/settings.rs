@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use super::error::{ConfigError, Location};
 use super::schema::{
-    Bind, GroupRef, Mode, Network, Propagation, RateLimit, Resources, Sandbox, Seccomp, Service,
+    Bind, GroupRef, IpRule, Mode, Network, Propagation, RateLimit, Resources, Sandbox, Seccomp,
+    Service,
     UserRef,
 };
+use crate::activation::ListenAddr;
 
 pub(super) const DEFAULT_ETC: &[&str] = &["passwd", "group", "nsswitch.conf", "hosts", "localtime"];
 const DEFAULT_TMP_SIZE: u64 = 64 << 20;
@@ -47,6 +49,9 @@ pub(super) struct FileSettings {
     pub(super) rate_limit_per_source: Option<Located<RateLimit>>,
     pub(super) source_prefix_v6: Option<u8>,
     pub(super) warm: Option<Located<u32>>,
+    pub(super) listen: Option<Vec<ListenAddr>>,
+    pub(super) ip_allow: Option<Located<Vec<IpRule>>>,
+    pub(super) ip_deny: Option<Located<Vec<IpRule>>>,
     pub(super) network: Option<Network>,
     pub(super) read_only: Option<Vec<Bind>>,
     pub(super) read_write: Option<Vec<Bind>>,
@@ -90,6 +95,9 @@ impl FileSettings {
             rate_limit_per_source,
             source_prefix_v6,
             warm,
+            listen,
+            ip_allow,
+            ip_deny,
             network,
             read_only,
             read_write,
@@ -169,6 +177,20 @@ impl FileSettings {
                 });
             }
         }
+        if self.listen.is_none() && !self.seen.contains("listen") {
+            // Only the generated socket unit carries the lists: without
+            // `listen` they would silently not apply. Lists from berth.toml
+            // apply to the services that have `listen`.
+            for (key, list) in [("ip_allow", &self.ip_allow), ("ip_deny", &self.ip_deny)] {
+                if let Some(list) = list.as_ref().filter(|l| l.at.file == file) {
+                    errors.push(ConfigError::Invalid {
+                        at: list.at.clone(),
+                        key: key.to_string(),
+                        message: "needs `listen` in the same file (the lists become IPAddressAllow=/IPAddressDeny= of the socket unit berth's generator writes for `listen`; a hand-written socket unit sets them itself)".to_string(),
+                    });
+                }
+            }
+        }
         let name = name?;
         let (Some(mode), Some(exec)) = (self.mode, self.exec) else {
             return None;
@@ -193,6 +215,9 @@ impl FileSettings {
             rate_limit_per_source: self.rate_limit_per_source.map(|r| r.value),
             source_prefix_v6: self.source_prefix_v6.unwrap_or(DEFAULT_SOURCE_PREFIX_V6),
             warm: self.warm.map_or(0, |warm| warm.value),
+            listen: self.listen.unwrap_or_default(),
+            ip_allow: self.ip_allow.map(|l| l.value).unwrap_or_default(),
+            ip_deny: self.ip_deny.map(|l| l.value).unwrap_or_default(),
             sandbox: Sandbox {
                 network: self.network.unwrap_or(Network::None),
                 read_only: self.read_only.unwrap_or_default(),
