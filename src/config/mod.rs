@@ -33,6 +33,7 @@ pub use load::{
     load_service_all,
 };
 pub use schema::{
-    Bind, GroupRef, Mode, Network, Propagation, Resources, Sandbox, Seccomp, Service, UserRef,
+    Bind, CredentialFile, GroupRef, Mode, Network, Propagation, Resources, Sandbox, Seccomp,
+    Service, UserRef,
 };
 pub use units::{parse_duration, parse_size};

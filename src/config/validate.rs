@@ -42,6 +42,9 @@ const SANDBOX_KEYS: &[&str] = &[
     "capabilities",
     "seccomp",
     "syslog",
+    "runtime_directory",
+    "state_directory",
+    "credentials",
 ];
 const RESOURCES_KEYS: &[&str] = &[
     "memory_max",
@@ -345,6 +348,18 @@ impl<'a> FileValidator<'a> {
                     DeValue::Boolean(b) => s.syslog = Some(*b),
                     _ => self.errors.push(self.wrong_type(k, value, "true or false")),
                 },
+                "runtime_directory" => {
+                    let r = self.runtime_directory(value);
+                    s.runtime_directory = self.ok_or_record(r);
+                }
+                "state_directory" => match value.get_ref() {
+                    DeValue::Boolean(b) => s.state_directory = Some(*b),
+                    _ => self.errors.push(self.wrong_type(k, value, "true or false")),
+                },
+                "credentials" => {
+                    let r = self.credentials(value);
+                    s.credentials = self.ok_or_record(r);
+                }
                 _ => self
                     .errors
                     .push(self.unknown_key(key, "[sandbox]", SANDBOX_KEYS)),
