@@ -597,7 +597,8 @@ fn state_dir(
     };
     let parent_fd =
         openat(CWD, parent, o_path() | OFlags::DIRECTORY, Mode::empty()).map_err(err(parent))?;
-    // One component, not followed: ELOOP for a symlink, ENOTDIR for a file.
+    // One component, never followed (the kernel says ELOOP or ENOTDIR for
+    // a symlink there; the error names it as such).
     let open_one = |dir: &OwnedFd, n: &Path, full: &Path, flags: OFlags| {
         openat2(
             dir,
@@ -606,12 +607,17 @@ fn state_dir(
             Mode::empty(),
             ONE_NAME,
         )
-        .map_err(|e| match e {
-            Errno::LOOP => MountError::StateSymlink { path: full.into() },
-            e => MountError::StateDir {
-                path: full.into(),
-                source: io_err(e),
-            },
+        .map_err(|e| {
+            let link = statat(dir, n, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+            if link || e == Errno::LOOP {
+                MountError::StateSymlink { path: full.into() }
+            } else {
+                MountError::StateDir {
+                    path: full.into(),
+                    source: io_err(e),
+                }
+            }
         })
     };
     match mkdirat(&parent_fd, base_name, Mode::from_raw_mode(0o755)) {
