@@ -421,7 +421,7 @@ pub(super) fn describe(value: &DeValue) -> String {
 mod tests {
     use std::path::PathBuf;
 
-    use crate::config::{Seccomp, Service, load_service_all};
+    use crate::config::{CredentialFile, Seccomp, Service, load_service_all};
 
     const BASE: &str = "mode = \"inetd\"\nexec = [\"/bin/x\"]\n";
 
@@ -446,6 +446,35 @@ mod tests {
         }
         let (_dir, _, service) = load(BASE);
         assert_eq!(service.unwrap().sandbox.seccomp, Seccomp::Default);
+    }
+
+    #[test]
+    fn directories_and_credentials() {
+        let (_dir, _, service) = load(BASE);
+        let sandbox = service.unwrap().sandbox;
+        assert_eq!(sandbox.runtime_directory, "x", "default: the service name");
+        assert!(!sandbox.state_directory);
+        assert!(sandbox.credentials.is_empty());
+        let (_dir, _, service) = load(&format!(
+            "{BASE}[sandbox]\nruntime_directory = \"sshd\"\nstate_directory = true\n\
+             credentials = [\"tls-key\", \"db:/etc//passwd\"]\n"
+        ));
+        let sandbox = service.unwrap().sandbox;
+        assert_eq!(sandbox.runtime_directory, "sshd");
+        assert!(sandbox.state_directory);
+        assert_eq!(
+            sandbox.credentials,
+            [
+                CredentialFile {
+                    name: "tls-key".into(),
+                    source: None
+                },
+                CredentialFile {
+                    name: "db".into(),
+                    source: Some("/etc/passwd".into())
+                },
+            ]
+        );
     }
 
     #[test]
