@@ -518,7 +518,7 @@ fn proc_mask(root: &OwnedFd, rel: &Path) -> Result<(), MountError> {
 }
 
 fn chown_err(path: &Path) -> impl Fn(Errno) -> MountError + '_ {
-    move |e| MountError::Create {
+    move |e| MountError::Owner {
         path: path.into(),
         source: io_err(e),
     }

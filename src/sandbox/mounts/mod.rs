@@ -135,6 +135,11 @@ pub enum MountError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("setting the mode and owner of {path}: {source}")]
+    Owner {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("pivot_root into {path}: {source}")]
     PivotRoot { path: PathBuf, source: nix::Error },
     #[error("detaching the old root: {0}")]
