@@ -99,9 +99,10 @@ def main():
     if stopped > started:
         errors.append(f"{stopped} containers of {service} stopped but only {started} started")
 
-    # Running containers: one that runs before and after the scrape must be
-    # in it, with systemd's numbers; one in the scrape must be in a list.
-    def running(path):
+    # Containers with a scope (running, and warm ones prepared ahead): one
+    # listed before and after the scrape must be in it, with systemd's
+    # numbers; one in the scrape must be in a list.
+    def scoped(path):
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         if not data.get("supervisor"):
@@ -109,17 +110,17 @@ def main():
         return {
             c["unit"]: c
             for c in data["containers"]
-            if c["state"] == "running" and c["unit"]
+            if c["unit"]
         }
 
-    before, after = running(before_path), running(after_path)
+    before, after = scoped(before_path), scoped(after_path)
     memory = {
         s.labels["unit"]: s
         for s in families["berth_container_memory_bytes"].samples
     }
     both = set(before) & set(after)
     if not both:
-        errors.append("no container ran across the scrape (nothing to compare)")
+        errors.append("no container was listed across the scrape (nothing to compare)")
     unknown = 2**64 - 1  # berth list's "not accounted"
     for unit in sorted(both):
         c = after[unit]
@@ -150,9 +151,11 @@ def main():
         for s in families["berth_containers"].samples
         if s.labels.get("state") == "running"
     }
-    for svc in {c["service"] for c in after.values()} & {c["service"] for c in before.values()}:
-        n_before = sum(1 for c in before.values() if c["service"] == svc)
-        n_after = sum(1 for c in after.values() if c["service"] == svc)
+    run_before = [c for c in before.values() if c["state"] == "running"]
+    run_after = [c for c in after.values() if c["state"] == "running"]
+    for svc in {c["service"] for c in run_after} & {c["service"] for c in run_before}:
+        n_before = sum(1 for c in run_before if c["service"] == svc)
+        n_after = sum(1 for c in run_after if c["service"] == svc)
         got = gauge.get(svc, 0)
         if not min(n_before, n_after) <= got <= max(n_before, n_after):
             errors.append(f"berth_containers{{service={svc!r},state=running}} = {got}, berth list: {n_before}/{n_after}")
@@ -162,7 +165,7 @@ def main():
         return 1
     print(
         f"{len(families)} families; {service}: started {started:g} (journal {journal_started}), "
-        f"accepted {accepted:g}; {len(both)} running containers agree with berth list"
+        f"accepted {accepted:g}; {len(both)} containers' accounting agrees with berth list"
     )
     return 0
 
