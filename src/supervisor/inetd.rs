@@ -13,11 +13,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Launcher, QUICK_EXIT, conns, new_container_id};
 use crate::activation::Listener;
+use crate::metrics::StopReason;
 use crate::sandbox::spawn::describe;
 
 pub use super::limits::Source;
-use crate::metrics::StopReason;
-
 use super::limits::{Buckets, REFUSAL_LOG_INTERVAL, Refusal, RefusalLog};
 
 #[derive(Default)]
