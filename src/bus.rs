@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use zbus::fdo;
 use zbus::message::Header;
 
+use crate::metrics::ServiceMetrics;
 use crate::scope::Scopes;
 use crate::supervisor::registry::{ContainerInfo, Registry, ServiceInfo};
 
@@ -76,6 +77,16 @@ impl Supervisor {
     /// Services with failed starts: count in a row and the throttle's end.
     async fn list_services(&self) -> Vec<ServiceInfo> {
         self.registry.services()
+    }
+
+    /// The counters behind `berth metrics`, per service.
+    async fn metrics(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> fdo::Result<Vec<ServiceMetrics>> {
+        require_root(conn, &hdr).await?;
+        Ok(self.registry.metrics.snapshot())
     }
 
     /// Stop one container (by id or scope name) through its scope.
@@ -151,4 +162,5 @@ pub trait Supervisor1 {
     fn stop_container(&self, name: &str) -> zbus::Result<u32>;
     fn stop_service(&self, name: &str) -> zbus::Result<u32>;
     fn reload(&self) -> zbus::Result<()>;
+    fn metrics(&self) -> zbus::Result<Vec<ServiceMetrics>>;
 }

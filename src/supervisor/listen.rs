@@ -17,6 +17,7 @@ use super::conns::{self, ListenerKey};
 use super::{Container, Launcher, QUICK_EXIT, new_container_id};
 use crate::activation::{ListenAddr, Listener};
 use crate::cgroup;
+use crate::metrics::StopReason;
 use crate::sandbox::spawn::describe;
 
 fn key_of(l: &Listener) -> Option<ListenerKey> {
@@ -97,6 +98,8 @@ pub async fn serve(
     let mut parked: Option<super::Parked> = None;
     loop {
         let started = Instant::now();
+        // When a connection woke the service (not for an adopted container).
+        let mut woke = None;
         let mut c = if let Some(c) = adopted.take() {
             tracing::info!(
                 service = %name, container = %c.id, event = "adopted",
@@ -125,10 +128,14 @@ pub async fn serve(
                     return;
                 }
             }
+            woke = Some(Instant::now());
             let warm = match parked.take() {
                 Some(p) => launcher.start_warm(p, &devnull, None, &fds).await,
                 None => None,
             };
+            if launcher.service().warm > 0 {
+                launcher.registry.metrics.warm(&name, warm.is_some());
+            }
             let launched = match warm {
                 Some(c) => Ok(c),
                 None => {
@@ -146,6 +153,7 @@ pub async fn serve(
                         service = %name, container = %id, event = "failed",
                         "{name}: container failed to start ({id}): {e}"
                     );
+                    launcher.registry.metrics.failed(&name);
                     if !e.is_infrastructure() {
                         launcher.note_failure(&id);
                     }
@@ -158,6 +166,10 @@ pub async fn serve(
             }
         };
         let id = c.id.clone();
+        if let Some(w) = woke {
+            launcher.registry.metrics.wake(&name);
+            launcher.registry.metrics.started(&name, w.elapsed());
+        }
         if !c.running.adopted() {
             tracing::info!(
                 service = %name, container = %id, event = "started",
@@ -179,6 +191,15 @@ pub async fn serve(
             Ok(s) => describe(*s),
             Err(e) => format!("wait failed: {e}"),
         };
+        launcher.registry.metrics.stopped(
+            &name,
+            match reason {
+                Stop::Exited => StopReason::Exit,
+                Stop::Idle => StopReason::Idle,
+                Stop::Lifetime => StopReason::Lifetime,
+                Stop::Shutdown => StopReason::Stop,
+            },
+        );
         tracing::info!(
             service = %name, container = %id, event = "stopped",
             "{name}: container stopped ({reason}; {id}): {text}"
@@ -284,10 +305,12 @@ async fn supervise(
             last_busy = Instant::now();
             continue;
         };
+        launcher.registry.metrics.frozen(&svc.name);
         // Frozen threads are no longer "in accept"; here only connections
         // still open or queued matter (one already served is not lost).
         if busy(init, fds, keys) {
             held.release();
+            launcher.registry.metrics.thawed(&svc.name);
             last_busy = Instant::now();
             continue;
         }
