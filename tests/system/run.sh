@@ -1030,7 +1030,7 @@ TOML
         [ "$v" = "700:nobody:/var/lib/berth/dirs 644:nobody:/var/lib/berth/dirs/n" ]
 fi
 
-# ---------------------------------------------------------------- t. metrics
+# ---------------------------------------------------------------- u. metrics
 # berth-metrics.socket (Accept=yes, shipped, not enabled): a scrape from the host
 # runs one `berth metrics --http`. The body is parsed by prometheus_client's
 # OpenMetrics parser (a library, tests/system/metrics_check.py) and compared
