@@ -418,16 +418,12 @@ impl Scopes {
 
     /// Active berth scopes: (unit name, pids with their command lines).
     pub async fn list(&self) -> Result<Vec<(String, Vec<(u32, String)>)>, ScopeError> {
-        let units = within(
-            DBUS_CALL_DEADLINE,
-            || "ListUnitsByPatterns".into(),
-            async {
-                self.manager
-                    .list_units_by_patterns(&["active", "activating"], &["berth-*.scope"])
-                    .await
-                    .map_err(ScopeError::List)
-            },
-        )
+        let units = within(DBUS_CALL_DEADLINE, || "ListUnitsByPatterns".into(), async {
+            self.manager
+                .list_units_by_patterns(&["active", "activating"], &["berth-*.scope"])
+                .await
+                .map_err(ScopeError::List)
+        })
         .await?;
         let mut out = Vec::new();
         for u in units {
@@ -642,7 +638,10 @@ mod tests {
             lock(&jobs).job_known(unit, "/job/1");
             tokio::time::timeout(Duration::from_millis(20), rx).await
         };
-        assert!(waited.await.is_err(), "no JobRemoved: the deadline ends the wait");
+        assert!(
+            waited.await.is_err(),
+            "no JobRemoved: the deadline ends the wait"
+        );
         assert_eq!(lock(&jobs).len(), 0);
         // A result arriving after the deadline is dropped, not stored.
         lock(&jobs).removed(unit, "/job/1", "done");
