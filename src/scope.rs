@@ -317,6 +317,15 @@ fn properties<'a>(req: &'a ScopeRequest<'a>) -> Vec<(&'static str, Value<'a>)> {
 impl Scopes {
     /// Connect to the system bus and subscribe to job results.
     pub async fn connect() -> Result<Scopes, ScopeError> {
+        within(
+            DBUS_CALL_DEADLINE,
+            || "connecting to systemd".into(),
+            Self::connect_now(),
+        )
+        .await
+    }
+
+    async fn connect_now() -> Result<Scopes, ScopeError> {
         let conn = zbus::Connection::system()
             .await
             .map_err(ScopeError::Connect)?;

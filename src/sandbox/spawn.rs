@@ -2,6 +2,12 @@
 //! zygote, or `berth sandbox-stage` exec'd), send the spec, learn the pids to
 //! put in a scope, then hand over the application's descriptors and learn
 //! whether the exec happened.
+//!
+//! Nothing here waits without a deadline ([`stage_deadline`]): a stage that
+//! does not report `Forked`/`Prepared`, or exec the application after
+//! `Start`, is killed through its pidfds and reaped in the background; a
+//! zygote that does not answer a fork is replaced. A stage dropped unreaped
+//! costs one small reaper task until it exits.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::{ExitStatus, Stdio};
