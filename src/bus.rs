@@ -30,8 +30,17 @@ async fn require_root(conn: &zbus::Connection, hdr: &Header<'_>) -> fdo::Result<
     let sender = hdr
         .sender()
         .ok_or_else(|| fdo::Error::AccessDenied("caller unknown".into()))?;
-    let dbus = fdo::DBusProxy::new(conn).await?;
-    let uid = dbus.get_connection_unix_user(sender.clone().into()).await?;
+    // dbus-daemon answers at once; a deadline keeps a stuck one from
+    // holding this method call (and its caller) forever.
+    let ask = async {
+        let dbus = fdo::DBusProxy::new(conn).await?;
+        dbus.get_connection_unix_user(sender.clone().into()).await
+    };
+    let uid = tokio::time::timeout(crate::scope::DBUS_CALL_DEADLINE, ask)
+        .await
+        .map_err(|_| {
+            fdo::Error::Failed("GetConnectionUnixUser: no answer from the bus".into())
+        })??;
     if uid != 0 {
         return Err(fdo::Error::AccessDenied(format!(
             "only root may change containers (caller uid {uid})"
