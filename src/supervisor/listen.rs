@@ -242,7 +242,7 @@ async fn supervise(
                 if launcher.keep_containers {
                     return (Stop::Shutdown, Ok(std::os::unix::process::ExitStatusExt::from_raw(0)));
                 }
-                return (Stop::Shutdown, c.running.terminate(Duration::from_secs(5)).await);
+                return (Stop::Shutdown, launcher.kill(c).await);
             }
             _ = tokio::time::sleep(step) => {}
         }
