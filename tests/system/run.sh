@@ -1081,7 +1081,9 @@ TOML
         out=$(IN berth stop stubborn 2>&1)
         r=$(( $(now_ms) - t ))
         check "stop_timeout: berth stop returns at once (${r} ms)" "took $r ms: $out" [ "$r" -lt 3000 ]
-        if wait_for 10 scope_gone "$U"; then
+        # Gone, not "deactivating" (the scope between SIGTERM and SIGKILL).
+        stopped() { case $(prop "$1" ActiveState) in active|activating|deactivating) return 1 ;; esac; }
+        if wait_for 10 stopped "$U"; then
             d=$(( $(now_ms) - t ))
             check "stop_timeout: a SIGTERM-ignoring container is gone stop_timeout after berth stop ($d ms)" \
                 "gone after $d ms, expected 3000 to 7000" eval '[ "$d" -ge 2800 ] && [ "$d" -le 7000 ]'
