@@ -527,7 +527,7 @@ pub async fn run_one(
             );
             return None;
         }
-        Err(r @ "supervisor stopping") => (r, c.running.terminate(Duration::from_secs(5)).await),
+        // Shutdown, lifetime, idle: SIGTERM, SIGKILL `stop_timeout` later.
         Err(r) => (r, launcher.kill(&mut c).await),
     };
     drop(idle_conn);
