@@ -175,6 +175,8 @@ lib_install() {
     [ -e "$ROOT/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$ROOT/etc/hosts"
     IN sh -c 'mkdir -p /etc/dropbear && dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key' \
         >/dev/null 2>&1 || die "dropbearkey inside the testbed failed"
+    # OpenSSH's host keys (config/services/sshd.toml binds /etc/ssh read-only).
+    IN ssh-keygen -A >/dev/null 2>&1 || die "ssh-keygen -A inside the testbed failed"
     SSH=(ssh -F /dev/null -i "$S/key" -o IdentitiesOnly=yes -o BatchMode=yes
          -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
          -o ConnectTimeout=10 -o ServerAliveInterval=5)

@@ -14,7 +14,7 @@
 #   8080 web (berth serve, listen)   2222 ssh (berth serve, inetd)
 #   2223 dropbear (systemd Accept=yes -> berth inetd)   2291 bomb, 2292 hog,
 #   2293 probe, 2294 crash, 2297 warm, 2298 forger, 2299 victim, 2300-2301 gen,
-#   2302 dirs, 2303 stubborn, 2304 slicebomb (berth serve, inetd)
+#   2302 dirs, 2303 stubborn, 2304 slicebomb, 2310 OpenSSH sshd -i (berth serve, inetd)
 #   9464 berth-metrics.socket (Accept=yes)
 #
 # Runs are serialized on a host by flock on /run/lock/berth-system-test.lock (the
@@ -35,7 +35,7 @@ LOGDIR=$REPO/target/system-test
 . "$REPO/tests/system/lib.sh"
 
 PORT_BOMB=2291 PORT_HOG=2292 PORT_PROBE=2293 PORT_CRASH=2294 PORT_PROBE2=2295 PORT_NOSUCH=2296 PORT_WARM=2297
-PORT_FORGER=2298 PORT_VICTIM=2299
+PORT_FORGER=2298 PORT_VICTIM=2299 PORT_SSHD=2310
 
 T0=$(date +%s)
 PASSED=0 FAILED=0
@@ -92,7 +92,7 @@ echo "# building berth" >&2
 lib_build
 lib_host_tools ssh:openssh-client ssh-keygen:openssh-client curl:curl wrk:wrk jq:jq
 lib_lock
-lib_ports_free $PORT_WEB $PORT_SSH $PORT_DROPBEAR $PORT_BOMB $PORT_HOG $PORT_PROBE $PORT_CRASH $PORT_WARM $PORT_FORGER $PORT_VICTIM
+lib_ports_free $PORT_WEB $PORT_SSH $PORT_DROPBEAR $PORT_BOMB $PORT_HOG $PORT_PROBE $PORT_CRASH $PORT_WARM $PORT_FORGER $PORT_VICTIM $PORT_SSHD
 
 HAVE_SERVE=0 HAVE_INETD=0
 "$BERTH" serve --help >/dev/null 2>&1 && HAVE_SERVE=1
@@ -206,7 +206,7 @@ else
     not_ok "berth check passes on the installed configuration" "$(echo "$out" | tr '\n' ' ')"
 fi
 
-SOCKETS="berth-web.socket berth-ssh.socket dropbear.socket berth-bomb.socket berth-hog.socket berth-probe.socket berth-crash.socket berth-nosuch.socket berth-forger.socket berth-victim.socket"
+SOCKETS="berth-web.socket berth-ssh.socket dropbear.socket berth-bomb.socket berth-hog.socket berth-probe.socket berth-crash.socket berth-nosuch.socket berth-forger.socket berth-victim.socket berth-sshd.socket"
 if out=$(lib_enable_sockets $SOCKETS); then
     ok "socket units enabled and listening"
 else
@@ -230,14 +230,15 @@ if touch /usr/berth-probe 2>/dev/null; then echo usr=rw; else echo usr=ro; fi
 echo tmp=[$(ls -A /tmp)]
 echo procs=$(ls /proc | grep -c "^[0-9]")'
 
-# ssh_suite LABEL PORT SERVICE: the sandbox as seen from a login, and the scope of a session
+# ssh_suite LABEL PORT SERVICE [LOGIN-LINE [SYSLOG-IDENT]]: the sandbox as seen from a
+# login, and the scope of a session; the server logs LOGIN-LINE (a regex) for a key login.
 ssh_suite() {
-    local label=$1 port=$2 svc=$3 out unit cg v
+    local label=$1 port=$2 svc=$3 login=${4:-Pubkey auth succeeded} ident=${5:-dropbear} out unit cg v
     if out=$(timeout 30 "${SSH[@]}" -p "$port" root@127.0.0.1 "$PROBE" 2>&1) && [[ "$out" == *ifaces=* ]]; then
         ok "$label: key login runs a command"
     else
         not_ok "$label: key login runs a command" \
-            "ssh -p $port said: '$(echo "$out" | tail -n 3 | tr '\n' ' ')'; journal: $(IN journalctl -q -o cat -t dropbear -n 2 --no-pager | tr '\n' ' ')"
+            "ssh -p $port said: '$(echo "$out" | tail -n 3 | tr '\n' ' ')'; journal: $(IN journalctl -q -o cat -t "$ident" -n 2 --no-pager | tr '\n' ' ')"
         return
     fi
     v=$(sed -n 's/^ifaces=//p' <<<"$out" | xargs)
@@ -255,7 +256,7 @@ ssh_suite() {
         ok "$label: interactive login with a pty (ssh -tt)"
     else
         not_ok "$label: interactive login with a pty (ssh -tt)" \
-            "got '$(echo "$out" | tail -n 2 | tr '\n' ' ')'; journal: $(IN journalctl -q -o cat -t dropbear -n 3 --no-pager | grep -v '^Child connection' | tr '\n' ' ')"
+            "got '$(echo "$out" | tail -n 2 | tr '\n' ' ')'; journal: $(IN journalctl -q -o cat -t "$ident" -n 3 --no-pager | grep -v '^Child connection' | tr '\n' ' ')"
     fi
 
     sess_open "$port"
@@ -306,9 +307,9 @@ ssh_suite() {
     if [ -n "${unit:-}" ]; then
         check "$label: scope gone after logout" "$unit still active 10 s after logout" wait_for 10 scope_gone "$unit"
         local id; id=$(container_id "$unit" "$svc")
-        check "$label: dropbear's syslog lines are in the journal under the scope" \
-            "journalctl -u $unit has no 'Pubkey auth succeeded'" \
-            wait_for 5 journal_grep 'Pubkey auth succeeded' -u "$unit"
+        check "$label: $ident's syslog lines are in the journal under the scope" \
+            "journalctl -u $unit has no '$login'" \
+            wait_for 5 journal_grep "$login" -u "$unit"
         check "$label: started/stopped events for the container" \
             "no BERTH_EVENT=started and stopped with BERTH_CONTAINER=$id" \
             wait_for 5 eval "journal_has BERTH_SERVICE=$svc BERTH_CONTAINER=$id BERTH_EVENT=started && journal_has BERTH_SERVICE=$svc BERTH_CONTAINER=$id BERTH_EVENT=stopped"
@@ -1174,6 +1175,24 @@ TOML
         not_ok "slice: three connections start three slicebomb containers" "scopes: $(scopes slicebomb | xargs)"
     fi
     exec 7>&- 8>&- 9>&-
+fi
+
+# ---------------------------------------------------------------- v. OpenSSH
+# Debian's sshd -i per connection (config/services/sshd.toml, berth-sshd.socket):
+# no wrapper; /run/sshd is the service's runtime directory; host keys made by
+# ssh-keygen -A at install (lib_install).
+if [ $SERVE_UP = 1 ]; then
+    ssh_suite "OpenSSH sshd -i via berth serve (:$PORT_SSHD)" $PORT_SSHD sshd 'Accepted publickey for root from 127\.0\.0\.1' sshd
+    out=$(timeout 30 "${SSH[@]}" -p $PORT_SSHD root@127.0.0.1 'stat -c %U:%a /run/sshd; id -u' 2>&1 | xargs)
+    check "OpenSSH: /run/sshd is root's, 0755 (the runtime directory), the login is root" "got '$out'" [ "$out" = "root:755 0" ]
+    v=$(IN berth logs sshd 2>&1)
+    check "OpenSSH: berth logs sshd shows sshd's login line" "$(echo "$v" | tail -n 3 | tr '\n' ' ')" \
+        eval '[[ "$v" == *"Accepted publickey for root"* ]]'
+    v=$(IN systemctl is-active ssh.service ssh.socket 2>&1 | xargs)
+    check "OpenSSH: the package's own ssh.service and ssh.socket are not running" "is-active: $v" \
+        [ "$v" = "inactive inactive" ]
+else
+    not_ok "OpenSSH sshd -i via berth serve (:$PORT_SSHD)" "berth.service is not up"
 fi
 
 # ---------------------------------------------------------------- the end

@@ -11,8 +11,8 @@ set -euo pipefail
 
 SUITE=bookworm
 # Real peers berth is tested against, plus the systemd/dbus base.
-PACKAGES="systemd,systemd-sysv,dbus,iproute2,dropbear-bin,lighttpd,openssh-client,curl,procps,util-linux"
-TREE_VERSION=2
+PACKAGES="systemd,systemd-sysv,dbus,iproute2,dropbear-bin,lighttpd,openssh-client,openssh-server,curl,procps,util-linux"
+TREE_VERSION=3
 
 CACHE=${BERTH_TESTBED_CACHE:-/var/tmp/berth-testbed}
 
@@ -54,6 +54,13 @@ configure_tree() {
     # Peers are started by the tests (socket activation), not at boot: lighttpd would
     # bind port 80 of the host's network namespace, which the container shares.
     rm -f "$t/etc/systemd/system/multi-user.target.wants/lighttpd.service"
+    # OpenSSH is run by berth (config/services/sshd.toml), never by its own units: they
+    # would take port 22 of the shared network. Its host keys are made at install time.
+    for u in ssh.service sshd.service ssh.socket ssh@.service rescue-ssh.target; do
+        rm -f "$t/etc/systemd/system/multi-user.target.wants/$u" "$t/etc/systemd/system/sockets.target.wants/$u"
+        ln -sfn /dev/null "$t/etc/systemd/system/$u"
+    done
+    rm -f "$t"/etc/ssh/ssh_host_*
     mkdir -p "$t/etc/systemd/system.conf.d" "$t/etc/systemd/journald.conf.d"
     cat >"$t/etc/systemd/system.conf.d/berth-testbed.conf" <<'CONF'
 [Manager]
