@@ -117,10 +117,10 @@ async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
         } else {
             scopes.stats(&info.unit).await.ok()
         };
-        if info.started_usec == 0 {
-            if let Some(s) = &stats {
-                info.started_usec = s.active_enter_usec;
-            }
+        if info.started_usec == 0
+            && let Some(s) = &stats
+        {
+            info.started_usec = s.active_enter_usec;
         }
         out.push(Row { info, stats });
     }

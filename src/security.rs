@@ -515,20 +515,20 @@ fn bind_check(key: &str, bind: &Bind, writable: bool) -> Check {
     let source = canonical_source(&bind.source);
     // A file or directory under /etc bound read-only is an `etc` entry by
     // another name: judged by what it holds, not by being configuration.
-    if let Ok(rel) = source.strip_prefix("/etc") {
-        if !rel.as_os_str().is_empty() {
-            if writable {
-                return check(
-                    setting,
-                    0.9,
-                    "the host's configuration, writable: written to, host root".to_string(),
-                );
-            }
-            return match etc_entry(&rel.to_string_lossy()) {
-                Some((severity, why)) => check(setting, severity, why),
-                None => check(setting, 0.0, "read-only".to_string()),
-            };
+    if let Ok(rel) = source.strip_prefix("/etc")
+        && !rel.as_os_str().is_empty()
+    {
+        if writable {
+            return check(
+                setting,
+                0.9,
+                "the host's configuration, writable: written to, host root".to_string(),
+            );
         }
+        return match etc_entry(&rel.to_string_lossy()) {
+            Some((severity, why)) => check(setting, severity, why),
+            None => check(setting, 0.0, "read-only".to_string()),
+        };
     }
     // The worst sensitive path the bind is, is under, or contains; on a tie
     // the path it is under wins over one it contains, and the more specific

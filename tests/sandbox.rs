@@ -6,6 +6,9 @@
 //! per connection, the probe answers on fd 0/1) and `mode = "listen"` (the
 //! probe takes LISTEN_FDS and answers per connection).
 
+// Test helpers: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -128,15 +128,17 @@ impl FileSettings {
                 expected: "the command to run, such as exec = [\"/usr/bin/app\", \"--flag\"]",
             });
         }
-        if let (Some(mode), Some(warm)) = (&self.mode, &self.warm) {
-            if mode.value == Mode::Listen && warm.value > 1 {
-                // Point at whichever of the two the service file itself sets.
-                let at = if warm.at.file == file || mode.at.file != file {
-                    warm.at.clone()
-                } else {
-                    mode.at.clone()
-                };
-                errors.push(ConfigError::Invalid {
+        if let (Some(mode), Some(warm)) = (&self.mode, &self.warm)
+            && mode.value == Mode::Listen
+            && warm.value > 1
+        {
+            // Point at whichever of the two the service file itself sets.
+            let at = if warm.at.file == file || mode.at.file != file {
+                warm.at.clone()
+            } else {
+                mode.at.clone()
+            };
+            errors.push(ConfigError::Invalid {
                 at,
                 key: "warm".to_string(),
                 message: format!(
@@ -144,7 +146,6 @@ impl FileSettings {
                     warm.value
                 ),
             });
-            }
         }
         let name = name?;
         let (Some(mode), Some(exec)) = (self.mode, self.exec) else {

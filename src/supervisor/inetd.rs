@@ -74,15 +74,14 @@ pub fn peer_of(fd: &OwnedFd) -> (Source, String) {
                     .unwrap_or(IpAddr::V6(ip));
                 return (Source::Ip(ip), format!("[{}]:{}", v6.ip(), v6.port()));
             }
-            if addr.family() == Some(nix::sys::socket::AddressFamily::Unix) {
-                if let Ok(cred) =
+            if addr.family() == Some(nix::sys::socket::AddressFamily::Unix)
+                && let Ok(cred) =
                     nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::PeerCredentials)
-                {
-                    return (
-                        Source::Uid(cred.uid()),
-                        format!("uid {} pid {}", cred.uid(), cred.pid()),
-                    );
-                }
+            {
+                return (
+                    Source::Uid(cred.uid()),
+                    format!("uid {} pid {}", cred.uid(), cred.pid()),
+                );
             }
             (Source::Unknown, "unknown peer".into())
         }
@@ -342,14 +341,14 @@ async fn accept_loop(
                 );
                 continue;
             }
-            if let Some(max) = svc.max_connections_per_source {
-                if from_source >= max {
-                    tracing::warn!(
-                        service = %name, event = "refused", peer = %peer,
-                        "{}: connection from {peer} refused: max_connections_per_source ({max}) reached for {source}", svc.name
-                    );
-                    continue;
-                }
+            if let Some(max) = svc.max_connections_per_source
+                && from_source >= max
+            {
+                tracing::warn!(
+                    service = %name, event = "refused", peer = %peer,
+                    "{}: connection from {peer} refused: max_connections_per_source ({max}) reached for {source}", svc.name
+                );
+                continue;
             }
             c.total += 1;
             *c.per_source.entry(source.clone()).or_insert(0) += 1;
