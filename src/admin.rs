@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::bus::Supervisor1Proxy;
 use crate::scope::{self, ScopeStats, Scopes};
-use crate::supervisor::registry::{ContainerInfo, now_usec};
+use crate::supervisor::registry::{ContainerInfo, ContainerState, now_usec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -100,7 +100,7 @@ async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
                     service: service.into(),
                     unit: unit.clone(),
                     pid: procs.iter().map(|(p, _)| *p).min().unwrap_or(0),
-                    state: "running".into(),
+                    state: ContainerState::Running,
                     started_usec: 0,
                     connections: 0,
                     idle_deadline_usec: 0,
@@ -173,7 +173,7 @@ pub fn list(json: bool) -> Result<(), AdminError> {
             } else {
                 i.pid.to_string()
             },
-            i.state.clone(),
+            i.state.to_string(),
             if i.started_usec == 0 || i.started_usec == u64::MAX {
                 "-".into()
             } else {
