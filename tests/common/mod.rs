@@ -4,6 +4,8 @@
 // Harness failures are test failures: unwrap is the report here.
 #![allow(clippy::unwrap_used)]
 
+pub mod sandbox;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
