@@ -56,6 +56,9 @@ fi
 # administrator enables; no socket is enabled by the package).
 install -D -m 0644 units/berth.service "$R/lib/systemd/system/berth.service"
 install -D -m 0644 units/berth-inetd@.service "$R/lib/systemd/system/berth-inetd@.service"
+# The generator: berth-NAME.socket for every service file with `listen`.
+install -d -m 0755 "$R/usr/lib/systemd/system-generators"
+ln -s /usr/bin/berth "$R/usr/lib/systemd/system-generators/berth-generator"
 
 # D-Bus policy of berth's own interface.
 install -D -m 0644 packaging/dbus/org.berth.Supervisor1.conf \

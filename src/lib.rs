@@ -9,6 +9,7 @@ pub mod bus;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
+pub mod generator;
 pub mod journal;
 pub mod manpage;
 pub mod pidfd;

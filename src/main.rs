@@ -11,6 +11,15 @@ fn main() -> ExitCode {
     // dispatch before clap builds its command tree, as they are on every
     // container's critical path. They must stay single-threaded: no runtime,
     // no logger threads.
+    // Run by systemd as a generator, through the link named berth-generator.
+    if std::env::args_os()
+        .next()
+        .as_deref()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == berth::generator::ARGV0)
+    {
+        return berth::generator::main();
+    }
     match std::env::args_os()
         .nth(1)
         .as_deref()
@@ -20,7 +29,20 @@ fn main() -> ExitCode {
         Some("sandbox-zygote") => return berth::sandbox::zygote::main(),
         _ => {}
     }
+    // The commands that print (help and usage errors included) end quietly
+    // when the reader goes away, like other Unix tools: killed by SIGPIPE
+    // (status 141 in a shell), not a panic about a broken pipe. The daemon
+    // forms keep Rust's SIGPIPE ignored: a client closing its connection
+    // must be an EPIPE there, never the supervisor's death. (D-Bus calls
+    // are unaffected either way: zbus sends with MSG_NOSIGNAL.)
+    pipe_signal(nix::sys::signal::SigHandler::SigDfl);
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Serve | Command::Inetd { .. } | Command::Run { .. }
+    ) {
+        pipe_signal(nix::sys::signal::SigHandler::SigIgn);
+    }
     match cli.command {
         Command::Check { paths } => {
             let (ok, errors, services) = berth::config::check_services(&paths, &cli.config_dir);
@@ -114,6 +136,15 @@ fn main() -> ExitCode {
 fn preflight() -> anyhow::Result<()> {
     berth::sandbox::check_seccomp_architecture()?;
     Ok(())
+}
+
+fn pipe_signal(handler: nix::sys::signal::SigHandler) {
+    // SAFETY: SIG_DFL and SIG_IGN are not handlers that run code; no other
+    // thread exists yet that could rely on the previous disposition.
+    if let Err(e) = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, handler) }
+    {
+        eprintln!("berth: setting the SIGPIPE disposition: {e}");
+    }
 }
 
 fn admin_edge(r: Result<(), berth::admin::AdminError>) -> ExitCode {

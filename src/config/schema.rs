@@ -1,6 +1,7 @@
 //! The validated configuration of a service, as the rest of berth uses it.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -94,6 +95,14 @@ pub struct Resources {
     pub io_weight: Option<u64>,
 }
 
+/// `rate_limit_per_source = "N/INTERVAL"`: at most `count` new connections
+/// per source in any `per`, refilled evenly (a token bucket of `count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
 /// One fully validated service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
@@ -113,7 +122,72 @@ pub struct Service {
     pub max_lifetime: Option<Duration>,
     pub max_connections: u32,
     pub max_connections_per_source: Option<u32>,
+    /// inetd: new connections per source and interval (token bucket).
+    pub rate_limit_per_source: Option<RateLimit>,
+    /// IPv6 peers count per /N for the per-source limits (1 to 128).
+    pub source_prefix_v6: u8,
     pub warm: u32,
+    /// `listen`: the addresses of the socket unit the generator writes
+    /// (empty: a hand-written socket unit, or none, hands berth the sockets).
+    pub listen: Vec<crate::activation::ListenAddr>,
+    /// `ip_allow`/`ip_deny`: IPAddressAllow=/IPAddressDeny= of that unit
+    /// (only set where `listen` is).
+    pub ip_allow: Vec<IpRule>,
+    pub ip_deny: Vec<IpRule>,
     pub sandbox: Sandbox,
     pub resources: Resources,
+}
+
+/// One entry of `ip_allow`/`ip_deny`, as systemd's IPAddressAllow= takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpRule {
+    Any,
+    Localhost,
+    LinkLocal,
+    Multicast,
+    /// An address and its prefix length (32 or 128 for a single address).
+    Prefix(IpAddr, u8),
+}
+
+impl std::fmt::Display for IpRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IpRule::Any => f.write_str("any"),
+            IpRule::Localhost => f.write_str("localhost"),
+            IpRule::LinkLocal => f.write_str("link-local"),
+            IpRule::Multicast => f.write_str("multicast"),
+            IpRule::Prefix(addr, len) if *len == if addr.is_ipv4() { 32 } else { 128 } => {
+                write!(f, "{addr}")
+            }
+            IpRule::Prefix(addr, len) => write!(f, "{addr}/{len}"),
+        }
+    }
+}
+
+impl std::str::FromStr for IpRule {
+    type Err = ();
+    /// What IPAddressAllow= accepts: a keyword, `ADDR` or `ADDR/LEN`, v4 or v6.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "any" => return Ok(IpRule::Any),
+            "localhost" => return Ok(IpRule::Localhost),
+            "link-local" => return Ok(IpRule::LinkLocal),
+            "multicast" => return Ok(IpRule::Multicast),
+            _ => {}
+        }
+        let (addr, len) = match s.split_once('/') {
+            Some((addr, len)) => (addr, Some(len)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| ())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => max,
+            Some(len) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => {
+                len.parse::<u8>().ok().filter(|&l| l <= max).ok_or(())?
+            }
+            Some(_) => return Err(()),
+        };
+        Ok(IpRule::Prefix(addr, len))
+    }
 }

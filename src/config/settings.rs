@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use super::error::{ConfigError, Location};
 use super::schema::{
-    Bind, GroupRef, Mode, Network, Propagation, Resources, Sandbox, Seccomp, Service, UserRef,
+    Bind, GroupRef, IpRule, Mode, Network, Propagation, RateLimit, Resources, Sandbox, Seccomp,
+    Service, UserRef,
 };
+use crate::activation::ListenAddr;
 
 pub(super) const DEFAULT_ETC: &[&str] = &["passwd", "group", "nsswitch.conf", "hosts", "localtime"];
 const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 const DEFAULT_MAX_CONNECTIONS: u32 = 64;
+const DEFAULT_SOURCE_PREFIX_V6: u8 = 64;
 pub(super) const MISSING_MODE: &str =
     "mode = \"inetd\" or mode = \"listen\" (in the service file or berth.toml)";
 
@@ -42,7 +45,12 @@ pub(super) struct FileSettings {
     pub(super) max_lifetime: Option<Duration>,
     pub(super) max_connections: Option<u32>,
     pub(super) max_connections_per_source: Option<u32>,
+    pub(super) rate_limit_per_source: Option<Located<RateLimit>>,
+    pub(super) source_prefix_v6: Option<u8>,
     pub(super) warm: Option<Located<u32>>,
+    pub(super) listen: Option<Vec<ListenAddr>>,
+    pub(super) ip_allow: Option<Located<Vec<IpRule>>>,
+    pub(super) ip_deny: Option<Located<Vec<IpRule>>>,
     pub(super) network: Option<Network>,
     pub(super) read_only: Option<Vec<Bind>>,
     pub(super) read_write: Option<Vec<Bind>>,
@@ -83,7 +91,12 @@ impl FileSettings {
             max_lifetime,
             max_connections,
             max_connections_per_source,
+            rate_limit_per_source,
+            source_prefix_v6,
             warm,
+            listen,
+            ip_allow,
+            ip_deny,
             network,
             read_only,
             read_write,
@@ -147,6 +160,37 @@ impl FileSettings {
                 ),
             });
         }
+        if let (Some(mode), Some(limit)) = (&self.mode, &self.rate_limit_per_source)
+            && mode.value == Mode::Listen
+        {
+            // The application accepts in listen mode: berth never sees
+            // single connections to refuse. Point at the service file's
+            // own key if it has one.
+            let at = if limit.at.file == file || mode.at.file != file {
+                limit.at.clone()
+            } else {
+                mode.at.clone()
+            };
+            errors.push(ConfigError::Invalid {
+                    at,
+                    key: "rate_limit_per_source".to_string(),
+                    message: "only applies to mode = \"inetd\" (in listen mode the application accepts connections, berth cannot refuse single ones)".to_string(),
+                });
+        }
+        if self.listen.is_none() && !self.seen.contains("listen") {
+            // Only the generated socket unit carries the lists: without
+            // `listen` they would silently not apply. Lists from berth.toml
+            // apply to the services that have `listen`.
+            for (key, list) in [("ip_allow", &self.ip_allow), ("ip_deny", &self.ip_deny)] {
+                if let Some(list) = list.as_ref().filter(|l| l.at.file == file) {
+                    errors.push(ConfigError::Invalid {
+                        at: list.at.clone(),
+                        key: key.to_string(),
+                        message: "needs `listen` in the same file (the lists become IPAddressAllow=/IPAddressDeny= of the socket unit berth's generator writes for `listen`; a hand-written socket unit sets them itself)".to_string(),
+                    });
+                }
+            }
+        }
         let name = name?;
         let (Some(mode), Some(exec)) = (self.mode, self.exec) else {
             return None;
@@ -168,7 +212,12 @@ impl FileSettings {
             max_lifetime: self.max_lifetime,
             max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             max_connections_per_source: self.max_connections_per_source,
+            rate_limit_per_source: self.rate_limit_per_source.map(|r| r.value),
+            source_prefix_v6: self.source_prefix_v6.unwrap_or(DEFAULT_SOURCE_PREFIX_V6),
             warm: self.warm.map_or(0, |warm| warm.value),
+            listen: self.listen.unwrap_or_default(),
+            ip_allow: self.ip_allow.map(|l| l.value).unwrap_or_default(),
+            ip_deny: self.ip_deny.map(|l| l.value).unwrap_or_default(),
             sandbox: Sandbox {
                 network: self.network.unwrap_or(Network::None),
                 read_only: self.read_only.unwrap_or_default(),

@@ -28,7 +28,12 @@ const TOP_KEYS: &[&str] = &[
     "max_lifetime",
     "max_connections",
     "max_connections_per_source",
+    "rate_limit_per_source",
+    "source_prefix_v6",
     "warm",
+    "listen",
+    "ip_allow",
+    "ip_deny",
     "sandbox",
     "resources",
 ];
@@ -51,6 +56,27 @@ const RESOURCES_KEYS: &[&str] = &[
     "tasks_max",
     "io_weight",
 ];
+
+thread_local! {
+    /// Whether users, groups, bind sources and /etc entries are looked up
+    /// on the host while validating (see [`without_host_checks`]).
+    static HOST_CHECKS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` with validation that does not look at the host: users and
+/// groups are not resolved (no NSS), bind sources and /etc entries not
+/// checked. For berth-generator: it runs at boot before NSS services and
+/// other file systems are up; `berth serve` checks these facts itself.
+pub fn without_host_checks<T>(f: impl FnOnce() -> T) -> T {
+    let before = HOST_CHECKS.with(|h| h.replace(false));
+    let result = f();
+    HOST_CHECKS.with(|h| h.set(before));
+    result
+}
+
+pub(super) fn host_checks() -> bool {
+    HOST_CHECKS.with(|h| h.get())
+}
 
 /// Validates one file: turns spans into locations and collects errors.
 pub(super) struct FileValidator<'a> {
@@ -260,12 +286,45 @@ impl<'a> FileValidator<'a> {
                     let r = self.integer(k, value, 1, u32::MAX as i64);
                     s.max_connections_per_source = self.ok_or_record(r).map(|n| n as u32);
                 }
+                "rate_limit_per_source" => {
+                    let r = self.rate_limit(k, value);
+                    s.rate_limit_per_source = self.ok_or_record(r).map(|limit| Located {
+                        value: limit,
+                        at: self.at(value.span()),
+                    });
+                }
+                "source_prefix_v6" => {
+                    let r = self.integer(k, value, 1, 128);
+                    s.source_prefix_v6 = self.ok_or_record(r).map(|n| n as u8);
+                }
                 "warm" => {
                     let r = self.integer(k, value, 0, 1024);
                     s.warm = self.ok_or_record(r).map(|n| Located {
                         value: n as u32,
                         at: self.at(value.span()),
                     });
+                }
+                // One address belongs to one service.
+                "listen" if is_defaults => self.errors.push(self.invalid(
+                    k,
+                    key.span(),
+                    "not allowed in berth.toml, expected it in each services/NAME.toml".to_string(),
+                )),
+                "listen" => {
+                    let r = self.listen(value);
+                    s.listen = self.ok_or_record(r);
+                }
+                "ip_allow" | "ip_deny" => {
+                    let r = self.ip_rules(k, value);
+                    let list = self.ok_or_record(r).map(|rules| Located {
+                        value: rules,
+                        at: self.at(key.span()),
+                    });
+                    if k == "ip_allow" {
+                        s.ip_allow = list;
+                    } else {
+                        s.ip_deny = list;
+                    }
                 }
                 "sandbox" => match value.get_ref() {
                     DeValue::Table(table) => self.sandbox(table, &mut s),

@@ -15,28 +15,19 @@ use super::{Launcher, QUICK_EXIT, conns, new_container_id};
 use crate::activation::Listener;
 use crate::sandbox::spawn::describe;
 
-/// Who a connection counts against for `max_connections_per_source`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Source {
-    Ip(IpAddr),
-    Uid(u32),
-    Unknown,
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Ip(ip) => write!(f, "{ip}"),
-            Source::Uid(u) => write!(f, "uid {u}"),
-            Source::Unknown => write!(f, "unknown peer"),
-        }
-    }
-}
+pub use super::limits::Source;
+use super::limits::{Buckets, REFUSAL_LOG_INTERVAL, Refusal, RefusalLog};
 
 #[derive(Default)]
 struct Counts {
     total: u32,
+    /// Containers per source; an entry lives only while it is non-zero, so
+    /// this holds at most `max_connections` entries.
     per_source: HashMap<Source, u32>,
+    /// `rate_limit_per_source` (bounded, see `limits`).
+    buckets: Buckets,
+    /// Which refusals were logged lately (bounded, see `limits`).
+    refusals: RefusalLog,
 }
 
 /// A container's place in the counts, given back when it ends.
@@ -331,23 +322,61 @@ async fn accept_loop(
         };
         let (source, peer) = peer_of(&conn);
         let svc = launcher.service();
+        let source = source.keyed(svc.source_prefix_v6);
         let slot = {
             let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
-            let from_source = c.per_source.get(&source).copied().unwrap_or(0);
-            if c.total >= svc.max_connections {
-                tracing::warn!(
-                    service = %name, event = "refused", peer = %peer,
-                    "{}: connection from {peer} refused: max_connections ({}) reached", svc.name, svc.max_connections
-                );
-                continue;
-            }
-            if let Some(max) = svc.max_connections_per_source
-                && from_source >= max
+            let now = Instant::now();
+            let refusal = if svc
+                .rate_limit_per_source
+                .is_some_and(|limit| !c.buckets.admit(&source, limit, now))
             {
-                tracing::warn!(
-                    service = %name, event = "refused", peer = %peer,
-                    "{}: connection from {peer} refused: max_connections_per_source ({max}) reached for {source}", svc.name
-                );
+                Some(Refusal::RateLimit)
+            } else if c.total >= svc.max_connections {
+                Some(Refusal::MaxConnections)
+            } else if svc
+                .max_connections_per_source
+                .is_some_and(|max| c.per_source.get(&source).copied().unwrap_or(0) >= max)
+            {
+                Some(Refusal::MaxConnectionsPerSource)
+            } else {
+                None
+            };
+            if let Some(why) = refusal {
+                // Closed at once (conn dropped); logged once per source,
+                // reason and interval, so a flood cannot flood the journal.
+                let interval = match (why, svc.rate_limit_per_source) {
+                    (Refusal::RateLimit, Some(limit)) => limit.per,
+                    _ => REFUSAL_LOG_INTERVAL,
+                };
+                if let Some(quiet) = c.refusals.should_log(&source, why, interval, now) {
+                    let limit = match why {
+                        Refusal::MaxConnections => {
+                            format!("max_connections ({}) reached", svc.max_connections)
+                        }
+                        Refusal::MaxConnectionsPerSource => format!(
+                            "max_connections_per_source ({}) reached for {source}",
+                            svc.max_connections_per_source.unwrap_or(0)
+                        ),
+                        Refusal::RateLimit => format!(
+                            "rate_limit_per_source ({}) exceeded by {source}",
+                            svc.rate_limit_per_source
+                                .map(|l| l.to_string())
+                                .unwrap_or_default()
+                        ),
+                    };
+                    let earlier = if quiet > 0 {
+                        format!(" ({quiet} more refused since the last entry)")
+                    } else {
+                        String::new()
+                    };
+                    tracing::warn!(
+                        service = %name, event = "refused", reason = why.key(),
+                        peer = %peer, source = %source,
+                        "{}: connection from {peer} refused: {limit}{earlier}; \
+                         further such refusals for {source} in the next {interval:?} are not logged",
+                        svc.name
+                    );
+                }
                 continue;
             }
             c.total += 1;

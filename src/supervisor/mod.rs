@@ -5,6 +5,7 @@
 
 pub mod conns;
 pub mod inetd;
+pub mod limits;
 pub mod listen;
 pub mod registry;
 pub mod run;
@@ -49,6 +50,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             e.downcast_ref::<serve::ServeError>(),
             Some(
                 serve::ServeError::Config { .. }
+                    | serve::ServeError::Activation(_)
                     | serve::ServeError::UnknownService(_)
                     | serve::ServeError::NotInetd(_)
             )

@@ -2,7 +2,7 @@
 //! (berth-inetd@.service): the systemd forms of the supervisor.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,8 +21,8 @@ use crate::scope::{self, Scopes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("receiving sockets from systemd: {0}")]
-    Sockets(String),
+    #[error("sockets from systemd: {0}")]
+    Activation(#[from] ListenEnvError),
     #[error("configuration in {dir}:\n{errors}")]
     Config { dir: PathBuf, errors: String },
     #[error("service {0:?} is not configured (no services/{0}.toml)")]
@@ -119,23 +119,19 @@ async fn find_adoptable(scopes: &Scopes) -> BTreeMap<String, Vec<Container>> {
 
 pub fn main(config_dir: &Path) -> anyhow::Result<()> {
     let services = load(config_dir)?;
-    // LISTEN_* are cleared here so nothing berth starts inherits them.
-    let fds = libsystemd::activation::receive_descriptors_with_names(true)
-        .map_err(|e| ServeError::Sockets(e.to_string()))?;
+    let known = |name: &str| services.iter().any(|s| s.name == name);
+    let fds = receive_sockets(&known).map_err(ServeError::from)?;
     let mut by_name: BTreeMap<String, Vec<Listener>> = BTreeMap::new();
     for (fd, name) in fds {
-        // SAFETY: systemd passed this descriptor to us; it is ours alone.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd.into_raw_fd()) };
-        match addr_of(&fd) {
-            Some(addr) => by_name.entry(name).or_default().push(Listener { addr, fd }),
-            None => tracing::warn!("socket {name:?} is not a TCP or unix stream socket; ignored"),
-        }
-    }
-    for name in by_name.keys() {
-        if !services.iter().any(|s| &s.name == name) {
+        if !known(&name) {
             tracing::warn!(
                 "socket named {name:?} matches no service (no services/{name}.toml); ignored"
             );
+            continue;
+        }
+        match addr_of(&fd) {
+            Some(addr) => by_name.entry(name).or_default().push(Listener { addr, fd }),
+            None => tracing::warn!("socket {name:?} is not a TCP or unix stream socket; ignored"),
         }
     }
     std::fs::create_dir_all(DEFAULT_STAGING_DIR)
@@ -379,4 +375,324 @@ pub fn inetd(config_dir: &Path, name: &str) -> anyhow::Result<u8> {
             None => 1,
         })
     })
+}
+
+/// What is wrong with the `LISTEN_*` environment systemd (or whoever
+/// started `berth serve`) passed: a unit file or wrapper error, exit 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenEnvError {
+    #[error("{var}={value:?} is not a number ({expected})")]
+    NotANumber {
+        var: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("{set} is set but {unset} is not (systemd sets both)")]
+    Half {
+        set: &'static str,
+        unset: &'static str,
+    },
+    #[error(
+        "LISTEN_PID={listen_pid} is not this process (pid {ours}): the sockets were meant for another process"
+    )]
+    NotOurs { listen_pid: u32, ours: u32 },
+    #[error(
+        "LISTEN_FDNAMES is not set: berth needs each socket's name (FileDescriptorName= in the socket unit) to find its service"
+    )]
+    NoNames,
+    #[error("LISTEN_FDNAMES has {names} name(s) ({value:?}) but LISTEN_FDS={fds}")]
+    CountMismatch {
+        fds: usize,
+        names: usize,
+        value: String,
+    },
+    #[error(
+        "LISTEN_FDNAMES entry {index} is {name:?}: expected a service name (FileDescriptorName=)"
+    )]
+    BadName { index: usize, name: String },
+    #[error(
+        "LISTEN_FDS={fds} names descriptors 3 to {last}, but descriptor {fd} is not open: {error}"
+    )]
+    NotOpen {
+        fds: usize,
+        last: i64,
+        fd: i32,
+        error: nix::Error,
+    },
+    #[error(
+        "descriptor {fd} ({name:?}) is {what}, expected a listening stream socket (ListenStream= in the socket unit)"
+    )]
+    NotListening { fd: i32, name: String, what: String },
+}
+
+/// The `LISTEN_PID`/`LISTEN_FDS`/`LISTEN_FDNAMES` triple, checked: each
+/// descriptor with its name, starting at 3. All unset: no sockets. Any
+/// inconsistency is an error (libsystemd's receive ignores some silently
+/// and reports others only as "failed to parse").
+pub fn parse_listen_env(
+    pid: Option<&str>,
+    fds: Option<&str>,
+    names: Option<&str>,
+    our_pid: u32,
+) -> Result<Vec<(i32, String)>, ListenEnvError> {
+    let (pid, fds) = match (pid, fds) {
+        (None, None) if names.is_none() => return Ok(Vec::new()),
+        (None, None) => {
+            return Err(ListenEnvError::Half {
+                set: "LISTEN_FDNAMES",
+                unset: "LISTEN_FDS",
+            });
+        }
+        (Some(_), None) => {
+            return Err(ListenEnvError::Half {
+                set: "LISTEN_PID",
+                unset: "LISTEN_FDS",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ListenEnvError::Half {
+                set: "LISTEN_FDS",
+                unset: "LISTEN_PID",
+            });
+        }
+        (Some(p), Some(f)) => (p, f),
+    };
+    let number = |var, value: &str, expected| {
+        // Digits only: `u32::from_str` would also take "+5".
+        value
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| value.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| ListenEnvError::NotANumber {
+                var,
+                value: value.to_owned(),
+                expected,
+            })
+    };
+    let listen_pid = number("LISTEN_PID", pid, "a process id")?;
+    if listen_pid != u64::from(our_pid) {
+        return Err(ListenEnvError::NotOurs {
+            listen_pid: u32::try_from(listen_pid).unwrap_or(u32::MAX),
+            ours: our_pid,
+        });
+    }
+    // Descriptors are ints from 3 on; a count beyond that is not a count.
+    let count = number("LISTEN_FDS", fds, "a count of descriptors")?;
+    let count = usize::try_from(count)
+        .ok()
+        .filter(|&n| n <= (i32::MAX - 3) as usize)
+        .ok_or_else(|| ListenEnvError::NotANumber {
+            var: "LISTEN_FDS",
+            value: fds.to_owned(),
+            expected: "a count of descriptors",
+        })?;
+    let names = names.ok_or(ListenEnvError::NoNames)?;
+    let list: Vec<&str> = if count == 0 && names.is_empty() {
+        Vec::new()
+    } else {
+        names.split(':').collect()
+    };
+    if list.len() != count {
+        return Err(ListenEnvError::CountMismatch {
+            fds: count,
+            names: list.len(),
+            value: names.to_owned(),
+        });
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, name)| {
+            // systemd's own rule for fd names (fdname_is_valid): 1 to 255
+            // printable ASCII characters. A valid name that matches no
+            // service is logged and ignored later, not an error.
+            if name.is_empty()
+                || name.len() > 255
+                || !name.bytes().all(|b| (b' '..0x7f).contains(&b))
+            {
+                return Err(ListenEnvError::BadName {
+                    index: i + 1,
+                    name: (*name).to_owned(),
+                });
+            }
+            Ok((3 + i as i32, (*name).to_owned()))
+        })
+        .collect()
+}
+
+/// Takes the sockets systemd passed: checks the `LISTEN_*` environment,
+/// that every descriptor is open and that those named after a service
+/// (`known`) are listening stream sockets (others are ignored later, as
+/// the SPEC says, whatever they are), marks them close-on-exec, and clears
+/// `LISTEN_*` so nothing berth starts inherits them.
+fn receive_sockets(known: &dyn Fn(&str) -> bool) -> Result<Vec<(OwnedFd, String)>, ListenEnvError> {
+    let var = |k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned());
+    let (pid, fds, names) = (var("LISTEN_PID"), var("LISTEN_FDS"), var("LISTEN_FDNAMES"));
+    for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        // SAFETY: called from main before the runtime or any other thread
+        // starts; nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(k) };
+    }
+    let list = parse_listen_env(
+        pid.as_deref(),
+        fds.as_deref(),
+        names.as_deref(),
+        std::process::id(),
+    )?;
+    // Every descriptor is checked before any is taken, so that an error
+    // leaves none of them owned twice.
+    for (fd, name) in &list {
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        fcntl(*fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|error| {
+            ListenEnvError::NotOpen {
+                fds: list.len(),
+                last: 2 + list.len() as i64,
+                fd: *fd,
+                error,
+            }
+        })?;
+        if !known(name) {
+            continue;
+        }
+        if let Some(what) = not_a_listener(*fd) {
+            return Err(ListenEnvError::NotListening {
+                fd: *fd,
+                name: name.clone(),
+                what,
+            });
+        }
+    }
+    Ok(list
+        .into_iter()
+        // SAFETY: systemd passed these descriptors to this process (checked
+        // above: LISTEN_PID is ours, each is open); nothing else owns them.
+        .map(|(fd, name)| (unsafe { OwnedFd::from_raw_fd(fd) }, name))
+        .collect())
+}
+
+/// What `fd` is if it is not a listening stream socket.
+fn not_a_listener(fd: i32) -> Option<String> {
+    use nix::sys::socket::{SockType, getsockopt, sockopt};
+    // SAFETY: borrowed only for these calls; `fd` was checked to be open.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    match getsockopt(&borrowed, sockopt::SockType) {
+        Err(nix::Error::ENOTSOCK) => {
+            let kind = match nix::sys::stat::fstat(fd) {
+                Ok(st) => match st.st_mode & libc::S_IFMT {
+                    libc::S_IFREG => "a regular file",
+                    libc::S_IFDIR => "a directory",
+                    libc::S_IFIFO => "a FIFO",
+                    libc::S_IFCHR => "a character device",
+                    _ => "not a socket",
+                },
+                Err(_) => "not a socket",
+            };
+            Some(kind.to_owned())
+        }
+        Err(e) => Some(format!("a socket berth cannot inspect ({e})")),
+        Ok(SockType::Stream) => match getsockopt(&borrowed, sockopt::AcceptConn) {
+            Ok(true) => None,
+            Ok(false) => Some("a stream socket that is not listening (Accept=yes passes connections to berth-inetd@.service, not to berth serve)".to_owned()),
+            Err(e) => Some(format!("a socket berth cannot inspect ({e})")),
+        },
+        Ok(SockType::Datagram) => Some("a datagram socket".to_owned()),
+        Ok(t) => Some(format!("a {t:?} socket")),
+    }
+}
+
+#[cfg(test)]
+mod listen_env_tests {
+    use super::{ListenEnvError as E, parse_listen_env as parse};
+
+    #[test]
+    fn well_formed() {
+        assert_eq!(parse(None, None, None, 7).unwrap(), vec![]);
+        assert_eq!(
+            parse(Some("7"), Some("2"), Some("web:ssh"), 7).unwrap(),
+            vec![(3, "web".to_owned()), (4, "ssh".to_owned())]
+        );
+        assert_eq!(parse(Some("7"), Some("0"), Some(""), 7).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn malformed() {
+        let err = |p, f, n| parse(p, f, n, 7).unwrap_err();
+        assert!(matches!(
+            err(Some("x"), Some("1"), Some("a")),
+            E::NotANumber {
+                var: "LISTEN_PID",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(Some("7"), Some("one"), Some("a")),
+            E::NotANumber {
+                var: "LISTEN_FDS",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(Some("7"), Some("-1"), Some("a")),
+            E::NotANumber { .. }
+        ));
+        assert!(matches!(
+            err(Some("7"), Some("+1"), Some("a")),
+            E::NotANumber { .. }
+        ));
+        assert!(matches!(
+            err(Some("7"), Some("99999999999999999999"), Some("a")),
+            E::NotANumber { .. }
+        ));
+        assert!(matches!(
+            err(Some("7"), Some("4294967295"), Some("a")),
+            E::NotANumber { .. }
+        ));
+        assert!(matches!(
+            err(Some("8"), Some("1"), Some("a")),
+            E::NotOurs {
+                listen_pid: 8,
+                ours: 7
+            }
+        ));
+        assert!(matches!(
+            err(None, Some("1"), Some("a")),
+            E::Half {
+                set: "LISTEN_FDS",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(Some("7"), None, None),
+            E::Half {
+                set: "LISTEN_PID",
+                ..
+            }
+        ));
+        assert!(matches!(err(None, None, Some("a")), E::Half { .. }));
+        assert!(matches!(err(Some("7"), Some("1"), None), E::NoNames));
+        assert!(matches!(
+            err(Some("7"), Some("2"), Some("a")),
+            E::CountMismatch {
+                fds: 2,
+                names: 1,
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(Some("7"), Some("1"), Some("a:b")),
+            E::CountMismatch {
+                fds: 1,
+                names: 2,
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(Some("7"), Some("2"), Some("a:")),
+            E::BadName { index: 2, .. }
+        ));
+        assert!(matches!(
+            err(Some("7"), Some("1"), Some("a\tb")),
+            E::BadName { index: 1, .. }
+        ));
+    }
 }

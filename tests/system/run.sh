@@ -13,7 +13,8 @@
 # Ports used on the host's loopback (the testbed shares the host network):
 #   8080 web (berth serve, listen)   2222 ssh (berth serve, inetd)
 #   2223 dropbear (systemd Accept=yes -> berth inetd)   2291 bomb, 2292 hog,
-#   2293 probe, 2294 crash, 2297 warm, 2298 forger, 2299 victim (berth serve, inetd)
+#   2293 probe, 2294 crash, 2297 warm, 2298 forger, 2299 victim, 2300-2301 gen
+#   (berth serve, inetd)
 #
 # Runs are serialized on a host by flock on /run/lock/berth-system-test.lock (the
 # ports are fixed by the shipped socket units; tests/demo-systemd.sh takes it too).
@@ -938,6 +939,53 @@ if [ $SERVE_UP = 1 ]; then
     check "warm: no prepared sandbox was unusable" "$(IN journalctl --no-pager -q -u berth.service -o cat | grep 'warm sandbox unusable' | head -n 2 | tr '\n' '|')" \
         eval '! IN journalctl --no-pager -q -u berth.service -o cat | grep -q "warm sandbox unusable"'
     check "warm: the pool is refilled to 2" "warm ids: $(warm_ids | xargs)" wait_for 20 warm_n_is 2
+fi
+
+# ---------------------------------------------------------------- p. the generator
+# A service file with `listen` and no hand-written socket unit: berth-generator
+# (linked by the package) writes berth-NAME.socket at daemon-reload; a second file
+# added later answers after the README's steps; a broken file is skipped, never
+# breaking daemon-reload.
+PORT_GEN=2300 PORT_GEN2=2301
+gen_unit() { IN systemctl show -p FragmentPath --value "berth-$1.socket" 2>/dev/null; }
+if [ $SERVE_UP = 1 ]; then
+    check "generator: the package links /usr/lib/systemd/system-generators/berth-generator to /usr/bin/berth" \
+        "$(IN readlink /usr/lib/systemd/system-generators/berth-generator)" \
+        eval '[ "$(IN readlink /usr/lib/systemd/system-generators/berth-generator)" = /usr/bin/berth ]'
+    probe_toml "listen = [\"127.0.0.1:$PORT_GEN\"]" >"$ROOT/etc/berth/services/gen.toml"
+    IN systemctl daemon-reload
+    check "generator: berth-gen.socket is generated from gen.toml" "FragmentPath '$(gen_unit gen)'" \
+        eval '[ "$(gen_unit gen)" = /run/systemd/generator/berth-gen.socket ]'
+    check "generator: sockets.target wants berth-gen.socket" "$(prop berth-gen.socket WantedBy)" \
+        eval 'prop berth-gen.socket WantedBy | grep -qw sockets.target'
+    # The README's steps for a new service while berth runs.
+    IN systemctl stop berth.service 2>/dev/null   # (quiet: "can still be activated by")
+    IN systemctl start sockets.target berth.service || note "systemctl start sockets.target berth.service failed"
+    a=$(probe_cmd_port $PORT_GEN "echo gen" 2>/dev/null)
+    check "generator: a service file with listen and no socket unit answers" "got '$a'" [ "$a" = gen ]
+    # A broken file beside a good new one: daemon-reload succeeds, the good one
+    # gets its socket, the broken one none.
+    probe_toml "listen = [\"127.0.0.1:$PORT_GEN2\"]" >"$ROOT/etc/berth/services/gen2.toml"
+    printf 'mode = "inetd"\nexec = ["/bin/true"]\nlisten = ["127.0.0.1:99999"]\n' >"$ROOT/etc/berth/services/genbad.toml"
+    out=$(IN systemctl daemon-reload 2>&1); rc=$?
+    check "generator: daemon-reload succeeds with a broken service file" "exit $rc: $out" [ $rc = 0 ]
+    check "generator: the broken file gets no socket unit" "FragmentPath '$(gen_unit genbad)'" \
+        eval '[ -z "$(gen_unit genbad)" ] && ! IN test -e /run/systemd/generator/berth-genbad.socket'
+    # It says why on the kernel log; nspawn gives a container no /dev/kmsg and
+    # PID 1 no console for it here, so run it as systemd does and see stderr.
+    out=$(IN sh -c 'd=$(mktemp -d) && /usr/lib/systemd/system-generators/berth-generator "$d" "$d" "$d"; echo "rc=$?"; rm -rf "$d"' 2>&1)
+    check "generator: it names the broken file and why, and exits 0" "$(tr '\n' '|' <<<"$out")" \
+        eval 'grep -q "^berth-generator: /etc/berth/services/genbad.toml:3:11: listen: expected an address" <<<"$out" &&
+              grep -q "^berth-generator: /etc/berth/services/genbad.toml: skipped" <<<"$out" && grep -qx "rc=0" <<<"$out"'
+    # berth serve refuses a configuration with errors: the broken file goes first.
+    rm -f "$ROOT/etc/berth/services/genbad.toml"
+    IN systemctl daemon-reload
+    IN systemctl stop berth.service 2>/dev/null   # (quiet: "can still be activated by")
+    IN systemctl start sockets.target berth.service || note "systemctl start sockets.target berth.service failed"
+    a=$(probe_cmd_port $PORT_GEN2 "echo gen2" 2>/dev/null)
+    check "generator: a service file added later answers after daemon-reload" "got '$a'" [ "$a" = gen2 ]
+    a=$(probe_cmd_port $PORT_GEN "echo gen" 2>/dev/null)
+    check "generator: the first one still answers" "got '$a'" [ "$a" = gen ]
 fi
 
 # ---------------------------------------------------------------- the end

@@ -213,6 +213,58 @@ if body=$(curl -fsS --max-time 120 "$URL" 2>&1) && wait_for 30 one_scope; then
 else
     nok "a request after the teardown: $(echo "$body" | head -n 2); scopes: $(scopes | tr '\n' ' ')"
 fi
+# --- the generator: a service file with listen, ip_allow and ip_deny ----------
+# No socket unit is written by hand: berth-generator (linked by the package)
+# writes berth-NAME.socket with IPAddressDeny=any, IPAddressAllow=127.0.0.2,
+# enforced by the kernel (cgroup v2 BPF) on the socket and its connections.
+# Both modes: ipl (lighttpd, listen) and ipi (printf, inetd).
+IPL=8081 IPI=8082
+{
+    awk '/^\[sandbox\]/{exit} {print}' "$EX/services/$SVC.toml"
+    printf 'listen = ["127.0.0.1:%s"]\nip_allow = ["127.0.0.2"]\nip_deny = ["any"]\n\n' "$IPL"
+    awk '/^\[sandbox\]/{f=1} f' "$EX/services/$SVC.toml"
+} >/etc/berth/services/ipl.toml
+{
+    # printf's answer, then a pause: curl reads it and closes first, so no
+    # reset of its unread request can overtake the answer.
+    cat <<'EOF_IPI'
+mode = "inetd"
+exec = ['/bin/sh', '-c', 'printf "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\ninetd"; sleep 2']
+ip_allow = ["127.0.0.2"]
+ip_deny = ["any"]
+EOF_IPI
+    printf 'listen = ["127.0.0.1:%s"]\n' "$IPI"
+} >/etc/berth/services/ipi.toml
+if out=$(berth check /etc/berth 2>&1); then ok "berth check with listen/ip_allow/ip_deny"; else nok "berth check with listen/ip_allow/ip_deny"; echo "$out" | sed 's/^/berth-vm: #   /'; fi
+systemctl daemon-reload
+for n in ipl ipi; do
+    eq "berth-$n.socket is generated" "$(systemctl show -P FragmentPath berth-$n.socket)" "/run/systemd/generator/berth-$n.socket"
+    check "berth-$n.socket has IPAddressDeny=any" grep -qx IPAddressDeny=any "/run/systemd/generator/berth-$n.socket"
+done
+# As the README says: new sockets reach berth serve when it starts.
+systemctl stop berth.service
+check "systemctl start sockets.target berth.service" systemctl start sockets.target berth.service
+for n in ipl ipi; do eq "berth-$n.socket listens" "$(systemctl is-active berth-$n.socket)" active; done
+ip_scopes() { systemctl list-units --type=scope --plain --no-legend "berth-$1-*.scope" 2>/dev/null | awk '$3=="active"' | wc -l; }
+# 127.0.0.1 first: its packets are dropped, no container may start for it.
+for n in ipl:$IPL ipi:$IPI; do
+    name=${n%%:*} port=${n#*:}
+    if curl -fsS --max-time 8 --interface 127.0.0.1 -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then
+        nok "$name: a client bound to 127.0.0.1 got an answer through ip_deny = [\"any\"]"
+    else
+        ok "$name: a client bound to 127.0.0.1 is kept out"
+    fi
+    eq "$name: no container was started for 127.0.0.1" "$(ip_scopes "$name")" 0
+done
+body=$(curl -fsS --max-time 120 --interface 127.0.0.2 "http://127.0.0.1:$IPL/" 2>&1)
+eq "ipl (listen): a client bound to 127.0.0.2 gets index.html" "$body" "$(cat /usr/share/berth/web/www/index.html)"
+body=$(curl -sS --max-time 120 --interface 127.0.0.2 "http://127.0.0.1:$IPI/" 2>&1)
+eq "ipi (inetd): a client bound to 127.0.0.2 gets the container's answer" "$body" "inetd"
+# Still kept out while the listen-mode container runs.
+if curl -fsS --max-time 8 --interface 127.0.0.1 -o /dev/null "http://127.0.0.1:$IPL/" 2>/dev/null; then
+    nok "ipl: 127.0.0.1 got in while the container runs"
+else ok "ipl: 127.0.0.1 is kept out while the container runs"; fi
+
 if out=$(dpkg -r berth 2>&1); then ok "dpkg -r berth with a container running"; else nok "dpkg -r berth"; fi
 echo "$out" | grep -i 'berth:' | sed 's/^/berth-vm: #   /'
 sleep 1
