@@ -1039,3 +1039,125 @@ fn ip_lists_of_berth_toml_apply_only_with_listen() {
     conf.service("b.toml", &format!("{BASE}listen = [\"127.0.0.1:22\"]\n"));
     conf.check(&[]).ok();
 }
+
+// --- runtime and state directories, credentials (issue 13) -----------------
+
+#[test]
+fn runtime_directory_must_be_one_path_component() {
+    for bad in ["a/b", "..", "", "/run/x"] {
+        let (_c, file, out) = check_service(&format!("[sandbox]\nruntime_directory = {bad:?}\n"));
+        out.error_at(
+            &file,
+            4,
+            21,
+            &format!(
+                "runtime_directory: expected a directory name (one path component) such as \"sshd\", found {bad:?}"
+            ),
+        );
+    }
+    let (_c, file, out) = check_service("[sandbox]\nruntime_directory = \"credentials\"\n");
+    out.error_at(
+        &file,
+        4,
+        21,
+        "runtime_directory: \"credentials\" is reserved",
+    );
+    let (_c, file, out) = check_service("[sandbox]\nruntime_directory = 1\n");
+    out.error_at(&file, 4, 21, "runtime_directory: expected a directory name");
+    check_service("[sandbox]\nruntime_directory = \"sshd\"\n")
+        .2
+        .ok();
+}
+
+#[test]
+fn state_directory_must_be_a_boolean() {
+    let (_c, file, out) = check_service("[sandbox]\nstate_directory = \"yes\"\n");
+    out.error_at(
+        &file,
+        4,
+        19,
+        "state_directory: expected true or false, found \"yes\"",
+    );
+    check_service("[sandbox]\nstate_directory = true\n").2.ok();
+}
+
+#[test]
+fn credentials_paths_are_checked_names_are_one_component() {
+    let conf = Conf::new();
+    let secret = conf.root().join("secret");
+    fs::write(&secret, "x").expect("write");
+    let missing = conf.root().join("missing");
+    let text = format!(
+        "{BASE}[sandbox]\ncredentials = [\"db:{}\", \"tls-key\", \"gone:{}\", \"../x:{}\", \".\", \"rel:etc/x\", \"dir:{}\", \"db\"]\n",
+        secret.display(),
+        missing.display(),
+        secret.display(),
+        conf.root().display(),
+    );
+    let file = conf.service("app.toml", &text);
+    let out = conf.check(&[&file]);
+    let col = |entry: &str| text.lines().nth(3).unwrap().find(entry).unwrap() + 1;
+    out.error_at(
+        &file,
+        4,
+        col("\"gone:"),
+        &format!("credentials: gone: {} does not exist", missing.display()),
+    );
+    for entry in ["\"../x:", "\".\""] {
+        out.error_at(
+            &file,
+            4,
+            col(entry),
+            "credentials: expected \"NAME[:PATH]\" with NAME a file name (not empty, no \"/\", not \".\" or \"..\")",
+        );
+    }
+    out.error_at(
+        &file,
+        4,
+        col("\"rel:"),
+        "credentials: expected \"NAME:PATH\" with PATH absolute and without \"..\", found \"rel:etc/x\"",
+    );
+    out.error_at(
+        &file,
+        4,
+        col("\"dir:"),
+        "is not a regular file, expected a file to copy",
+    );
+    assert_eq!(out.lines(), 5, "{}", out.stderr);
+
+    // Bare names are systemd credentials of berth.service: checked at start.
+    let ok = conf.service(
+        "ok.toml",
+        &format!(
+            "{BASE}[sandbox]\ncredentials = [\"db:{}\", \"tls-key\"]\n",
+            secret.display()
+        ),
+    );
+    conf.check(&[&ok]).ok();
+    let dup = conf.service(
+        "dup.toml",
+        &format!(
+            "{BASE}[sandbox]\ncredentials = [\"db:{}\", \"db\"]\n",
+            secret.display()
+        ),
+    );
+    let col = format!("credentials = [\"db:{}\", ", secret.display()).len() + 1;
+    conf.check(&[&dup]).error_at(
+        &dup,
+        4,
+        col,
+        "credentials: credential \"db\" is listed twice",
+    );
+}
+
+#[test]
+fn directory_variables_are_set_by_berth() {
+    for var in [
+        "RUNTIME_DIRECTORY",
+        "STATE_DIRECTORY",
+        "CREDENTIALS_DIRECTORY",
+    ] {
+        let (_c, file, out) = check_service(&format!("environment = {{ {var} = \"/x\" }}\n"));
+        out.error_at(&file, 3, 17, &format!("environment: {var} is set by berth"));
+    }
+}

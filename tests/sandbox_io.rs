@@ -90,13 +90,15 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 fn check_env(r: &Value, mode: Mode, name: &str, fdnames: &str) {
     let e = env(r);
     let keys: BTreeSet<&str> = e.keys().map(String::as_str).collect();
-    let mut want: BTreeSet<&str> = ["PATH", "BERTH_SERVICE", "LANG", "FOO"].into();
+    let mut want: BTreeSet<&str> =
+        ["PATH", "BERTH_SERVICE", "RUNTIME_DIRECTORY", "LANG", "FOO"].into();
     if mode == Mode::Listen {
         want.extend(["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"]);
     }
     assert_eq!(keys, want, "{mode:?}: environment {e:?}");
     assert_eq!(e["PATH"], PATH, "{mode:?}");
     assert_eq!(e["BERTH_SERVICE"], name, "{mode:?}");
+    assert_eq!(e["RUNTIME_DIRECTORY"], format!("/run/{name}"), "{mode:?}");
     assert_eq!(e["LANG"], "C.UTF-8", "{mode:?}");
     assert_eq!(e["FOO"], "bar", "{mode:?}");
     assert!(!e.contains_key("BERTH_LOG"), "{mode:?}: berth's env leaked");

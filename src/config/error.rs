@@ -93,6 +93,13 @@ pub enum ConfigError {
     /// An explicit `etc` entry that does not exist under the host's /etc.
     #[error("{at}: etc: /etc/{entry} does not exist on this host")]
     MissingEtcEntry { at: Location, entry: String },
+    /// A credential file that does not exist on the host.
+    #[error("{at}: credentials: {name}: {} does not exist", path.display())]
+    MissingCredential {
+        at: Location,
+        name: String,
+        path: PathBuf,
+    },
     /// A user name unknown to the host.
     #[error(
         "{at}: user: no user \"{name}\" on this host, expected an existing user name or a numeric uid"
@@ -120,6 +127,7 @@ impl ConfigError {
             | ConfigError::ExecInDefaults { at }
             | ConfigError::MissingBindSource { at, .. }
             | ConfigError::MissingEtcEntry { at, .. }
+            | ConfigError::MissingCredential { at, .. }
             | ConfigError::UnknownUser { at, .. }
             | ConfigError::UnknownGroup { at, .. } => at,
         }

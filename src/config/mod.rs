@@ -33,8 +33,8 @@ pub use load::{
     load_service_all,
 };
 pub use schema::{
-    Bind, GroupRef, IpRule, Mode, Network, Propagation, RateLimit, Resources, Sandbox, Seccomp,
-    Service, UserRef,
+    Bind, CredentialFile, GroupRef, IpRule, Mode, Network, Propagation, RateLimit, Resources,
+    Sandbox, Seccomp, Service, UserRef,
 };
 pub use units::{parse_duration, parse_size};
 pub use validate::without_host_checks;

@@ -81,6 +81,23 @@ pub struct Sandbox {
     pub capabilities: Vec<String>,
     pub seccomp: Seccomp,
     pub syslog: bool,
+    /// Name of the container's writable `/run/NAME` (default: the service
+    /// name), one path component.
+    pub runtime_directory: String,
+    /// `/var/lib/berth/SERVICE` on the host bound at `/var/lib/SERVICE`.
+    pub state_directory: bool,
+    /// Copied at start into `/run/credentials/SERVICE`.
+    pub credentials: Vec<CredentialFile>,
+}
+
+/// One entry of `[sandbox] credentials`: `NAME[:PATH]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialFile {
+    /// The file name inside the credentials directory.
+    pub name: String,
+    /// Host file to copy; `None`: `NAME` in berth's own
+    /// `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=` on berth.service).
+    pub source: Option<PathBuf>,
 }
 
 /// `[resources]`: properties of the container's transient scope.

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::error::{ConfigError, Location};
 use super::schema::{
-    Bind, GroupRef, IpRule, Mode, Network, Propagation, RateLimit, Resources, Sandbox, Seccomp,
-    Service, UserRef,
+    Bind, CredentialFile, GroupRef, IpRule, Mode, Network, Propagation, RateLimit, Resources,
+    Sandbox, Seccomp, Service, UserRef,
 };
 use crate::activation::ListenAddr;
 
@@ -60,6 +60,9 @@ pub(super) struct FileSettings {
     pub(super) capabilities: Option<Vec<String>>,
     pub(super) seccomp: Option<Seccomp>,
     pub(super) syslog: Option<bool>,
+    pub(super) runtime_directory: Option<String>,
+    pub(super) state_directory: Option<bool>,
+    pub(super) credentials: Option<Vec<CredentialFile>>,
     pub(super) memory_max: Option<u64>,
     pub(super) memory_high: Option<u64>,
     pub(super) cpu_weight: Option<u64>,
@@ -106,6 +109,9 @@ impl FileSettings {
             capabilities,
             seccomp,
             syslog,
+            runtime_directory,
+            state_directory,
+            credentials,
             memory_max,
             memory_high,
             cpu_weight,
@@ -231,6 +237,9 @@ impl FileSettings {
                 capabilities: self.capabilities.unwrap_or_default(),
                 seccomp: self.seccomp.unwrap_or(Seccomp::Default),
                 syslog: self.syslog.unwrap_or(true),
+                runtime_directory: self.runtime_directory.unwrap_or_else(|| name.to_string()),
+                state_directory: self.state_directory.unwrap_or(false),
+                credentials: self.credentials.unwrap_or_default(),
             },
             resources: Resources {
                 memory_max: self.memory_max,

@@ -47,6 +47,9 @@ const SANDBOX_KEYS: &[&str] = &[
     "capabilities",
     "seccomp",
     "syslog",
+    "runtime_directory",
+    "state_directory",
+    "credentials",
 ];
 const RESOURCES_KEYS: &[&str] = &[
     "memory_max",
@@ -404,6 +407,18 @@ impl<'a> FileValidator<'a> {
                     DeValue::Boolean(b) => s.syslog = Some(*b),
                     _ => self.errors.push(self.wrong_type(k, value, "true or false")),
                 },
+                "runtime_directory" => {
+                    let r = self.runtime_directory(value);
+                    s.runtime_directory = self.ok_or_record(r);
+                }
+                "state_directory" => match value.get_ref() {
+                    DeValue::Boolean(b) => s.state_directory = Some(*b),
+                    _ => self.errors.push(self.wrong_type(k, value, "true or false")),
+                },
+                "credentials" => {
+                    let r = self.credentials(value);
+                    s.credentials = self.ok_or_record(r);
+                }
                 _ => self
                     .errors
                     .push(self.unknown_key(key, "[sandbox]", SANDBOX_KEYS)),
@@ -465,7 +480,7 @@ pub(super) fn describe(value: &DeValue) -> String {
 mod tests {
     use std::path::PathBuf;
 
-    use crate::config::{Seccomp, Service, load_service_all};
+    use crate::config::{CredentialFile, Seccomp, Service, load_service_all};
 
     const BASE: &str = "mode = \"inetd\"\nexec = [\"/bin/x\"]\n";
 
@@ -490,6 +505,35 @@ mod tests {
         }
         let (_dir, _, service) = load(BASE);
         assert_eq!(service.unwrap().sandbox.seccomp, Seccomp::Default);
+    }
+
+    #[test]
+    fn directories_and_credentials() {
+        let (_dir, _, service) = load(BASE);
+        let sandbox = service.unwrap().sandbox;
+        assert_eq!(sandbox.runtime_directory, "x", "default: the service name");
+        assert!(!sandbox.state_directory);
+        assert!(sandbox.credentials.is_empty());
+        let (_dir, _, service) = load(&format!(
+            "{BASE}[sandbox]\nruntime_directory = \"sshd\"\nstate_directory = true\n\
+             credentials = [\"tls-key\", \"db:/etc//passwd\"]\n"
+        ));
+        let sandbox = service.unwrap().sandbox;
+        assert_eq!(sandbox.runtime_directory, "sshd");
+        assert!(sandbox.state_directory);
+        assert_eq!(
+            sandbox.credentials,
+            [
+                CredentialFile {
+                    name: "tls-key".into(),
+                    source: None
+                },
+                CredentialFile {
+                    name: "db".into(),
+                    source: Some("/etc/passwd".into())
+                },
+            ]
+        );
     }
 
     #[test]

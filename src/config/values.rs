@@ -9,7 +9,7 @@ use std::time::Duration;
 use toml::de::{DeInteger, DeValue};
 
 use super::error::ConfigError;
-use super::schema::{Bind, GroupRef, IpRule, RateLimit, UserRef};
+use super::schema::{Bind, CredentialFile, GroupRef, IpRule, RateLimit, UserRef};
 use super::units::{parse_duration, parse_size};
 use super::validate::{FileValidator, TomlValue, host_checks};
 use crate::activation::ListenAddr;
@@ -20,6 +20,9 @@ const RESERVED_ENV: &[&str] = &[
     "LISTEN_FDNAMES",
     "BERTH_SERVICE",
     "NOTIFY_SOCKET",
+    "RUNTIME_DIRECTORY",
+    "STATE_DIRECTORY",
+    "CREDENTIALS_DIRECTORY",
 ];
 const EXPECT_DURATION: &str = "a duration such as \"250ms\", \"30s\", \"5min\" or \"1h\"";
 const EXPECT_SIZE: &str =
@@ -495,6 +498,99 @@ impl FileValidator<'_> {
         }
     }
 
+    pub(super) fn runtime_directory(&self, value: &TomlValue) -> Checked<String> {
+        const EXPECTED: &str = "a directory name (one path component) such as \"sshd\"";
+        let name = self.string("runtime_directory", value, EXPECTED)?;
+        if !is_file_name(name) {
+            return Err(self.bad_value("runtime_directory", value, EXPECTED));
+        }
+        if name == "credentials" {
+            return Err(self.invalid(
+                "runtime_directory",
+                value.span(),
+                "\"credentials\" is reserved (/run/credentials holds the service's credentials), expected another name".to_string(),
+            ));
+        }
+        Ok(name.to_string())
+    }
+
+    pub(super) fn credentials(&mut self, value: &TomlValue) -> Checked<Vec<CredentialFile>> {
+        const EXPECTED: &str = "an array of \"NAME[:PATH]\" such as [\"db-password:/etc/berth/secrets/db\", \"tls-key\"]";
+        let items = self.array("credentials", value, EXPECTED)?;
+        let results = items.iter().map(|entry| self.credential(entry)).collect();
+        let list = self.all_ok(results)?;
+        for (i, c) in list.iter().enumerate() {
+            if list[..i].iter().any(|d| d.name == c.name) {
+                return Err(self.invalid(
+                    "credentials",
+                    items[i].span(),
+                    format!(
+                        "credential {:?} is listed twice, expected each name once",
+                        c.name
+                    ),
+                ));
+            }
+        }
+        Ok(list)
+    }
+
+    /// `NAME[:PATH]`; a PATH must exist now (a bare NAME comes from the
+    /// supervisor's `$CREDENTIALS_DIRECTORY`, known only when it runs).
+    fn credential(&self, value: &TomlValue) -> Checked<CredentialFile> {
+        let s = self.string("credentials", value, "\"NAME[:PATH]\"")?;
+        let (name, path) = match s.split_once(':') {
+            Some((name, path)) => (name, Some(path)),
+            None => (s, None),
+        };
+        if !is_file_name(name) {
+            return Err(self.bad_value(
+                "credentials",
+                value,
+                "\"NAME[:PATH]\" with NAME a file name (not empty, no \"/\", not \".\" or \"..\")",
+            ));
+        }
+        let Some(path) = path else {
+            return Ok(CredentialFile {
+                name: name.to_string(),
+                source: None,
+            });
+        };
+        if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+            return Err(self.bad_value(
+                "credentials",
+                value,
+                "\"NAME:PATH\" with PATH absolute and without \"..\"",
+            ));
+        }
+        let source = normalize(path);
+        match std::fs::metadata(&source) {
+            Ok(m) if m.is_file() => Ok(CredentialFile {
+                name: name.to_string(),
+                source: Some(source),
+            }),
+            Ok(_) => Err(self.invalid(
+                "credentials",
+                value.span(),
+                format!(
+                    "credential {name}: {} is not a regular file, expected a file to copy",
+                    source.display()
+                ),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ConfigError::MissingCredential {
+                    at: self.at(value.span()),
+                    name: name.to_string(),
+                    path: source,
+                })
+            }
+            Err(e) => Err(self.invalid(
+                "credentials",
+                value.span(),
+                format!("credential {name}: cannot access {}: {e}", source.display()),
+            )),
+        }
+    }
+
     pub(super) fn capabilities(&mut self, value: &TomlValue) -> Checked<Vec<String>> {
         const EXPECTED: &str = "an array of capability names such as [\"CAP_NET_BIND_SERVICE\"]";
         let items = self.array("capabilities", value, EXPECTED)?;
@@ -552,6 +648,15 @@ fn normalize_capability(name: &str) -> Option<String> {
         .map(|c| c.to_string())
 }
 
+/// One path component: not empty, no `/`, not `.` or `..`.
+fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.contains(['/', '\0'])
+        && name != "."
+        && name != ".."
+}
+
 fn is_env_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
@@ -587,6 +692,17 @@ mod tests {
     fn paths_are_normalised() {
         assert_eq!(normalize("/srv//data/./x/"), Path::new("/srv/data/x"));
         assert_eq!(normalize("/"), Path::new("/"));
+    }
+
+    #[test]
+    fn file_names_are_one_component() {
+        for good in ["sshd", "db-password", "a.b", "...", "x:y"] {
+            assert!(is_file_name(good), "{good:?}");
+        }
+        for bad in ["", ".", "..", "a/b", "/", "a\0b"] {
+            assert!(!is_file_name(bad), "{bad:?}");
+        }
+        assert!(!is_file_name(&"x".repeat(256)));
     }
 
     #[test]

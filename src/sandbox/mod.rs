@@ -93,6 +93,26 @@ pub struct Spec {
     /// Built ahead of need (`warm`): the stage runs as `SCHED_BATCH` until
     /// the supervisor hands it a connection.
     pub low_priority: bool,
+    /// Name of `/run/NAME`, made writable by the application's user.
+    pub runtime_directory: String,
+    /// `STATE_BASE/SERVICE` on the host (created for the application's
+    /// user) bound read-write at `/var/lib/SERVICE`.
+    pub state_directory: bool,
+    /// Files copied into a read-only tmpfs at `CREDENTIALS_BASE/SERVICE`.
+    /// The stage reads them on the host before the pivot: the bytes never
+    /// travel through the spec (nor touch a disk).
+    pub credentials: Vec<CredentialSpec>,
+}
+
+/// One credential: a host file copied into the container at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialSpec {
+    /// The file name in the credentials directory.
+    pub name: String,
+    /// The host file read by the stage.
+    pub source: PathBuf,
+    /// Found in berth's own `$CREDENTIALS_DIRECTORY` (for error messages).
+    pub inherited: bool,
 }
 
 /// Which seccomp filters the application runs under.
@@ -132,6 +152,11 @@ pub struct EtcEntry {
     /// Explicitly configured: missing on the host is an error, not a skip.
     pub required: bool,
 }
+
+/// Where state directories live on the host (`STATE_BASE/SERVICE`).
+pub const STATE_BASE: &str = "/var/lib/berth";
+/// Where credentials appear inside containers (`CREDENTIALS_BASE/SERVICE`).
+pub const CREDENTIALS_BASE: &str = "/run/credentials";
 
 /// Where the stage mounts the container root before pivoting into it.
 pub const DEFAULT_STAGING_DIR: &str = "/run/berth/root";

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::{self, CredentialsError, Network, Seccomp, Service};
 use crate::sandbox::spawn::{self, Running, SpawnError, StartFds};
-use crate::sandbox::{BindSpec, EtcEntry, JournalSpec, SeccompProfile, Spec};
+use crate::sandbox::{
+    BindSpec, CREDENTIALS_BASE, CredentialSpec, EtcEntry, JournalSpec, SeccompProfile, Spec,
+};
 use crate::scope::{self, ScopeError, ScopeRequest, Scopes};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,10 @@ pub enum LaunchError {
     Scope(#[from] ScopeError),
     #[error("duplicating a descriptor for the container: {0}")]
     Dup(#[source] std::io::Error),
+    #[error(
+        "credential {0}: berth has no $CREDENTIALS_DIRECTORY to take it from (a bare name is a systemd credential: LoadCredential={0}:PATH on berth.service)"
+    )]
+    NoCredentialsDirectory(String),
 }
 
 impl LaunchError {
@@ -204,7 +210,7 @@ impl Launcher {
         *self.service.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(new);
     }
 
-    fn spec(&self, creds: config::Credentials, id: &str) -> Spec {
+    fn spec(&self, creds: config::Credentials, id: &str) -> Result<Spec, LaunchError> {
         let svc = self.service();
         let s = &*svc;
         let mut env: Vec<(String, String)> = s
@@ -213,6 +219,20 @@ impl Launcher {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         env.push(("BERTH_SERVICE".into(), s.name.clone()));
+        env.push((
+            "RUNTIME_DIRECTORY".into(),
+            format!("/run/{}", s.sandbox.runtime_directory),
+        ));
+        if s.sandbox.state_directory {
+            env.push(("STATE_DIRECTORY".into(), format!("/var/lib/{}", s.name)));
+        }
+        let credentials = credential_specs(&s.sandbox.credentials)?;
+        if !credentials.is_empty() {
+            env.push((
+                "CREDENTIALS_DIRECTORY".into(),
+                format!("{CREDENTIALS_BASE}/{}", s.name),
+            ));
+        }
         let mut binds: Vec<BindSpec> = Vec::new();
         for b in &s.sandbox.read_only {
             if b.dest == std::path::Path::new("/usr") && b.source == b.dest {
@@ -233,7 +253,7 @@ impl Launcher {
         }
         let dev_log = (s.sandbox.syslog && std::path::Path::new(DEV_LOG).exists())
             .then(|| PathBuf::from(DEV_LOG));
-        Spec {
+        Ok(Spec {
             service: s.name.clone(),
             exec: s.exec.clone(),
             env,
@@ -270,7 +290,10 @@ impl Launcher {
             }),
             die_with_supervisor: self.die_with_supervisor,
             low_priority: false,
-        }
+            runtime_directory: s.sandbox.runtime_directory.clone(),
+            state_directory: s.sandbox.state_directory,
+            credentials,
+        })
     }
 
     /// Build a sandbox and run the application in it with these
@@ -302,7 +325,7 @@ impl Launcher {
     ) -> Result<Parked, LaunchError> {
         let svc = self.service();
         let creds = config::resolve_credentials(&svc.user, svc.group.as_ref())?;
-        let mut spec = self.spec(creds, id);
+        let mut spec = self.spec(creds, id)?;
         spec.listen_fdnames = fdnames.to_vec();
         spec.low_priority = ahead;
         let pending = spawn::spawn(&spec, &self.stager).await?;
@@ -476,6 +499,30 @@ impl Launcher {
         }
         c.running.wait().await
     }
+}
+
+/// Where each credential is read from: its own path, or for a bare name
+/// berth's `$CREDENTIALS_DIRECTORY` (systemd's `LoadCredential=` on
+/// berth.service), looked up at each start.
+fn credential_specs(list: &[config::CredentialFile]) -> Result<Vec<CredentialSpec>, LaunchError> {
+    let inherited = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute());
+    list.iter()
+        .map(|c| match (&c.source, &inherited) {
+            (Some(path), _) => Ok(CredentialSpec {
+                name: c.name.clone(),
+                source: path.clone(),
+                inherited: false,
+            }),
+            (None, Some(dir)) => Ok(CredentialSpec {
+                name: c.name.clone(),
+                source: dir.join(&c.name),
+                inherited: true,
+            }),
+            (None, None) => Err(LaunchError::NoCredentialsDirectory(c.name.clone())),
+        })
+        .collect()
 }
 
 /// Growing delays for a service whose containers keep failing at once.

@@ -127,7 +127,23 @@ impl Berth {
     }
 
     pub fn start_file(dir: tempfile::TempDir, file: PathBuf, listen: &[String]) -> Berth {
+        Self::start_file_env(dir, file, listen, &[])
+    }
+
+    /// `start_file` with extra environment for berth itself (`None`: unset).
+    pub fn start_file_env(
+        dir: tempfile::TempDir,
+        file: PathBuf,
+        listen: &[String],
+        env: &[(&str, Option<&str>)],
+    ) -> Berth {
         let mut cmd = Command::new(BERTH);
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
         cmd.arg("--config-dir")
             .arg(dir.path())
             .arg("run")

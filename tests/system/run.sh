@@ -13,8 +13,8 @@
 # Ports used on the host's loopback (the testbed shares the host network):
 #   8080 web (berth serve, listen)   2222 ssh (berth serve, inetd)
 #   2223 dropbear (systemd Accept=yes -> berth inetd)   2291 bomb, 2292 hog,
-#   2293 probe, 2294 crash, 2297 warm, 2298 forger, 2299 victim, 2300-2301 gen
-#   (berth serve, inetd)
+#   2293 probe, 2294 crash, 2297 warm, 2298 forger, 2299 victim, 2300-2301 gen,
+#   2302 dirs (berth serve, inetd)
 #
 # Runs are serialized on a host by flock on /run/lock/berth-system-test.lock (the
 # ports are fixed by the shipped socket units; tests/demo-systemd.sh takes it too).
@@ -941,7 +941,7 @@ if [ $SERVE_UP = 1 ]; then
     check "warm: the pool is refilled to 2" "warm ids: $(warm_ids | xargs)" wait_for 20 warm_n_is 2
 fi
 
-# ---------------------------------------------------------------- p. the generator
+# ---------------------------------------------------------------- t. the generator
 # A service file with `listen` and no hand-written socket unit: berth-generator
 # (linked by the package) writes berth-NAME.socket at daemon-reload; a second file
 # added later answers after the README's steps; a broken file is skipped, never
@@ -986,6 +986,48 @@ if [ $SERVE_UP = 1 ]; then
     check "generator: a service file added later answers after daemon-reload" "got '$a'" [ "$a" = gen2 ]
     a=$(probe_cmd_port $PORT_GEN "echo gen" 2>/dev/null)
     check "generator: the first one still answers" "got '$a'" [ "$a" = gen ]
+fi
+
+# ---------------------------------------------------------------- s. runtime, state, credentials
+# berth.service gets a systemd credential (LoadCredential= in a drop-in); a
+# service run as nobody names it bare and reads it from $CREDENTIALS_DIRECTORY,
+# writes its $RUNTIME_DIRECTORY and counts its starts in $STATE_DIRECTORY.
+PORT_DIRS=2302
+if [ $SERVE_UP = 1 ]; then
+    SECRET="from-systemd-$$"
+    # Written inside: a file of the host's root is unmapped (nobody) in the testbed.
+    IN sh -c "umask 077; printf %s '$SECRET' >/etc/berth/sys-secret"
+    mkdir -p "$ROOT/etc/systemd/system/berth.service.d"
+    printf '[Service]\nLoadCredential=sys-secret:/etc/berth/sys-secret\n' \
+        >"$ROOT/etc/systemd/system/berth.service.d/credentials.conf"
+    cat >"$ROOT/etc/berth/services/dirs.toml" <<'TOML'
+mode = "inetd"
+user = "nobody"
+exec = ["/bin/sh", "-c", "d=$CREDENTIALS_DIRECTORY; echo cred=$(cat $d/sys-secret) mode=$(stat -c %a:%U $d/sys-secret); echo run=$(touch $RUNTIME_DIRECTORY/x && echo rw); n=$(cat $STATE_DIRECTORY/n 2>/dev/null || echo 0); echo $((n + 1)) >$STATE_DIRECTORY/n; echo state=$n"]
+
+[sandbox]
+credentials = ["sys-secret"]
+state_directory = true
+TOML
+    [ $NET_FALLBACK = 1 ] && echo 'network = "host"' >>"$ROOT/etc/berth/services/dirs.toml"
+    mkdir -p "$S/dirs/systemd"
+    lib_add_socket "$S/dirs" dirs $PORT_DIRS
+    install -m644 "$S/dirs/systemd/berth-dirs.socket" "$ROOT/etc/systemd/system/"
+    IN systemctl daemon-reload
+    IN systemctl stop berth.service
+    IN systemctl start berth-dirs.socket || note "berth-dirs.socket did not start"
+    lib_start_serve || note "berth.service did not come back"
+    a=$(probe_cmd_port $PORT_DIRS "" 2>/dev/null)
+    b=$(probe_cmd_port $PORT_DIRS "" 2>/dev/null)
+    check "credentials: LoadCredential= on berth.service reaches the container, 0400 for nobody" \
+        "got '$a'; berth: $(IN journalctl --no-pager -q -u berth.service -o cat | grep -i credential | tail -n 2 | tr '\n' '|')" \
+        eval '[[ "$a" == *"cred=$SECRET mode=400:nobody"* ]]'
+    check "runtime directory: \$RUNTIME_DIRECTORY writable by nobody" "got '$a'" eval '[[ "$a" == *"run=rw"* ]]'
+    check "state directory: a value written by one container is read by the next" "got '$a' then '$b'" \
+        eval '[[ "$a" == *"state=0"* && "$b" == *"state=1"* ]]'
+    v=$(IN stat -c %a:%U:%n /var/lib/berth/dirs /var/lib/berth/dirs/n 2>&1 | xargs)
+    check "state directory: /var/lib/berth/dirs is 0700 nobody's, with the value" "stat: $v" \
+        [ "$v" = "700:nobody:/var/lib/berth/dirs 644:nobody:/var/lib/berth/dirs/n" ]
 fi
 
 # ---------------------------------------------------------------- the end

@@ -31,6 +31,46 @@ pub enum MountError {
     BadDest { dest: PathBuf },
     #[error("bind destination {dest} is reserved (berth mounts /, /proc and /dev itself)")]
     ReservedDest { dest: PathBuf },
+    #[error("{what} {name:?} is not a single path component")]
+    BadName { what: &'static str, name: String },
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "state directory {path} is a symbolic link (refused: it could redirect the bind and the chown)"
+    )]
+    StateSymlink { path: PathBuf },
+    #[error("credential {name}: {} does not exist{}", .path.display(), inherited_hint(*.inherited))]
+    CredentialMissing {
+        name: String,
+        path: PathBuf,
+        inherited: bool,
+    },
+    #[error("credential {name}: {} is a {found}, expected a regular file", .path.display())]
+    CredentialKind {
+        name: String,
+        path: PathBuf,
+        found: &'static str,
+    },
+    #[error("credential {name}: {} is larger than {max} bytes", .path.display())]
+    CredentialTooBig {
+        name: String,
+        path: PathBuf,
+        max: u64,
+    },
+    #[error("credential {name}: reading {}: {source}", .path.display())]
+    CredentialRead {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("credential {name}: writing its copy: {source}")]
+    CredentialWrite {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("etc entry {name:?} is not a relative path without '..'")]
     BadEtcName { name: String },
     #[error("bind source {path} does not exist")]
@@ -95,6 +135,11 @@ pub enum MountError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("setting the mode and owner of {path}: {source}")]
+    Owner {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("pivot_root into {path}: {source}")]
     PivotRoot { path: PathBuf, source: nix::Error },
     #[error("detaching the old root: {0}")]
@@ -103,6 +148,14 @@ pub enum MountError {
     Chdir { path: PathBuf, source: nix::Error },
     #[error("remounting / read-only: {0}")]
     RootReadOnly(#[source] nix::Error),
+}
+
+fn inherited_hint(inherited: bool) -> &'static str {
+    if inherited {
+        " in berth's $CREDENTIALS_DIRECTORY (pass it with LoadCredential= on berth.service)"
+    } else {
+        ""
+    }
 }
 
 /// Build the tree on `spec.staging_dir` and pivot into it. The caller is

@@ -8,7 +8,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::MountError;
-use crate::sandbox::{Propagation, Spec};
+use crate::sandbox::{CREDENTIALS_BASE, CredentialSpec, Propagation, STATE_BASE, Spec};
 
 /// Per-mount attributes (`MOUNT_ATTR_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,10 +72,27 @@ pub enum MountStep {
     Root {
         options: Vec<(&'static str, String)>,
     },
-    /// A directory created in the new root.
+    /// A directory created in the new root, with exactly `mode`, owned by
+    /// `owner` (uid, gid) if given (root otherwise).
     Dir {
         path: PathBuf,
         mode: u32,
+        owner: Option<(u32, u32)>,
+    },
+    /// `base/name` on the host, created 0700 for `owner` if missing (owned by
+    /// it in any case), never through a symlink, bound read-write at `dest`.
+    StateDir {
+        base: PathBuf,
+        name: String,
+        dest: PathBuf,
+        owner: (u32, u32),
+    },
+    /// A read-only tmpfs at `path` holding a copy of each file (0400, in a
+    /// 0500 directory, all owned by `owner`), filled before it is attached.
+    Credentials {
+        path: PathBuf,
+        files: Vec<CredentialSpec>,
+        owner: (u32, u32),
     },
     Tmpfs {
         path: PathBuf,
@@ -165,6 +182,19 @@ pub fn container_path(dest: &Path) -> Result<PathBuf, MountError> {
     Ok(out)
 }
 
+/// A name that must be a single path component (a service, a runtime
+/// directory, a credential).
+fn one_name(what: &'static str, name: &str) -> Result<String, MountError> {
+    let mut c = Path::new(name).components();
+    match (c.next(), c.next()) {
+        (Some(Component::Normal(n)), None) if n == name => Ok(name.to_string()),
+        _ => Err(MountError::BadName {
+            what,
+            name: name.into(),
+        }),
+    }
+}
+
 fn etc_name(name: &str) -> Result<PathBuf, MountError> {
     let p = Path::new(name);
     if name.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
@@ -193,6 +223,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
     steps.push(MountStep::Dir {
         path: "etc".into(),
         mode: 0o755,
+        owner: None,
     });
     for e in &spec.etc {
         steps.push(MountStep::Etc {
@@ -211,6 +242,23 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
         options: vec![("mode", "0755".into()), ("size", "16m".into())],
         attrs: Attrs::TMPFS,
     });
+    let service = one_name("service name", &spec.service)?;
+    let owner = (spec.uid, spec.gid);
+    steps.push(MountStep::Dir {
+        path: Path::new("run").join(one_name("runtime directory", &spec.runtime_directory)?),
+        mode: 0o755,
+        owner: Some(owner),
+    });
+    if !spec.credentials.is_empty() {
+        for c in &spec.credentials {
+            one_name("credential name", &c.name)?;
+        }
+        steps.push(MountStep::Credentials {
+            path: container_path(&Path::new(CREDENTIALS_BASE).join(&service))?,
+            files: spec.credentials.clone(),
+            owner,
+        });
+    }
 
     steps.push(MountStep::Tmpfs {
         path: "dev".into(),
@@ -267,24 +315,38 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
 
     // Parents before children whatever the configured order, so a nested
     // bind is not hidden by its parent's.
-    let mut binds = Vec::with_capacity(spec.binds.len());
+    let mut binds = Vec::with_capacity(spec.binds.len() + 1);
+    if spec.state_directory {
+        let dest = Path::new("var/lib").join(&service);
+        binds.push((
+            dest.clone(),
+            MountStep::StateDir {
+                base: STATE_BASE.into(),
+                name: service.clone(),
+                dest,
+                owner,
+            },
+        ));
+    }
     for b in &spec.binds {
-        binds.push((container_path(&b.dest)?, b));
+        let dest = container_path(&b.dest)?;
+        binds.push((
+            dest.clone(),
+            MountStep::Bind {
+                source: b.source.clone(),
+                origin: Origin::User,
+                dest,
+                attrs: if b.read_only {
+                    Attrs::BIND_RO
+                } else {
+                    Attrs::BIND_RW
+                },
+                propagation: spec.propagation,
+            },
+        ));
     }
     binds.sort_by_key(|(dest, _)| dest.components().count());
-    for (dest, b) in binds {
-        steps.push(MountStep::Bind {
-            source: b.source.clone(),
-            origin: Origin::User,
-            dest,
-            attrs: if b.read_only {
-                Attrs::BIND_RO
-            } else {
-                Attrs::BIND_RW
-            },
-            propagation: spec.propagation,
-        });
-    }
+    steps.extend(binds.into_iter().map(|(_, step)| step));
 
     steps.push(MountStep::Proc {
         path: "proc".into(),
@@ -339,6 +401,9 @@ mod tests {
             journal: None,
             die_with_supervisor: false,
             low_priority: false,
+            runtime_directory: "t".into(),
+            state_directory: false,
+            credentials: Vec::new(),
         }
     }
 
@@ -420,13 +485,14 @@ mod tests {
         for s in &steps {
             let path = match s {
                 MountStep::Dir { path, .. }
+                | MountStep::Credentials { path, .. }
                 | MountStep::Tmpfs { path, .. }
                 | MountStep::Devpts { path }
                 | MountStep::Seal { path }
                 | MountStep::Proc { path }
                 | MountStep::ProcReadOnly { path }
                 | MountStep::ProcMask { path } => path.as_path(),
-                MountStep::Bind { dest, .. } => dest.as_path(),
+                MountStep::Bind { dest, .. } | MountStep::StateDir { dest, .. } => dest.as_path(),
                 MountStep::Symlink { link, .. } => link.as_path(),
                 MountStep::Root { .. } | MountStep::HostTop { .. } | MountStep::Etc { .. } => {
                     continue;
@@ -590,5 +656,144 @@ mod tests {
             name: "ssl/certs".into(),
             required: true
         }));
+    }
+
+    #[test]
+    fn plan_runtime_directory_on_run_owned_by_the_service_user() {
+        let mut s = spec(&[]);
+        s.runtime_directory = "sshd".into();
+        let steps = plan(&s).expect("plan");
+        let run = index(
+            &steps,
+            |st| matches!(st, MountStep::Tmpfs { path, .. } if path == Path::new("run")),
+        );
+        let dir = index(&steps, |st| {
+            *st == MountStep::Dir {
+                path: "run/sshd".into(),
+                mode: 0o755,
+                owner: Some((65534, 65534)),
+            }
+        });
+        assert!(run < dir);
+        // Nothing else of the plan is owned by the service user.
+        assert!(steps.iter().all(|st| !matches!(
+            st,
+            MountStep::Dir { path, owner: Some(_), .. } if path != Path::new("run/sshd")
+        )));
+    }
+
+    #[test]
+    fn plan_state_directory_is_bound_at_var_lib_parents_first() {
+        let mut s = spec(&[
+            ("/srv/cache", "/var/lib/t/cache", false),
+            ("/srv/v", "/var", true),
+        ]);
+        assert!(
+            !plan(&s)
+                .expect("plan")
+                .iter()
+                .any(|st| matches!(st, MountStep::StateDir { .. })),
+            "a state directory without state_directory = true"
+        );
+        s.state_directory = true;
+        let steps = plan(&s).expect("plan");
+        let state = index(&steps, |st| {
+            *st == MountStep::StateDir {
+                base: "/var/lib/berth".into(),
+                name: "t".into(),
+                dest: "var/lib/t".into(),
+                owner: (65534, 65534),
+            }
+        });
+        let dest_of = |d: &str| {
+            index(
+                &steps,
+                |st| matches!(st, MountStep::Bind { dest, .. } if dest == Path::new(d)),
+            )
+        };
+        let seal = index(&steps, |st| matches!(st, MountStep::Seal { .. }));
+        let proc = index(&steps, |st| matches!(st, MountStep::Proc { .. }));
+        assert!(seal < dest_of("var") && dest_of("var") < state);
+        assert!(state < dest_of("var/lib/t/cache") && dest_of("var/lib/t/cache") < proc);
+    }
+
+    #[test]
+    fn plan_credentials_on_a_tmpfs_under_run_credentials() {
+        let mut s = spec(&[]);
+        assert!(
+            !plan(&s)
+                .expect("plan")
+                .iter()
+                .any(|st| matches!(st, MountStep::Credentials { .. })),
+            "a credentials directory without credentials"
+        );
+        s.credentials = vec![
+            CredentialSpec {
+                name: "db".into(),
+                source: "/etc/berth/secrets/db".into(),
+                inherited: false,
+            },
+            CredentialSpec {
+                name: "tls-key".into(),
+                source: "/run/credentials/berth.service/tls-key".into(),
+                inherited: true,
+            },
+        ];
+        let steps = plan(&s).expect("plan");
+        let run = index(
+            &steps,
+            |st| matches!(st, MountStep::Tmpfs { path, .. } if path == Path::new("run")),
+        );
+        let creds = index(&steps, |st| {
+            *st == MountStep::Credentials {
+                path: "run/credentials/t".into(),
+                files: s.credentials.clone(),
+                owner: (65534, 65534),
+            }
+        });
+        assert!(run < creds);
+    }
+
+    #[test]
+    fn plan_refuses_names_that_are_not_one_component() {
+        for bad in ["", ".", "..", "a/b", "/x", "x/"] {
+            let mut s = spec(&[]);
+            s.runtime_directory = bad.into();
+            match plan(&s) {
+                Err(MountError::BadName { what, name }) => {
+                    assert_eq!((what, name.as_str()), ("runtime directory", bad));
+                }
+                other => panic!("runtime directory {bad:?}: {other:?}"),
+            }
+            let mut s = spec(&[]);
+            s.credentials = vec![CredentialSpec {
+                name: bad.into(),
+                source: "/x".into(),
+                inherited: false,
+            }];
+            assert!(
+                matches!(
+                    plan(&s),
+                    Err(MountError::BadName {
+                        what: "credential name",
+                        ..
+                    })
+                ),
+                "credential {bad:?}"
+            );
+            let mut s = spec(&[]);
+            s.service = bad.into();
+            s.state_directory = true;
+            assert!(
+                matches!(
+                    plan(&s),
+                    Err(MountError::BadName {
+                        what: "service name",
+                        ..
+                    })
+                ),
+                "service {bad:?}"
+            );
+        }
     }
 }
