@@ -26,16 +26,7 @@ fn sh_service(script: &str, top: &str, sandbox: &str) -> String {
 }
 
 fn start(name: &str, toml: &str, env: &[(&str, Option<&str>)]) -> (Berth, String) {
-    let (dir, file) = common::service_dir(name, toml);
-    let b = Berth::start_file_env(dir, file, &["127.0.0.1:0".to_string()], env);
-    let line = b.log.wait_for("listening on 127.0.0.1:", T);
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("address in the log")
-        .to_owned();
-    (b, addr)
+    Berth::start_tcp_env(name, toml, env)
 }
 
 fn request(addr: &str) -> String {

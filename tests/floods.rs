@@ -61,27 +61,6 @@ fn echo_from(source: &str, addr: &str, word: &str) -> (String, Duration) {
     (out, t.elapsed())
 }
 
-/// Network namespaces held by this test's applications.
-fn net_namespaces() -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
-        if !env.split(|b| *b == 0).any(|v| v == b"BERTH_SERVICE=flood") {
-            continue;
-        }
-        if let Ok(l) = std::fs::read_link(e.path().join("ns/net")) {
-            out.insert(l.to_string_lossy().into_owned());
-        }
-    }
-    out
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 #[test]
 fn flood_from_one_source_is_held_to_its_rate_and_others_are_served() {
     if !require_root() {
@@ -94,7 +73,7 @@ fn flood_from_one_source_is_held_to_its_rate_and_others_are_served() {
     assert_eq!(echo_from("127.0.0.3", &addr, "warm").0, "warm\n");
     b.log.wait_count("event=\"stopped\"", 1, T);
     let fds = fd_count(b.pid());
-    let netns = net_namespaces();
+    let netns = net_namespaces("flood");
 
     // Another source, within its own budget, asks meanwhile.
     let other_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -215,7 +194,11 @@ fn flood_from_one_source_is_held_to_its_rate_and_others_are_served() {
     );
 
     // Nothing left.
-    assert_eq!(net_namespaces(), netns, "network namespaces left behind");
+    assert_eq!(
+        net_namespaces("flood"),
+        netns,
+        "network namespaces left behind"
+    );
     let children: Vec<String> = children(b.pid()).into_iter().map(comm).collect();
     assert_eq!(children, ["berth-zygote"], "processes left behind");
 }

@@ -35,29 +35,6 @@ fn mount_table() -> Vec<String> {
         .collect()
 }
 
-/// Network namespaces held by this test's applications (their environment
-/// has BERTH_SERVICE=leak): other berths and testbeds on the host meanwhile
-/// do not count. Stage processes are checked as berth's children below.
-fn net_namespaces() -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
-        if !env.split(|b| *b == 0).any(|v| v == b"BERTH_SERVICE=leak") {
-            continue;
-        }
-        if let Ok(l) = std::fs::read_link(e.path().join("ns/net")) {
-            out.insert(l.to_string_lossy().into_owned());
-        }
-    }
-    out
-}
-
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 #[test]
 fn thousand_inetd_connections_leak_nothing() {
     if !require_root() {
@@ -68,7 +45,7 @@ fn thousand_inetd_connections_leak_nothing() {
     assert_eq!(tcp_request(&addr, "echo warm"), "warm\n");
     b.log.wait_count("event=\"stopped\"", 1, T);
     let mounts = mount_table();
-    let netns = net_namespaces();
+    let netns = net_namespaces("leak");
     let fds = fd_count(b.pid());
 
     let n = 1000;
@@ -90,7 +67,11 @@ fn thousand_inetd_connections_leak_nothing() {
         .wait_count("event=\"stopped\"", n + 1, Duration::from_secs(120));
     assert_eq!(b.log.count("event=\"started\""), n + 1);
     assert_eq!(mount_table(), mounts, "host mount table changed");
-    assert_eq!(net_namespaces(), netns, "network namespaces left behind");
+    assert_eq!(
+        net_namespaces("leak"),
+        netns,
+        "network namespaces left behind"
+    );
     assert_eq!(fd_count(b.pid()), fds, "descriptors leaked in berth");
     // berth's only child left is the zygote that forks the stages.
     let children: Vec<String> = children(b.pid()).into_iter().map(comm).collect();

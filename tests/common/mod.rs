@@ -113,7 +113,13 @@ impl Berth {
     /// Start on a loopback port the kernel picks (no race with other
     /// tests); returns berth and the address it reports listening on.
     pub fn start_tcp(name: &str, toml: &str) -> (Berth, String) {
-        let b = Self::start(name, toml, &["127.0.0.1:0".to_string()]);
+        Self::start_tcp_env(name, toml, &[])
+    }
+
+    /// `start_tcp` with extra environment for berth itself (`None`: unset).
+    pub fn start_tcp_env(name: &str, toml: &str, env: &[(&str, Option<&str>)]) -> (Berth, String) {
+        let (dir, file) = service_dir(name, toml);
+        let b = Self::start_file_env(dir, file, &["127.0.0.1:0".to_string()], env);
         let line = b
             .log
             .wait_for("listening on 127.0.0.1:", Duration::from_secs(5));
@@ -247,4 +253,29 @@ pub fn comm(pid: u32) -> String {
         .unwrap_or_default()
         .trim()
         .to_owned()
+}
+
+/// Network namespaces held by the applications of `service` (their
+/// environment has `BERTH_SERVICE=service`): other berths and testbeds on the
+/// host meanwhile do not count.
+pub fn net_namespaces(service: &str) -> std::collections::BTreeSet<String> {
+    let want = format!("BERTH_SERVICE={service}");
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        if !env.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
+            continue;
+        }
+        if let Ok(l) = std::fs::read_link(e.path().join("ns/net")) {
+            out.insert(l.to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// Open descriptors of process `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
