@@ -56,6 +56,9 @@ fi
 # administrator enables; no socket is enabled by the package).
 install -D -m 0644 units/berth.service "$R/lib/systemd/system/berth.service"
 install -D -m 0644 units/berth-inetd@.service "$R/lib/systemd/system/berth-inetd@.service"
+# `berth metrics --http` per scrape (Accept=yes); enabled by the administrator.
+install -D -m 0644 units/berth-metrics.socket "$R/lib/systemd/system/berth-metrics.socket"
+install -D -m 0644 'units/berth-metrics@.service' "$R/lib/systemd/system/berth-metrics@.service"
 # The generator: berth-NAME.socket for every service file with `listen`.
 install -d -m 0755 "$R/usr/lib/systemd/system-generators"
 ln -s /usr/bin/berth "$R/usr/lib/systemd/system-generators/berth-generator"

@@ -21,6 +21,12 @@ pub enum AdminError {
     Journalctl(#[source] std::io::Error),
     #[error("encoding JSON: {0}")]
     Json(#[source] serde_json::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// One row: the supervisor's view plus systemd's accounting.
@@ -493,6 +499,113 @@ pub fn stop(name: &str) -> Result<u32, AdminError> {
         }
         Ok(n)
     })
+}
+
+/// The OpenMetrics exposition: the supervisor's counters (none, and
+/// `berth_up 0`, when it does not run) and systemd's accounting of every
+/// container.
+async fn metrics_text() -> Result<String, AdminError> {
+    let counters = {
+        let scopes = Scopes::connect().await?;
+        match Supervisor1Proxy::new(scopes.connection()).await {
+            Ok(p) => match p.metrics().await {
+                Ok(m) => Some(m),
+                Err(zbus::Error::MethodError(ref e, _, _))
+                    if e.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown" =>
+                {
+                    None
+                }
+                Err(e) => return Err(AdminError::Supervisor(e)),
+            },
+            Err(_) => None,
+        }
+    };
+    let (rows, _) = rows().await?;
+    let samples: Vec<crate::metrics::ContainerSample> = rows
+        .iter()
+        .map(|r| {
+            let known = |v: u64| (v != u64::MAX).then_some(v);
+            let st = r.stats.as_ref();
+            crate::metrics::ContainerSample {
+                service: r.info.service.clone(),
+                id: r.info.id.clone(),
+                unit: r.info.unit.clone(),
+                state: r.info.state.to_string(),
+                memory_bytes: st.and_then(|s| known(s.memory_current)),
+                cpu_seconds: st
+                    .and_then(|s| known(s.cpu_usage_nsec))
+                    .map(|ns| ns as f64 / 1e9),
+                tasks: st.and_then(|s| known(s.tasks_current)),
+            }
+        })
+        .collect();
+    Ok(crate::metrics::render(
+        counters.is_some(),
+        counters.as_deref().unwrap_or_default(),
+        &samples,
+    ))
+}
+
+/// `berth metrics [--http]`. With `http`, one request is read from stdin
+/// and answered on stdout (an `Accept=yes` socket's connection).
+pub fn metrics(http: bool) -> Result<(), AdminError> {
+    use crate::metrics::{CONTENT_TYPE, Request, http_response};
+    use std::io::{BufRead, Read, Write};
+    let io = |what| move |source| AdminError::Io { what, source };
+    if !http {
+        let text = runtime().block_on(metrics_text())?;
+        return std::io::stdout()
+            .write_all(text.as_bytes())
+            .map_err(io("writing to stdout"));
+    }
+    // The request line, then headers up to the empty line (bounded: a
+    // client cannot make this read forever into memory).
+    let mut input = std::io::stdin().lock();
+    let mut line = String::new();
+    input
+        .by_ref()
+        .take(8192)
+        .read_line(&mut line)
+        .map_err(io("reading the HTTP request"))?;
+    let req = crate::metrics::parse_request_line(line.trim_end());
+    let mut header = String::new();
+    for _ in 0..100 {
+        header.clear();
+        let n = input
+            .by_ref()
+            .take(8192)
+            .read_line(&mut header)
+            .map_err(io("reading the HTTP request"))?;
+        if n == 0 || header.trim_end().is_empty() {
+            break;
+        }
+    }
+    let mut result = Ok(());
+    let answer = match req {
+        Request::Metrics { body } => match runtime().block_on(metrics_text()) {
+            Ok(text) => http_response("200 OK", CONTENT_TYPE, &text, body),
+            Err(e) => {
+                let text = format!("berth metrics: {e}\n");
+                result = Err(e);
+                http_response("503 Service Unavailable", "text/plain", &text, body)
+            }
+        },
+        Request::NotFound => http_response("404 Not Found", "text/plain", "not found\n", true),
+        Request::MethodNotAllowed => http_response(
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET or HEAD only\n",
+            true,
+        ),
+        Request::BadRequest => {
+            http_response("400 Bad Request", "text/plain", "bad request\n", true)
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(&answer)
+        .and_then(|()| out.flush())
+        .map_err(io("writing the HTTP answer"))?;
+    result
 }
 
 /// Run journalctl with the right matches (replacing this process).

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use zbus::fdo;
 use zbus::message::Header;
 
+use crate::metrics::ServiceMetrics;
 use crate::scope::Scopes;
 use crate::supervisor::registry::{ContainerInfo, ContainerState, Registry, ServiceInfo};
 
@@ -29,8 +30,17 @@ async fn require_root(conn: &zbus::Connection, hdr: &Header<'_>) -> fdo::Result<
     let sender = hdr
         .sender()
         .ok_or_else(|| fdo::Error::AccessDenied("caller unknown".into()))?;
-    let dbus = fdo::DBusProxy::new(conn).await?;
-    let uid = dbus.get_connection_unix_user(sender.clone().into()).await?;
+    // dbus-daemon answers at once; a deadline keeps a stuck one from
+    // holding this method call (and its caller) forever.
+    let ask = async {
+        let dbus = fdo::DBusProxy::new(conn).await?;
+        dbus.get_connection_unix_user(sender.clone().into()).await
+    };
+    let uid = tokio::time::timeout(crate::scope::DBUS_CALL_DEADLINE, ask)
+        .await
+        .map_err(|_| {
+            fdo::Error::Failed("GetConnectionUnixUser: no answer from the bus".into())
+        })??;
     if uid != 0 {
         return Err(fdo::Error::AccessDenied(format!(
             "only root may change containers (caller uid {uid})"
@@ -76,6 +86,16 @@ impl Supervisor {
     /// Services with failed starts: count in a row and the throttle's end.
     async fn list_services(&self) -> Vec<ServiceInfo> {
         self.registry.services()
+    }
+
+    /// The counters behind `berth metrics`, per service.
+    async fn metrics(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> fdo::Result<Vec<ServiceMetrics>> {
+        require_root(conn, &hdr).await?;
+        Ok(self.registry.metrics.snapshot())
     }
 
     /// Stop one container (by id or scope name) through its scope.
@@ -151,4 +171,5 @@ pub trait Supervisor1 {
     fn stop_container(&self, name: &str) -> zbus::Result<u32>;
     fn stop_service(&self, name: &str) -> zbus::Result<u32>;
     fn reload(&self) -> zbus::Result<()>;
+    fn metrics(&self) -> zbus::Result<Vec<ServiceMetrics>>;
 }

@@ -55,6 +55,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// OpenMetrics text: counters per service and each container's accounting.
+    #[command(
+        after_help = "Examples:\n  berth metrics\n  berth metrics --http   (in berth-metrics@.service, Accept=yes)"
+    )]
+    Metrics {
+        /// Answer one HTTP request on stdin/stdout (for an Accept=yes socket).
+        #[arg(long)]
+        http: bool,
+    },
     /// A service's or a container's state, resources, limits, timers and recent log lines.
     #[command(
         after_help = "Examples:\n  berth status web\n  berth status berth-web-0123456789ab.scope"

@@ -12,6 +12,7 @@ pub mod config;
 pub mod generator;
 pub mod journal;
 pub mod manpage;
+pub mod metrics;
 pub mod pidfd;
 pub mod sandbox;
 pub mod scope;

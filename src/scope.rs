@@ -3,11 +3,20 @@
 //!
 //! One long-lived bus connection serves every container. `JobRemoved` is
 //! subscribed once, before the first call, and a dispatcher hands each
-//! job's result to whoever waits for it (or keeps it, when the signal beats
-//! the method reply).
+//! job's result to whoever waits for it.
+//!
+//! Bounded memory: only jobs berth waits for are remembered ([`JobMap`]:
+//! one entry per scope being created, removed when its result arrives, on
+//! its deadline, or when the waiting future is dropped); signals for every
+//! other job (`StopUnit`, an outside `systemctl stop berth-…`) are dropped
+//! on arrival. Every call to systemd has a deadline ([`DBUS_CALL_DEADLINE`],
+//! [`SCOPE_JOB_DEADLINE`]), so a hung systemd holds an `IN_FLIGHT` permit
+//! for a bounded time only.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use zbus::names::InterfaceName;
@@ -33,6 +42,32 @@ pub enum ScopeError {
     List(#[source] zbus::Error),
     #[error("processes of {unit}: {source}")]
     Processes { unit: String, source: zbus::Error },
+    #[error("{what}: no answer from systemd within {after:?}")]
+    Deadline { what: String, after: Duration },
+}
+
+/// How long one method call to systemd may take: systemd's (and sd-bus')
+/// default method timeout, after which a client would give up anyway.
+pub const DBUS_CALL_DEADLINE: Duration = Duration::from_secs(25);
+
+/// How long a scope's start job may take once queued: systemd creates a
+/// scope in milliseconds (TESTBED.md); 30 s means systemd is stuck.
+pub const SCOPE_JOB_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `fut` (a call to systemd), or [`ScopeError::Deadline`] naming `what` once
+/// `after` has passed.
+async fn within<T>(
+    after: Duration,
+    what: impl FnOnce() -> String,
+    fut: impl Future<Output = Result<T, ScopeError>>,
+) -> Result<T, ScopeError> {
+    match tokio::time::timeout(after, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(ScopeError::Deadline {
+            what: what(),
+            after,
+        }),
+    }
 }
 
 #[zbus::proxy(
@@ -87,9 +122,102 @@ trait Manager {
     ) -> zbus::Result<()>;
 }
 
-enum Job {
-    Waiting(oneshot::Sender<String>),
-    Done(String),
+/// Start jobs berth waits for, by unit. The unit is registered before
+/// `StartTransientUnit` is called, so a `JobRemoved` that beats the method
+/// reply (the job path is not known yet) is kept with its unit and matched
+/// when the reply brings the path.
+#[derive(Default)]
+struct JobMap {
+    units: HashMap<String, Waiter>,
+}
+
+struct Waiter {
+    /// The job path, once the method reply told it.
+    job: Option<String>,
+    /// (job path, result) of jobs of this unit that ended before the reply.
+    early: Vec<(String, String)>,
+    tx: Option<oneshot::Sender<String>>,
+}
+
+/// Early results kept per unit: systemd runs one job per unit at a time,
+/// so more than a couple before the reply means someone else's jobs.
+const EARLY_MAX: usize = 4;
+
+impl JobMap {
+    /// Register `unit` before its start job is requested.
+    fn expect(&mut self, unit: &str) -> oneshot::Receiver<String> {
+        let (tx, rx) = oneshot::channel();
+        self.units.insert(
+            unit.to_owned(),
+            Waiter {
+                job: None,
+                early: Vec::new(),
+                tx: Some(tx),
+            },
+        );
+        rx
+    }
+
+    /// The method reply named `unit`'s job.
+    fn job_known(&mut self, unit: &str, job: &str) {
+        let Some(w) = self.units.get_mut(unit) else {
+            return;
+        };
+        if let Some(i) = w.early.iter().position(|(p, _)| p == job) {
+            let (_, result) = w.early.swap_remove(i);
+            if let Some(tx) = self.units.remove(unit).and_then(|w| w.tx) {
+                let _ = tx.send(result);
+            }
+            return;
+        }
+        w.job = Some(job.to_owned());
+        w.early.clear();
+    }
+
+    /// A `JobRemoved` signal: handed to the waiter of its job, kept briefly
+    /// if its unit's reply is still out, dropped otherwise.
+    fn removed(&mut self, unit: &str, job: &str, result: &str) {
+        let Some(w) = self.units.get_mut(unit) else {
+            return;
+        };
+        match &w.job {
+            Some(j) if j == job => {
+                if let Some(tx) = self.units.remove(unit).and_then(|w| w.tx) {
+                    let _ = tx.send(result.to_owned());
+                }
+            }
+            Some(_) => {}
+            None if w.early.len() < EARLY_MAX => w.early.push((job.to_owned(), result.to_owned())),
+            None => {}
+        }
+    }
+
+    /// Stop waiting for `unit` (result taken, deadline, caller gone).
+    fn forget(&mut self, unit: &str) {
+        self.units.remove(unit);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.units.len()
+    }
+}
+
+fn lock(jobs: &Mutex<JobMap>) -> std::sync::MutexGuard<'_, JobMap> {
+    jobs.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes a unit's waiter however `create` ends (also when its future is
+/// dropped half-way).
+struct Forget<'a> {
+    jobs: &'a Mutex<JobMap>,
+    unit: &'a str,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.jobs).forget(self.unit);
+    }
 }
 
 /// What a scope is made of.
@@ -129,7 +257,7 @@ const IN_FLIGHT: usize = 64;
 #[derive(Clone)]
 pub struct Scopes {
     manager: ManagerProxy<'static>,
-    jobs: Arc<Mutex<HashMap<String, Job>>>,
+    jobs: Arc<Mutex<JobMap>>,
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
@@ -189,6 +317,15 @@ fn properties<'a>(req: &'a ScopeRequest<'a>) -> Vec<(&'static str, Value<'a>)> {
 impl Scopes {
     /// Connect to the system bus and subscribe to job results.
     pub async fn connect() -> Result<Scopes, ScopeError> {
+        within(
+            DBUS_CALL_DEADLINE,
+            || "connecting to systemd".into(),
+            Self::connect_now(),
+        )
+        .await
+    }
+
+    async fn connect_now() -> Result<Scopes, ScopeError> {
         let conn = zbus::Connection::system()
             .await
             .map_err(ScopeError::Connect)?;
@@ -201,29 +338,16 @@ impl Scopes {
             .await
             .map_err(ScopeError::Subscribe)?;
         manager.subscribe().await.map_err(ScopeError::Subscribe)?;
-        let jobs: Arc<Mutex<HashMap<String, Job>>> = Arc::default();
+        let jobs: Arc<Mutex<JobMap>> = Arc::default();
         let j = jobs.clone();
         tokio::spawn(async move {
             use futures_util::StreamExt;
             while let Some(sig) = removed.next().await {
                 let Ok(args) = sig.args() else { continue };
-                // Only our own units' jobs are worth remembering.
-                if !args.unit.starts_with("berth-") {
-                    continue;
-                }
-                let path = args.job.to_string();
-                let mut map = j.lock().unwrap_or_else(|p| p.into_inner());
-                match map.remove(&path) {
-                    Some(Job::Waiting(tx)) => {
-                        let _ = tx.send(args.result.clone());
-                    }
-                    _ => {
-                        map.insert(path, Job::Done(args.result.clone()));
-                    }
-                }
+                lock(&j).removed(&args.unit, args.job.as_str(), &args.result);
             }
             // Bus gone: wake every waiter with a failure.
-            j.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            lock(&j).units.clear();
         });
         Ok(Scopes {
             manager,
@@ -232,50 +356,62 @@ impl Scopes {
         })
     }
 
-    async fn wait_job(&self, unit: &str, job: &OwnedObjectPath) -> Result<(), ScopeError> {
-        let path = job.to_string();
-        let rx = {
-            let mut map = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            match map.remove(&path) {
-                Some(Job::Done(result)) => return check(unit, result),
-                _ => {
-                    let (tx, rx) = oneshot::channel();
-                    map.insert(path, Job::Waiting(tx));
-                    rx
-                }
-            }
-        };
-        match rx.await {
-            Ok(result) => check(unit, result),
-            Err(_) => Err(ScopeError::JobLost { unit: unit.into() }),
-        }
-    }
-
     /// The bus connection (shared with berth's own interface).
     pub fn connection(&self) -> &zbus::Connection {
         self.manager.inner().connection()
     }
 
-    /// Create the scope and wait until systemd has moved the pids in.
+    /// Create the scope and wait until systemd has moved the pids in. On
+    /// the job's deadline the unit is stopped (it may still come up).
     pub async fn create(&self, req: &ScopeRequest<'_>) -> Result<(), ScopeError> {
         let _permit = self.in_flight.acquire().await;
         let props = properties(req);
-        let job = self
-            .manager
-            .start_transient_unit(req.unit, "fail", &props, &[])
-            .await
-            .map_err(|source| ScopeError::Start {
-                unit: req.unit.into(),
-                source,
-            })?;
-        self.wait_job(req.unit, &job).await
+        let unit = req.unit;
+        // Registered before the call: the job may end before the reply.
+        let rx = lock(&self.jobs).expect(unit);
+        let _forget = Forget {
+            jobs: &self.jobs,
+            unit,
+        };
+        let job = within(
+            DBUS_CALL_DEADLINE,
+            || format!("StartTransientUnit({unit})"),
+            async {
+                self.manager
+                    .start_transient_unit(unit, "fail", &props, &[])
+                    .await
+                    .map_err(|source| ScopeError::Start {
+                        unit: unit.into(),
+                        source,
+                    })
+            },
+        )
+        .await?;
+        lock(&self.jobs).job_known(unit, job.as_str());
+        match tokio::time::timeout(SCOPE_JOB_DEADLINE, rx).await {
+            Ok(Ok(result)) => check(unit, result),
+            Ok(Err(_)) => Err(ScopeError::JobLost { unit: unit.into() }),
+            Err(_) => {
+                drop(_permit);
+                if let Err(e) = self.stop(unit).await {
+                    tracing::warn!(unit, "stopping a scope whose start timed out: {e}");
+                }
+                Err(ScopeError::Deadline {
+                    what: format!("start job of {unit}"),
+                    after: SCOPE_JOB_DEADLINE,
+                })
+            }
+        }
     }
 
     /// Stop a scope: systemd kills everything in it. A scope that is
     /// already gone (emptied and collected) counts as stopped.
     pub async fn stop(&self, unit: &str) -> Result<(), ScopeError> {
         let _permit = self.in_flight.acquire().await;
-        match self.manager.stop_unit(unit, "replace").await {
+        let call = async { Ok(self.manager.stop_unit(unit, "replace").await) };
+        // Nobody waits for the stop job: systemd finishes it on its own
+        // (bounded by the scope's stop timeout), its JobRemoved is dropped.
+        match within(DBUS_CALL_DEADLINE, || format!("StopUnit({unit})"), call).await? {
             Ok(_) => Ok(()),
             Err(zbus::Error::MethodError(name, _, _))
                 if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
@@ -291,22 +427,30 @@ impl Scopes {
 
     /// Active berth scopes: (unit name, pids with their command lines).
     pub async fn list(&self) -> Result<Vec<(String, Vec<(u32, String)>)>, ScopeError> {
-        let units = self
-            .manager
-            .list_units_by_patterns(&["active", "activating"], &["berth-*.scope"])
-            .await
-            .map_err(ScopeError::List)?;
+        let units = within(DBUS_CALL_DEADLINE, || "ListUnitsByPatterns".into(), async {
+            self.manager
+                .list_units_by_patterns(&["active", "activating"], &["berth-*.scope"])
+                .await
+                .map_err(ScopeError::List)
+        })
+        .await?;
         let mut out = Vec::new();
         for u in units {
             let name = u.0;
-            let procs = self
-                .manager
-                .get_unit_processes(&name)
-                .await
-                .map_err(|source| ScopeError::Processes {
-                    unit: name.clone(),
-                    source,
-                })?;
+            let procs = within(
+                DBUS_CALL_DEADLINE,
+                || format!("GetUnitProcesses({name})"),
+                async {
+                    self.manager
+                        .get_unit_processes(&name)
+                        .await
+                        .map_err(|source| ScopeError::Processes {
+                            unit: name.clone(),
+                            source,
+                        })
+                },
+            )
+            .await?;
             out.push((
                 name,
                 procs.into_iter().map(|(_, pid, cmd)| (pid, cmd)).collect(),
@@ -338,6 +482,15 @@ pub struct ScopeStats {
 impl Scopes {
     /// Accounting and limits of one scope.
     pub async fn stats(&self, unit: &str) -> Result<ScopeStats, ScopeError> {
+        within(
+            DBUS_CALL_DEADLINE,
+            || format!("properties of {unit}"),
+            self.stats_now(unit),
+        )
+        .await
+    }
+
+    async fn stats_now(&self, unit: &str) -> Result<ScopeStats, ScopeError> {
         let err = |source| ScopeError::Processes {
             unit: unit.into(),
             source,
@@ -441,5 +594,66 @@ mod tests {
         assert!(allowed.contains(&("/dev/null".into(), "rw".into())));
         assert!(allowed.contains(&("char-pts".into(), "rw".into())));
         assert_eq!(allowed.len(), 8);
+    }
+
+    #[test]
+    fn jobs_nobody_waits_for_are_not_kept() {
+        let mut m = JobMap::default();
+        // StopUnit jobs, outside `systemctl stop berth-…`: never stored.
+        for n in 0..1000 {
+            let unit = format!("berth-x-{n:012x}.scope");
+            m.removed(&unit, &format!("/org/freedesktop/systemd1/job/{n}"), "done");
+        }
+        assert_eq!(m.len(), 0);
+    }
+
+    #[test]
+    fn job_result_reaches_its_waiter_and_is_dropped() {
+        let mut m = JobMap::default();
+        let mut rx = m.expect("berth-x-0123456789ab.scope");
+        m.job_known("berth-x-0123456789ab.scope", "/job/7");
+        // Another job of the same unit (a stop from outside) is not ours.
+        m.removed("berth-x-0123456789ab.scope", "/job/8", "canceled");
+        assert!(rx.try_recv().is_err());
+        m.removed("berth-x-0123456789ab.scope", "/job/7", "done");
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("done"));
+        assert_eq!(m.len(), 0);
+    }
+
+    #[test]
+    fn job_removed_before_the_reply_is_matched() {
+        let mut m = JobMap::default();
+        let mut rx = m.expect("berth-x-0123456789ab.scope");
+        m.removed("berth-x-0123456789ab.scope", "/job/9", "failed");
+        assert_eq!(m.len(), 1);
+        m.job_known("berth-x-0123456789ab.scope", "/job/9");
+        assert_eq!(rx.try_recv().ok().as_deref(), Some("failed"));
+        assert_eq!(m.len(), 0);
+        // Early results per unit are bounded.
+        let _rx = m.expect("berth-y-0123456789ab.scope");
+        for n in 0..100 {
+            m.removed("berth-y-0123456789ab.scope", &format!("/job/{n}"), "done");
+        }
+        assert!(m.units["berth-y-0123456789ab.scope"].early.len() <= EARLY_MAX);
+    }
+
+    #[tokio::test]
+    async fn a_deadline_removes_the_waiter() {
+        let jobs = Mutex::new(JobMap::default());
+        let unit = "berth-x-0123456789ab.scope";
+        let waited = async {
+            let rx = lock(&jobs).expect(unit);
+            let _forget = Forget { jobs: &jobs, unit };
+            lock(&jobs).job_known(unit, "/job/1");
+            tokio::time::timeout(Duration::from_millis(20), rx).await
+        };
+        assert!(
+            waited.await.is_err(),
+            "no JobRemoved: the deadline ends the wait"
+        );
+        assert_eq!(lock(&jobs).len(), 0);
+        // A result arriving after the deadline is dropped, not stored.
+        lock(&jobs).removed(unit, "/job/1", "done");
+        assert_eq!(lock(&jobs).len(), 0);
     }
 }

@@ -12,7 +12,7 @@ fi
 
 # Debian packages the tests use; install only what is missing.
 need=()
-for p in passwd debootstrap systemd-container dbus iproute2 util-linux curl openssh-client dropbear-bin lighttpd wrk qemu-system-x86 e2fsprogs jq lintian; do
+for p in passwd debootstrap systemd-container dbus iproute2 util-linux curl openssh-client dropbear-bin lighttpd wrk qemu-system-x86 e2fsprogs jq lintian python3-prometheus-client; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ "${#need[@]}" -gt 0 ]; then

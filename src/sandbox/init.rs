@@ -36,6 +36,9 @@ pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
             .map_err(|e| StageError::Prctl("PR_SET_PDEATHSIG", e))?;
     }
     let _ = nix::sys::prctl::set_name(c"berth-init");
+    // Decided before the mounts hide the host's files.
+    #[cfg(debug_assertions)]
+    let hang = test_hang_claimed();
     // Not dumpable: the application cannot open /proc/1/exe (this binary
     // on the host) or ptrace its reaper without CAP_SYS_PTRACE, even as
     // uid 0 (the Landlock domain covers the case with it).
@@ -66,6 +69,13 @@ pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
     let argv = exec::cstrings(&spec.exec, "exec")?;
     let workdir = spec.working_directory.to_string_lossy().into_owned();
 
+    #[cfg(debug_assertions)]
+    if hang {
+        // Stuck like a bind on a hung mount: only SIGKILL ends this.
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
     proto::send(control.as_raw_fd(), &FromStage::Prepared, &[])?;
     let (listen_fds, mut fds) =
         match proto::recv::<ToStage>(control.as_raw_fd(), MsgFlags::empty())? {
@@ -246,4 +256,14 @@ fn reap(app: Pid) -> u8 {
             }
         }
     }
+}
+
+/// Test hook (debug builds): this container hangs before `Prepared` if it
+/// is the one to remove the file named by `BERTH_TEST_STAGE_HANG`, so a
+/// test decides exactly which containers hang. Single-threaded process:
+/// reading the environment is safe.
+#[cfg(debug_assertions)]
+fn test_hang_claimed() -> bool {
+    std::env::var_os(super::spawn::TEST_HANG_ENV)
+        .is_some_and(|path| std::fs::remove_file(path).is_ok())
 }

@@ -2,9 +2,16 @@
 //! zygote, or `berth sandbox-stage` exec'd), send the spec, learn the pids to
 //! put in a scope, then hand over the application's descriptors and learn
 //! whether the exec happened.
+//!
+//! Nothing here waits without a deadline ([`stage_deadline`]): a stage that
+//! does not report `Forked`/`Prepared`, or exec the application after
+//! `Start`, is killed through its pidfds and reaped in the background; a
+//! zygote that does not answer a fork is replaced. A stage dropped unreaped
+//! costs one small reaper task until it exits.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -49,7 +56,39 @@ pub enum SpawnError {
     Died(String),
     #[error("the sandbox stage sent {0} out of order")]
     OutOfOrder(&'static str),
+    #[error("timed out after {after:?} waiting for the sandbox stage's {what}; stage killed")]
+    Deadline { what: &'static str, after: Duration },
+    #[error("timed out: the sandbox zygote did not fork a stage within {0:?}")]
+    ZygoteDeadline(Duration),
 }
+
+/// How long a stage may take to build a sandbox (fork to `Prepared`), and
+/// again to exec the application after `Start`. Both take milliseconds; a
+/// stage still busy after 30 s is stuck (a bind source on a hung mount, a
+/// FIFO) and would hold a launch slot forever.
+pub const STAGE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Environment variable that overrides [`STAGE_DEADLINE`] (milliseconds).
+/// A testing knob: read once, at the first launch.
+pub const STAGE_DEADLINE_ENV: &str = "BERTH_STAGE_DEADLINE_MS";
+
+/// The stage deadline in force ([`STAGE_DEADLINE`] unless overridden).
+pub fn stage_deadline() -> Duration {
+    static D: OnceLock<Duration> = OnceLock::new();
+    *D.get_or_init(|| {
+        std::env::var(STAGE_DEADLINE_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map_or(STAGE_DEADLINE, Duration::from_millis)
+    })
+}
+
+/// Debug builds only: a stage whose container claims (removes) the file
+/// named by this variable hangs before reporting `Prepared`, as one stuck
+/// on a hung mount would (tests/deadline.rs).
+#[cfg(debug_assertions)]
+pub const TEST_HANG_ENV: &str = "BERTH_TEST_STAGE_HANG";
 
 /// Non-blocking end of the channel on the tokio reactor.
 struct Channel(AsyncFd<OwnedFd>);
@@ -125,8 +164,18 @@ impl Stager {
                 Some(zygote) => zygote,
                 None => Zygote::start()?,
             };
-            match zygote.fork(&theirs).await {
-                Err(e @ (SpawnError::Proto(_) | SpawnError::ZygoteGone)) => {
+            // The zygote is ours, but one that stopped answering would
+            // block every launch behind this lock: replace it.
+            let forked = match tokio::time::timeout(stage_deadline(), zygote.fork(&theirs)).await {
+                Ok(r) => r,
+                Err(_) => Err(SpawnError::ZygoteDeadline(stage_deadline())),
+            };
+            match forked {
+                Err(
+                    e @ (SpawnError::Proto(_)
+                    | SpawnError::ZygoteGone
+                    | SpawnError::ZygoteDeadline(_)),
+                ) => {
                     let _ = zygote.child.start_kill();
                     let _ = zygote.child.wait().await;
                     if replaced {
@@ -197,6 +246,10 @@ fn exec_stage(subcommand: &str, channel: OwnedFd) -> std::io::Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(false);
+    #[cfg(debug_assertions)]
+    if let Some(v) = std::env::var_os(TEST_HANG_ENV) {
+        cmd.env(TEST_HANG_ENV, v);
+    }
     cmd.spawn()
 }
 
@@ -361,15 +414,19 @@ pub struct Running {
 pub struct Pending {
     prepared: Prepared,
     parked: bool,
+    /// When the stage must have reported `Prepared`.
+    deadline: tokio::time::Instant,
 }
 
 /// Start a stage for `spec` and return once it has forked PID 1 of the
 /// container; the sandbox is built meanwhile (see [`Pending::parked`]).
 pub async fn spawn(spec: &Spec, stager: &Stager) -> Result<Pending, SpawnError> {
+    let deadline = tokio::time::Instant::now() + stage_deadline();
     let (ours, theirs) = channel_pair()?;
     let channel = Channel::new(ours)?;
     let child = stager.start(theirs).await?;
     let mut pending = Pending {
+        deadline,
         prepared: Prepared {
             child,
             channel,
@@ -404,7 +461,16 @@ impl Pending {
 
     async fn next(&mut self) -> Result<(), SpawnError> {
         let p = &mut self.prepared;
-        match p.channel.recv::<FromStage>().await {
+        let Ok(received) =
+            tokio::time::timeout_at(self.deadline, p.channel.recv::<FromStage>()).await
+        else {
+            return Err(p.expire(if p.inner_pid == 0 {
+                "Forked"
+            } else {
+                "Prepared"
+            }));
+        };
+        match received {
             Ok(Some(FromStage::Forked { pid })) => {
                 // PID 1 is the stage's child, not ours: it could end and be
                 // reaped (its pid reused) before this, hence the check.
@@ -452,6 +518,17 @@ impl Prepared {
     /// PID 1 of the container.
     pub fn pids(&self) -> [u32; 2] {
         [self.child.pid(), self.inner_pid]
+    }
+
+    /// A deadline passed: kill the stage (PID 1 first, which takes its pid
+    /// namespace along) and leave the reaping to `StageProc`'s drop, so a
+    /// stage stuck in the kernel does not hold the caller too.
+    fn expire(&self, what: &'static str) -> SpawnError {
+        self.kill();
+        SpawnError::Deadline {
+            what,
+            after: stage_deadline(),
+        }
     }
 
     fn kill(&self) {
@@ -507,7 +584,12 @@ impl Prepared {
             self.reap().await;
             return Err(e);
         }
-        match self.channel.recv::<FromStage>().await {
+        let Ok(received) =
+            tokio::time::timeout(stage_deadline(), self.channel.recv::<FromStage>()).await
+        else {
+            return Err(self.expire("exec of the application"));
+        };
+        match received {
             Ok(None) => match self.inner.take() {
                 Some(init) => Ok(Running {
                     handle: Handle::Own(self.child),

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{Launcher, QUICK_EXIT, conns, new_container_id};
 use crate::activation::Listener;
+use crate::metrics::StopReason;
 use crate::sandbox::spawn::describe;
 
 pub use super::limits::Source;
@@ -342,6 +343,7 @@ async fn accept_loop(
                 None
             };
             if let Some(why) = refusal {
+                launcher.registry.metrics.refused(&name, why.key());
                 // Closed at once (conn dropped); logged once per source,
                 // reason and interval, so a flood cannot flood the journal.
                 let interval = match (why, svc.rate_limit_per_source) {
@@ -380,6 +382,7 @@ async fn accept_loop(
                 continue;
             }
             c.total += 1;
+            launcher.registry.metrics.accepted(&name);
             *c.per_source.entry(source.clone()).or_insert(0) += 1;
             Slot {
                 counts: counts.clone(),
@@ -437,6 +440,10 @@ pub async fn run_one(
     // On failure, dropping conn closes the connection.
     let mut c = launched?;
     let id = c.id.clone();
+    launcher
+        .registry
+        .metrics
+        .started(&svc.name, started.elapsed());
     // Listed in the registry until this function returns.
     let reg = launcher.register(&c, &peer);
     reg.update(|i| i.connections = 1);
@@ -450,6 +457,15 @@ pub async fn run_one(
         Ok(s) => describe(*s),
         Err(e) => format!("wait failed: {e}"),
     };
+    launcher.registry.metrics.stopped(
+        &svc.name,
+        match reason {
+            "exited" => StopReason::Exit,
+            "max_lifetime reached" => StopReason::Lifetime,
+            "idle_timeout reached" => StopReason::Idle,
+            _ => StopReason::Stop,
+        },
+    );
     tracing::info!(
         service = %svc.name, container = %id, event = "stopped", peer = %peer,
         "{}: container stopped ({reason}; {id}): {status_text}", svc.name
@@ -472,6 +488,8 @@ async fn launch(
     peer: &str,
     pool: Option<Arc<WarmPool>>,
 ) -> Option<super::Container> {
+    let svc = launcher.service();
+    let pooled = pool.is_some();
     let parked = match pool {
         Some(pool) => pool.take_or_wait().await.map(|p| (p, pool)),
         None => None,
@@ -486,6 +504,9 @@ async fn launch(
         }
         None => None,
     };
+    if pooled {
+        launcher.registry.metrics.warm(&svc.name, warm.is_some());
+    }
     let launched = match warm {
         Some(c) => Ok(c),
         None => {
@@ -499,11 +520,11 @@ async fn launch(
     match launched {
         Ok(c) => Some(c),
         Err((id, e)) => {
-            let svc = launcher.service();
             tracing::error!(
                 service = %svc.name, container = %id, event = "failed", peer = %peer,
                 "{}: container failed to start ({id}): {e}", svc.name
             );
+            launcher.registry.metrics.failed(&svc.name);
             if !e.is_infrastructure() {
                 launcher.note_failure(&id);
             }
@@ -577,11 +598,15 @@ pub async fn watch_adopted(
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = c.running.wait() => {}
-        _ = lifetime => { let _ = launcher.kill(&mut c).await; }
+    let why = tokio::select! {
+        _ = c.running.wait() => StopReason::Exit,
+        _ = lifetime => {
+            let _ = launcher.kill(&mut c).await;
+            StopReason::Lifetime
+        }
         _ = super::stopping(&mut shutdown) => return,
-    }
+    };
+    launcher.registry.metrics.stopped(&svc.name, why);
     tracing::info!(
         service = %svc.name, container = %c.id, event = "stopped",
         "adopted container ended"

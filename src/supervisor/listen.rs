@@ -17,6 +17,7 @@ use super::conns::{self, ListenerKey};
 use super::{Container, Launcher, QUICK_EXIT, new_container_id};
 use crate::activation::{ListenAddr, Listener};
 use crate::cgroup;
+use crate::metrics::StopReason;
 use crate::sandbox::spawn::describe;
 
 fn key_of(l: &Listener) -> Option<ListenerKey> {
@@ -180,7 +181,15 @@ async fn next_container(
             return Next::Shutdown;
         }
     }
-    start(launcher, sockets, parked.take()).await
+    // A connection woke the service (metrics: wakes and start latency).
+    let woke = Instant::now();
+    let next = start(launcher, sockets, parked.take()).await;
+    if let Next::Run(_) = next {
+        let name = &launcher.service().name;
+        launcher.registry.metrics.wake(name);
+        launcher.registry.metrics.started(name, woke.elapsed());
+    }
+    next
 }
 
 /// Start the parked container, or a new one if there is none (or it did
@@ -195,6 +204,9 @@ async fn start(launcher: &Launcher, sockets: &Sockets, parked: Option<super::Par
         }
         None => None,
     };
+    if launcher.service().warm > 0 {
+        launcher.registry.metrics.warm(name, warm.is_some());
+    }
     let launched = match warm {
         Some(c) => Ok(c),
         None => {
@@ -219,6 +231,7 @@ async fn start(launcher: &Launcher, sockets: &Sockets, parked: Option<super::Par
                 service = %name, container = %id, event = "failed",
                 "{name}: container failed to start ({id}): {e}"
             );
+            launcher.registry.metrics.failed(name);
             if !e.is_infrastructure() {
                 launcher.note_failure(&id);
             }
@@ -271,6 +284,15 @@ async fn run_container(
         Ok(s) => describe(*s),
         Err(e) => format!("wait failed: {e}"),
     };
+    launcher.registry.metrics.stopped(
+        name,
+        match reason {
+            Stop::Exited => StopReason::Exit,
+            Stop::Idle => StopReason::Idle,
+            Stop::Lifetime => StopReason::Lifetime,
+            Stop::Shutdown => StopReason::Stop,
+        },
+    );
     tracing::info!(
         service = %name, container = %id, event = "stopped",
         "{name}: container stopped ({reason}; {id}): {text}"
@@ -376,10 +398,12 @@ async fn supervise(
             last_busy = Instant::now();
             continue;
         };
+        launcher.registry.metrics.frozen(&svc.name);
         // Frozen threads are no longer "in accept"; here only connections
         // still open or queued matter (one already served is not lost).
         if busy(init, fds, keys) {
             held.release();
+            launcher.registry.metrics.thawed(&svc.name);
             last_busy = Instant::now();
             continue;
         }

@@ -77,6 +77,8 @@ pub struct ServiceInfo {
 pub struct Registry {
     map: Mutex<BTreeMap<String, ContainerInfo>>,
     services: Mutex<BTreeMap<String, ServiceInfo>>,
+    /// Counters for `berth metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Registry {

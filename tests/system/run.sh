@@ -14,7 +14,7 @@
 #   8080 web (berth serve, listen)   2222 ssh (berth serve, inetd)
 #   2223 dropbear (systemd Accept=yes -> berth inetd)   2291 bomb, 2292 hog,
 #   2293 probe, 2294 crash, 2297 warm, 2298 forger, 2299 victim, 2300-2301 gen,
-#   2302 dirs (berth serve, inetd)
+#   2302 dirs (berth serve, inetd)   9464 berth-metrics.socket (Accept=yes)
 #
 # Runs are serialized on a host by flock on /run/lock/berth-system-test.lock (the
 # ports are fixed by the shipped socket units; tests/demo-systemd.sh takes it too).
@@ -1028,6 +1028,55 @@ TOML
     v=$(IN stat -c %a:%U:%n /var/lib/berth/dirs /var/lib/berth/dirs/n 2>&1 | xargs)
     check "state directory: /var/lib/berth/dirs is 0700 nobody's, with the value" "stat: $v" \
         [ "$v" = "700:nobody:/var/lib/berth/dirs 644:nobody:/var/lib/berth/dirs/n" ]
+fi
+
+# ---------------------------------------------------------------- u. metrics
+# berth-metrics.socket (Accept=yes, shipped, not enabled): a scrape from the host
+# runs one `berth metrics --http`. The body is parsed by prometheus_client's
+# OpenMetrics parser (a library, tests/system/metrics_check.py) and compared
+# with `berth list --json` taken around it and the journal's started entries.
+PORT_METRICS=9464
+if [ $SERVE_UP = 1 ]; then
+    if ! /usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
+        not_ok "metrics: the host has python3-prometheus-client" "import failed (tests/ci.sh installs it)"
+    elif [ -n "$(ss -Hltn "sport = :$PORT_METRICS" 2>/dev/null)" ]; then
+        not_ok "metrics: port $PORT_METRICS is free on the host" "$(ss -Hltn "sport = :$PORT_METRICS" | head -n1)"
+    else
+        out=$(IN systemctl enable --now berth-metrics.socket 2>&1)
+        check "metrics: systemctl enable --now berth-metrics.socket" "$out" \
+            wait_for 5 eval '[ "$(IN systemctl is-active berth-metrics.socket 2>/dev/null)" = active ]'
+        web_page >/dev/null   # a running listen-mode container for the accounting
+        INV=$(IN systemctl show -p InvocationID --value berth.service)
+        probe_started() {
+            IN journalctl --no-pager -q -o json _SYSTEMD_INVOCATION_ID="$INV" \
+                BERTH_SERVICE=probe BERTH_EVENT=started 2>/dev/null | wc -l
+        }
+        n0=$(probe_started)
+        for i in 1 2 3; do probe_cmd_port $PORT_PROBE "echo m$i" >/dev/null 2>&1; done
+        wait_for 5 eval '[ "$(probe_started)" -ge $((n0 + 3)) ]' ||
+            note "metrics: the journal shows $(probe_started) probe starts, expected $((n0 + 3))"
+        IN berth list --json >"$S/m-before.json" 2>/dev/null
+        curl -sS -m 20 -D "$S/m-headers" -o "$S/m-body" "http://127.0.0.1:$PORT_METRICS/metrics" 2>"$S/m-curl"
+        rc=$?
+        IN berth list --json >"$S/m-after.json" 2>/dev/null
+        check "metrics: curl gets 200 with the OpenMetrics content type" \
+            "curl rc=$rc $(head -c 300 "$S/m-curl"); headers: $(tr -d '\r' <"$S/m-headers" 2>/dev/null | head -n 5 | tr '\n' '|'); journal: $(IN journalctl --no-pager -q -o cat -u 'berth-metrics@*' | tail -n 3 | tr '\n' '|')" \
+            eval 'grep -q "^HTTP/1.1 200" "$S/m-headers" && grep -qi "^Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8" "$S/m-headers"'
+        out=$(/usr/bin/python3 "$REPO/tests/system/metrics_check.py" "$S/m-body" "$S/m-before.json" "$S/m-after.json" \
+            probe "$(probe_started)" 3 2>&1)
+        rc=$?
+        check "metrics: the scrape parses as OpenMetrics and agrees with berth list --json and the journal" \
+            "$(echo "$out" | head -n 8 | tr '\n' '|')" [ $rc = 0 ]
+        [ $rc = 0 ] && note "metrics: $out"
+        code=$(curl -s -o /dev/null -w '%{http_code}' -m 10 "http://127.0.0.1:$PORT_METRICS/nope")
+        check "metrics: another path is 404" "got $code" [ "$code" = 404 ]
+        head=$(curl -sS -I -m 10 "http://127.0.0.1:$PORT_METRICS/" 2>&1 | tr -d '\r')
+        check "metrics: HEAD / answers 200 with a length and no body" "got '$(echo "$head" | head -n 4 | tr '\n' '|')'" \
+            eval 'grep -q "^HTTP/1.1 200" <<<"$head" && grep -q "^Content-Length: [1-9]" <<<"$head"'
+        v=$(IN berth metrics 2>&1 | tail -n 1)
+        check "metrics: berth metrics on the command line ends with # EOF" "last line '$v'" [ "$v" = "# EOF" ]
+        IN systemctl disable --now berth-metrics.socket >/dev/null 2>&1
+    fi
 fi
 
 # ---------------------------------------------------------------- the end
