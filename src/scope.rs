@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use zbus::names::InterfaceName;
 use zbus::{OwnedObjectPath, Variant as Value};
 
-use crate::config::Resources;
+use crate::config::{Resources, SliceLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
@@ -36,6 +36,8 @@ pub enum ScopeError {
     JobFailed { unit: String, result: String },
     #[error("scope {unit}: the bus closed before its job finished")]
     JobLost { unit: String },
+    #[error("SetUnitProperties({unit}): {source}")]
+    Slice { unit: String, source: zbus::Error },
     #[error("StopUnit({unit}): {source}")]
     Stop { unit: String, source: zbus::Error },
     #[error("listing berth scopes: {0}")]
@@ -87,6 +89,13 @@ trait Manager {
     ) -> zbus::Result<OwnedObjectPath>;
 
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    fn set_unit_properties(
+        &self,
+        name: &str,
+        runtime: bool,
+        properties: &[(&str, Value<'_>)],
+    ) -> zbus::Result<()>;
 
     #[allow(clippy::type_complexity)]
     fn list_units_by_patterns(
@@ -227,6 +236,9 @@ pub struct ScopeRequest<'a> {
     pub description: &'a str,
     pub pids: &'a [u32],
     pub resources: &'a Resources,
+    /// SIGTERM to everything in the scope on StopUnit, SIGKILL this much
+    /// later (TimeoutStopUSec=; systemd's default would be 90 s).
+    pub stop_timeout: std::time::Duration,
 }
 
 /// The name `berth-SERVICE-ID.scope` of a container's scope.
@@ -291,6 +303,13 @@ fn properties<'a>(req: &'a ScopeRequest<'a>) -> Vec<(&'static str, Value<'a>)> {
         ("DevicePolicy", Value::from("closed")),
         // DeviceAllow is a(ss): (path or "char-GROUP", "rwm" subset).
         ("DeviceAllow", Value::from(DEVICE_ALLOW.to_vec())),
+        // KillMode=control-group, KillSignal=SIGTERM and SendSIGKILL=yes
+        // are the defaults: SIGTERM to every process (the stage blocks it,
+        // PID 1 forwards it), SIGKILL to all of them this much later.
+        (
+            "TimeoutStopUSec",
+            Value::from(u64::try_from(req.stop_timeout.as_micros()).unwrap_or(u64::MAX)),
+        ),
     ];
     if let Some(v) = r.memory_max {
         p.push(("MemoryMax", Value::from(v)));
@@ -312,6 +331,31 @@ fn properties<'a>(req: &'a ScopeRequest<'a>) -> Vec<(&'static str, Value<'a>)> {
         p.push(("IOWeight", Value::from(v)));
     }
     p
+}
+
+/// `[slice]` as properties of the slice; every key is given, unset ones as
+/// systemd's "no limit" (u64::MAX), so a key removed on reload is lifted.
+fn slice_properties(limits: &SliceLimits) -> Vec<(&'static str, Value<'static>)> {
+    vec![
+        ("MemoryAccounting", Value::from(true)),
+        ("TasksAccounting", Value::from(true)),
+        (
+            "MemoryMax",
+            Value::from(limits.memory_max.unwrap_or(u64::MAX)),
+        ),
+        (
+            "TasksMax",
+            Value::from(limits.tasks_max.unwrap_or(u64::MAX)),
+        ),
+        (
+            "CPUQuotaPerSecUSec",
+            Value::from(limits.cpu_quota.map_or(u64::MAX, |p| u64::from(p) * 10_000)),
+        ),
+        (
+            "CPUWeight",
+            Value::from(limits.cpu_weight.unwrap_or(u64::MAX)),
+        ),
+    ]
 }
 
 impl Scopes {
@@ -402,6 +446,21 @@ impl Scopes {
                 })
             }
         }
+    }
+
+    /// Set `[slice]` on `berth-NAME.slice` (runtime only, so nothing
+    /// outlives a reboot). SetUnitProperties loads a slice that has no unit
+    /// file and is not yet running, and may be repeated: the same call
+    /// serves the first start, a supervisor restart and a reload.
+    pub async fn set_slice(&self, slice: &str, limits: &SliceLimits) -> Result<(), ScopeError> {
+        let _permit = self.in_flight.acquire().await;
+        self.manager
+            .set_unit_properties(slice, true, &slice_properties(limits))
+            .await
+            .map_err(|source| ScopeError::Slice {
+                unit: slice.into(),
+                source,
+            })
     }
 
     /// Stop a scope: systemd kills everything in it. A scope that is
@@ -579,6 +638,7 @@ mod tests {
             description: "d",
             pids: &[1, 2],
             resources: &r,
+            stop_timeout: std::time::Duration::from_millis(2500),
         };
         let p = properties(&req);
         let get = |k: &str| p.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
@@ -594,6 +654,22 @@ mod tests {
         assert!(allowed.contains(&("/dev/null".into(), "rw".into())));
         assert!(allowed.contains(&("char-pts".into(), "rw".into())));
         assert_eq!(allowed.len(), 8);
+        assert_eq!(get("TimeoutStopUSec"), Some(Value::from(2_500_000u64)));
+    }
+
+    #[test]
+    fn slice_limits_become_properties_and_unset_ones_no_limit() {
+        let l = SliceLimits {
+            tasks_max: Some(40),
+            cpu_quota: Some(200),
+            ..Default::default()
+        };
+        let p = slice_properties(&l);
+        let get = |k: &str| p.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("TasksMax"), Some(Value::from(40u64)));
+        assert_eq!(get("CPUQuotaPerSecUSec"), Some(Value::from(2_000_000u64)));
+        assert_eq!(get("MemoryMax"), Some(Value::from(u64::MAX)));
+        assert_eq!(get("CPUWeight"), Some(Value::from(u64::MAX)));
     }
 
     #[test]

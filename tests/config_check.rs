@@ -1161,3 +1161,56 @@ fn directory_variables_are_set_by_berth() {
         out.error_at(&file, 3, 17, &format!("environment: {var} is set by berth"));
     }
 }
+
+#[test]
+fn stop_timeout_is_a_duration_greater_than_zero() {
+    let (_c, _file, out) = check_service("stop_timeout = \"250ms\"\n");
+    out.ok();
+    let (_c, file, out) = check_service("stop_timeout = 5\n");
+    out.error_at(&file, 3, 16, "stop_timeout: expected a duration");
+    let (_c, file, out) = check_service("stop_timeout = \"0s\"\n");
+    out.error_at(
+        &file,
+        3,
+        16,
+        "stop_timeout: expected a duration greater than zero",
+    );
+    // berth.toml may set it for every service.
+    let conf = Conf::new();
+    conf.defaults("stop_timeout = \"10s\"\n");
+    let file = conf.service("app.toml", BASE);
+    conf.check(&[&file]).ok();
+}
+
+#[test]
+fn slice_table_keys_are_checked() {
+    let (_c, _file, out) = check_service(
+        "[slice]\nmemory_max = \"2G\"\ntasks_max = 512\ncpu_quota = \"200%\"\ncpu_weight = 100\n",
+    );
+    out.ok();
+    let (_c, file, out) = check_service("[slice]\nmemory_high = \"1G\"\n");
+    out.error_at(&file, 4, 1, "unknown key `memory_high` in [slice]");
+    out.error_at(&file, 4, 1, "memory_max, tasks_max, cpu_quota, cpu_weight");
+    let (_c, file, out) = check_service("[slice]\ntasks_max = 0\n");
+    out.error_at(&file, 4, 13, "tasks_max: expected");
+    let (_c, file, out) = check_service("[slice]\ncpu_quota = \"2\"\n");
+    out.error_at(&file, 4, 13, "cpu_quota: expected");
+    let (_c, file, out) = check_service("[slice]\nmemory_max = \"0M\"\n");
+    out.error_at(
+        &file,
+        4,
+        14,
+        "memory_max: expected a size greater than zero",
+    );
+    let (_c, file, out) = check_service("[slice]\ncpu_weight = 20000\n");
+    out.error_at(&file, 4, 14, "cpu_weight: expected");
+    let (_c, file, out) = check_service("slice = 3\n");
+    out.error_at(&file, 3, 9, "a table [slice]");
+    // In berth.toml, merged key by key like [resources].
+    let conf = Conf::new();
+    conf.defaults("[slice]\ntasks_max = 100\n");
+    let file = conf.service("app.toml", &format!("{BASE}[slice]\nmemory_max = \"1G\"\n"));
+    conf.check(&[&file]).ok();
+    let bad = conf.defaults("[slice]\ntasks_max = \"many\"\n");
+    conf.check(&[]).error_at(&bad, 2, 13, "tasks_max: expected");
+}

@@ -10,7 +10,7 @@ use super::settings::{FileSettings, MISSING_MODE};
 use super::validate::FileValidator;
 
 /// The parsed global `berth.toml`: defaults for every service key but `exec`.
-/// `[sandbox]` and `[resources]` merge key by key; the service file wins.
+/// `[sandbox]`, `[resources]` and `[slice]` merge key by key; the service file wins.
 /// Other keys (including the `environment` table) are replaced as a whole.
 #[derive(Debug, Clone)]
 pub struct Defaults {

@@ -34,7 +34,7 @@ pub use load::{
 };
 pub use schema::{
     Bind, CredentialFile, GroupRef, IpRule, Mode, Network, Propagation, RateLimit, Resources,
-    Sandbox, Seccomp, Service, UserRef,
+    Sandbox, Seccomp, Service, SliceLimits, UserRef,
 };
 pub use units::{parse_duration, parse_size};
 pub use validate::without_host_checks;

@@ -112,6 +112,23 @@ pub struct Resources {
     pub io_weight: Option<u64>,
 }
 
+/// `[slice]`: properties of `berth-NAME.slice`, all of a service's
+/// containers together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SliceLimits {
+    pub memory_max: Option<u64>,
+    pub tasks_max: Option<u64>,
+    /// Percent of one CPU, e.g. 200 for "200%".
+    pub cpu_quota: Option<u32>,
+    pub cpu_weight: Option<u64>,
+}
+
+impl SliceLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == SliceLimits::default()
+    }
+}
+
 /// `rate_limit_per_source = "N/INTERVAL"`: at most `count` new connections
 /// per source in any `per`, refilled evenly (a token bucket of `count`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +161,9 @@ pub struct Service {
     /// IPv6 peers count per /N for the per-source limits (1 to 128).
     pub source_prefix_v6: u8,
     pub warm: u32,
+    /// Stopping a container: SIGTERM to the application, SIGKILL to all of
+    /// it this much later.
+    pub stop_timeout: Duration,
     /// `listen`: the addresses of the socket unit the generator writes
     /// (empty: a hand-written socket unit, or none, hands berth the sockets).
     pub listen: Vec<crate::activation::ListenAddr>,
@@ -153,6 +173,7 @@ pub struct Service {
     pub ip_deny: Vec<IpRule>,
     pub sandbox: Sandbox,
     pub resources: Resources,
+    pub slice: SliceLimits,
 }
 
 /// One entry of `ip_allow`/`ip_deny`, as systemd's IPAddressAllow= takes it.

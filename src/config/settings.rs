@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::error::{ConfigError, Location};
 use super::schema::{
     Bind, CredentialFile, GroupRef, IpRule, Mode, Network, Propagation, RateLimit, Resources,
-    Sandbox, Seccomp, Service, UserRef,
+    Sandbox, Seccomp, Service, SliceLimits, UserRef,
 };
 use crate::activation::ListenAddr;
 
@@ -16,6 +16,7 @@ pub(super) const DEFAULT_ETC: &[&str] = &["passwd", "group", "nsswitch.conf", "h
 const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 const DEFAULT_SOURCE_PREFIX_V6: u8 = 64;
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) const MISSING_MODE: &str =
     "mode = \"inetd\" or mode = \"listen\" (in the service file or berth.toml)";
 
@@ -48,6 +49,7 @@ pub(super) struct FileSettings {
     pub(super) rate_limit_per_source: Option<Located<RateLimit>>,
     pub(super) source_prefix_v6: Option<u8>,
     pub(super) warm: Option<Located<u32>>,
+    pub(super) stop_timeout: Option<Duration>,
     pub(super) listen: Option<Vec<ListenAddr>>,
     pub(super) ip_allow: Option<Located<Vec<IpRule>>>,
     pub(super) ip_deny: Option<Located<Vec<IpRule>>>,
@@ -69,6 +71,10 @@ pub(super) struct FileSettings {
     pub(super) cpu_quota: Option<u32>,
     pub(super) tasks_max: Option<u64>,
     pub(super) io_weight: Option<u64>,
+    pub(super) slice_memory_max: Option<u64>,
+    pub(super) slice_tasks_max: Option<u64>,
+    pub(super) slice_cpu_quota: Option<u32>,
+    pub(super) slice_cpu_weight: Option<u64>,
 }
 
 impl FileSettings {
@@ -97,6 +103,7 @@ impl FileSettings {
             rate_limit_per_source,
             source_prefix_v6,
             warm,
+            stop_timeout,
             listen,
             ip_allow,
             ip_deny,
@@ -117,7 +124,11 @@ impl FileSettings {
             cpu_weight,
             cpu_quota,
             tasks_max,
-            io_weight
+            io_weight,
+            slice_memory_max,
+            slice_tasks_max,
+            slice_cpu_quota,
+            slice_cpu_weight
         )
     }
 
@@ -221,6 +232,7 @@ impl FileSettings {
             rate_limit_per_source: self.rate_limit_per_source.map(|r| r.value),
             source_prefix_v6: self.source_prefix_v6.unwrap_or(DEFAULT_SOURCE_PREFIX_V6),
             warm: self.warm.map_or(0, |warm| warm.value),
+            stop_timeout: self.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
             listen: self.listen.unwrap_or_default(),
             ip_allow: self.ip_allow.map(|l| l.value).unwrap_or_default(),
             ip_deny: self.ip_deny.map(|l| l.value).unwrap_or_default(),
@@ -248,6 +260,12 @@ impl FileSettings {
                 cpu_quota: self.cpu_quota,
                 tasks_max: self.tasks_max,
                 io_weight: self.io_weight,
+            },
+            slice: SliceLimits {
+                memory_max: self.slice_memory_max,
+                tasks_max: self.slice_tasks_max,
+                cpu_quota: self.slice_cpu_quota,
+                cpu_weight: self.slice_cpu_weight,
             },
         })
     }

@@ -31,11 +31,13 @@ const TOP_KEYS: &[&str] = &[
     "rate_limit_per_source",
     "source_prefix_v6",
     "warm",
+    "stop_timeout",
     "listen",
     "ip_allow",
     "ip_deny",
     "sandbox",
     "resources",
+    "slice",
 ];
 const SANDBOX_KEYS: &[&str] = &[
     "network",
@@ -59,6 +61,7 @@ const RESOURCES_KEYS: &[&str] = &[
     "tasks_max",
     "io_weight",
 ];
+const SLICE_KEYS: &[&str] = &["memory_max", "tasks_max", "cpu_quota", "cpu_weight"];
 
 thread_local! {
     /// Whether users, groups, bind sources and /etc entries are looked up
@@ -307,6 +310,10 @@ impl<'a> FileValidator<'a> {
                         at: self.at(value.span()),
                     });
                 }
+                "stop_timeout" => {
+                    let r = self.duration(k, value);
+                    s.stop_timeout = self.ok_or_record(r);
+                }
                 // One address belongs to one service.
                 "listen" if is_defaults => self.errors.push(self.invalid(
                     k,
@@ -340,6 +347,12 @@ impl<'a> FileValidator<'a> {
                     _ => self
                         .errors
                         .push(self.wrong_type(k, value, "a table [resources]")),
+                },
+                "slice" => match value.get_ref() {
+                    DeValue::Table(table) => self.slice(table, &mut s),
+                    _ => self
+                        .errors
+                        .push(self.wrong_type(k, value, "a table [slice]")),
                 },
                 _ => self.errors.push(self.unknown_key(key, "", TOP_KEYS)),
             }
@@ -457,6 +470,33 @@ impl<'a> FileValidator<'a> {
                 _ => self
                     .errors
                     .push(self.unknown_key(key, "[resources]", RESOURCES_KEYS)),
+            }
+        }
+    }
+
+    fn slice(&mut self, table: &DeTable, s: &mut FileSettings) {
+        for (key, value) in table.iter() {
+            let k: &str = key.get_ref();
+            match k {
+                "memory_max" => {
+                    let r = self.size(k, value);
+                    s.slice_memory_max = self.ok_or_record(r);
+                }
+                "tasks_max" => {
+                    let r = self.integer(k, value, 1, i64::MAX);
+                    s.slice_tasks_max = self.ok_or_record(r).map(|n| n as u64);
+                }
+                "cpu_quota" => {
+                    let r = self.percent(k, value);
+                    s.slice_cpu_quota = self.ok_or_record(r);
+                }
+                "cpu_weight" => {
+                    let r = self.integer(k, value, 1, 10000);
+                    s.slice_cpu_weight = self.ok_or_record(r).map(|n| n as u64);
+                }
+                _ => self
+                    .errors
+                    .push(self.unknown_key(key, "[slice]", SLICE_KEYS)),
             }
         }
     }

@@ -576,7 +576,7 @@ async fn supervise(
             );
             return None;
         }
-        Err(r @ "supervisor stopping") => (r, c.running.terminate(Duration::from_secs(5)).await),
+        // Shutdown, lifetime, idle: SIGTERM, SIGKILL `stop_timeout` later.
         Err(r) => (r, launcher.kill(c).await),
     };
     drop(idle_conn);

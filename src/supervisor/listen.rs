@@ -356,7 +356,7 @@ async fn supervise(
                 if launcher.keep_containers {
                     return (Stop::Shutdown, Ok(std::os::unix::process::ExitStatusExt::from_raw(0)));
                 }
-                return (Stop::Shutdown, c.running.terminate(Duration::from_secs(5)).await);
+                return (Stop::Shutdown, launcher.kill(c).await);
             }
             _ = tokio::time::sleep(step) => {}
         }
@@ -407,9 +407,9 @@ async fn supervise(
             last_busy = Instant::now();
             continue;
         }
-        held.kill();
-        // The pid namespace is gone with its PID 1; stopping the scope
-        // settles systemd's side (and anything that escaped the namespace).
+        held.terminate();
+        // SIGTERM again to all of it (through the scope) and SIGKILL
+        // `stop_timeout` later; anything that escaped the namespace too.
         return (Stop::Idle, launcher.kill(c).await);
     }
 }
@@ -502,18 +502,22 @@ impl Held {
         }
     }
 
-    /// SIGKILL each held process itself, then thaw: a fatal signal is the
-    /// one thing a held process acts on, so none runs (or accepts) again.
-    /// Killing only PID 1 would leave the others to the namespace's
-    /// teardown, racing the thaw.
-    fn kill(self) {
-        signal_all(&self.pidfds, Signal::SIGKILL);
-        if let How::Frozen(f) = &self.how {
+    /// SIGTERM each held process while it is held, then let it run: the
+    /// signal is the first thing each acts on, so an application without a
+    /// handler ends before it can accept again, and one with a handler gets
+    /// its graceful stop (`stop_timeout`, see `Launcher::kill`). Signalling
+    /// only PID 1 would leave the others running on after the thaw.
+    fn terminate(self) {
+        signal_all(&self.pidfds, Signal::SIGTERM);
+        match &self.how {
             // The stage (outside the pid namespace, inside the scope) must
-            // run again to reap PID 1 and report.
-            if let Err(e) = f.thaw() {
-                tracing::warn!("{e}");
+            // run again too, to reap PID 1 and report.
+            How::Frozen(f) => {
+                if let Err(e) = f.thaw() {
+                    tracing::warn!("{e}");
+                }
             }
+            How::Stopped => signal_all(&self.pidfds, Signal::SIGCONT),
         }
     }
 }

@@ -111,6 +111,9 @@ pub struct Launcher {
     pub registry: std::sync::Arc<registry::Registry>,
     /// How stage processes are started (shared by all services).
     pub stager: std::sync::Arc<spawn::Stager>,
+    /// The `[slice]` last set on the service's slice (`None`: never set by
+    /// this supervisor); held across the call so no scope starts before it.
+    slice_set: tokio::sync::Mutex<Option<config::SliceLimits>>,
 }
 
 /// A container built and waiting for its descriptors (`warm`).
@@ -194,7 +197,25 @@ impl Launcher {
             keep_containers,
             registry,
             stager,
+            slice_set: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Bring `berth-NAME.slice` in line with `[slice]` before a scope joins
+    /// it: the first time, and after a reload changed it.
+    async fn ensure_slice(&self, scopes: &Scopes, svc: &Service) -> Result<(), ScopeError> {
+        let mut set = self.slice_set.lock().await;
+        let unchanged = match &*set {
+            Some(done) => *done == svc.slice,
+            None => svc.slice.is_empty(),
+        };
+        if !unchanged {
+            scopes
+                .set_slice(&scope::slice_name(&svc.name), &svc.slice)
+                .await?;
+            *set = Some(svc.slice.clone());
+        }
+        Ok(())
     }
 
     /// The service definition in force now.
@@ -328,6 +349,9 @@ impl Launcher {
         let mut spec = self.spec(creds, id)?;
         spec.listen_fdnames = fdnames.to_vec();
         spec.low_priority = ahead;
+        if let Some(scopes) = &self.scopes {
+            self.ensure_slice(scopes, &svc).await?;
+        }
         let pending = spawn::spawn(&spec, &self.stager).await?;
         let mut unit = None;
         let prepared = if let Some(scopes) = &self.scopes {
@@ -346,6 +370,7 @@ impl Launcher {
                 description: &description,
                 pids: &pids,
                 resources: &svc.resources,
+                stop_timeout: svc.stop_timeout,
             };
             let (parked, made) = tokio::join!(pending.parked(), scopes.create(&req));
             match (parked, made) {
@@ -482,22 +507,38 @@ impl Launcher {
         }
     }
 
-    /// End a container now: through its scope (systemd kills everything
-    /// in it), or by killing PID 1 of its pid namespace without scopes.
+    /// End a container: SIGTERM to the application, SIGKILL to all of it
+    /// `stop_timeout` later. Through its scope (systemd signals everything
+    /// in it; the scope's TimeoutStopUSec= is `stop_timeout`), or through
+    /// PID 1 of its pid namespace without scopes. Either way it is gone
+    /// soon after `stop_timeout`: berth kills PID 1 itself if systemd has
+    /// not ended it a moment after.
     pub async fn kill(&self, c: &mut Container) -> std::io::Result<std::process::ExitStatus> {
+        let grace = self.service().stop_timeout;
         match (&self.scopes, &c.unit) {
             (Some(scopes), Some(unit)) => {
                 if let Err(e) = scopes.stop(unit).await {
                     tracing::warn!(
                         service = %self.service().name, container = %c.id,
-                        "{e}; killing the container directly"
+                        "{e}; stopping the container directly"
                     );
-                    c.running.kill();
+                    return c.running.terminate(grace).await;
+                }
+                match tokio::time::timeout(grace + STOP_SLACK, c.running.wait()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(
+                            service = %self.service().name, container = %c.id,
+                            "still running {:?} after StopUnit({unit}); killing it directly",
+                            grace + STOP_SLACK
+                        );
+                        c.running.kill();
+                        c.running.wait().await
+                    }
                 }
             }
-            _ => c.running.kill(),
+            _ => c.running.terminate(grace).await,
         }
-        c.running.wait().await
     }
 }
 
@@ -524,6 +565,10 @@ fn credential_specs(list: &[config::CredentialFile]) -> Result<Vec<CredentialSpe
         })
         .collect()
 }
+
+/// How long past `stop_timeout` berth waits for systemd's SIGKILL to end a
+/// stopped scope before it kills PID 1 itself.
+const STOP_SLACK: Duration = Duration::from_secs(2);
 
 /// Growing delays for a service whose containers keep failing at once.
 pub struct Throttle {

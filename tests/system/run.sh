@@ -14,7 +14,8 @@
 #   8080 web (berth serve, listen)   2222 ssh (berth serve, inetd)
 #   2223 dropbear (systemd Accept=yes -> berth inetd)   2291 bomb, 2292 hog,
 #   2293 probe, 2294 crash, 2297 warm, 2298 forger, 2299 victim, 2300-2301 gen,
-#   2302 dirs (berth serve, inetd)   9464 berth-metrics.socket (Accept=yes)
+#   2302 dirs, 2303 stubborn, 2304 slicebomb (berth serve, inetd)
+#   9464 berth-metrics.socket (Accept=yes)
 #
 # Runs are serialized on a host by flock on /run/lock/berth-system-test.lock (the
 # ports are fixed by the shipped socket units; tests/demo-systemd.sh takes it too).
@@ -1077,6 +1078,102 @@ if [ $SERVE_UP = 1 ]; then
         check "metrics: berth metrics on the command line ends with # EOF" "last line '$v'" [ "$v" = "# EOF" ]
         IN systemctl disable --now berth-metrics.socket >/dev/null 2>&1
     fi
+fi
+
+# ---------------------------------------------------------------- w. stop_timeout and [slice]
+# stubborn ignores SIGTERM: its scope has TimeoutStopUSec= = stop_timeout, so
+# `berth stop` ends it by SIGKILL after 3 s, not systemd's 90 s. slicebomb: a fork
+# bomb in each of three containers, together held by the slice's TasksMax.
+PORT_STUBBORN=2303 PORT_SLICEBOMB=2304
+if [ $SERVE_UP = 1 ]; then
+    cat >"$ROOT/etc/berth/services/stubborn.toml" <<'TOML'
+mode = "inetd"
+exec = ["/bin/sh", "-c", "trap '' TERM; echo ready; sleep 1000"]
+stop_timeout = "3s"
+max_lifetime = "2min"
+[sandbox]
+tmp_size = "1M"
+TOML
+    cat >"$ROOT/etc/berth/services/slicebomb.toml" <<'TOML'
+# The bomb waits 2 s, so all three containers start before the slice is full.
+mode = "inetd"
+exec = ["/bin/bash", "-c", "exec 2>/dev/null; sleep 2; b(){ b|b& }; b; while :; do sleep 1; done"]
+max_lifetime = "2min"
+stop_timeout = "1s"
+[sandbox]
+tmp_size = "1M"
+[resources]
+tasks_max = 100
+[slice]
+tasks_max = 30
+memory_max = "96M"
+TOML
+    for f in stubborn slicebomb; do
+        [ $NET_FALLBACK = 1 ] && echo 'network = "host"' >>"$ROOT/etc/berth/services/$f.toml"
+    done
+    mkdir -p "$S/u/systemd"
+    lib_add_socket "$S/u" stubborn $PORT_STUBBORN
+    lib_add_socket "$S/u" slicebomb $PORT_SLICEBOMB
+    install -m644 "$S/u/systemd/berth-stubborn.socket" "$S/u/systemd/berth-slicebomb.socket" \
+        "$ROOT/etc/systemd/system/"
+    IN systemctl daemon-reload
+    IN systemctl stop berth.service
+    IN systemctl start berth-stubborn.socket berth-slicebomb.socket || note "the u. sockets did not start"
+    lib_start_serve || note "berth.service did not come back"
+
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT_STUBBORN"
+    read -r -t 10 v <&7
+    if [ "$v" = ready ] && wait_for 5 has_scope stubborn; then
+        U=$(scopes stubborn | head -n1)
+        v=$(prop "$U" TimeoutStopUSec)
+        check "stop_timeout: the scope's TimeoutStopUSec is stop_timeout (3s)" "TimeoutStopUSec=$v" [ "$v" = 3s ]
+        t=$(now_ms)
+        out=$(IN berth stop stubborn 2>&1)
+        r=$(( $(now_ms) - t ))
+        check "stop_timeout: berth stop returns at once (${r} ms)" "took $r ms: $out" [ "$r" -lt 3000 ]
+        # Gone, not "deactivating" (the scope between SIGTERM and SIGKILL).
+        stopped() { case $(prop "$1" ActiveState) in active|activating|deactivating) return 1 ;; esac; }
+        if wait_for 10 stopped "$U"; then
+            d=$(( $(now_ms) - t ))
+            check "stop_timeout: a SIGTERM-ignoring container is gone stop_timeout after berth stop ($d ms)" \
+                "gone after $d ms, expected 3000 to 7000" eval '[ "$d" -ge 2800 ] && [ "$d" -le 7000 ]'
+        else
+            not_ok "stop_timeout: a SIGTERM-ignoring container is gone stop_timeout after berth stop" \
+                "$U still active 10 s after berth stop (stop_timeout 3s): $out"
+            IN systemctl kill --signal=SIGKILL "$U" >/dev/null 2>&1
+        fi
+    else
+        not_ok "stop_timeout: a connection starts the stubborn container with a scope" "read '$v'; no berth-stubborn-*.scope"
+    fi
+    exec 7>&-
+
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT_SLICEBOMB" 8<>"/dev/tcp/127.0.0.1/$PORT_SLICEBOMB" \
+        9<>"/dev/tcp/127.0.0.1/$PORT_SLICEBOMB"
+    SL=berth-slicebomb.slice
+    if wait_for 10 eval '[ "$(scopes slicebomb | wc -l)" -ge 3 ]'; then
+        v=$(prop $SL TasksMax) m=$(prop $SL MemoryMax)
+        check "slice: $SL has TasksMax=30 and MemoryMax=96M" "TasksMax=$v MemoryMax=$m" \
+            eval '[ "$v" = 30 ] && [ "$m" = $((96 << 20)) ]'
+        cg=$(prop $SL ControlGroup)
+        v=$(IN cat "/sys/fs/cgroup/pids$cg/pids.max" 2>&1)
+        check "slice: pids.max of the slice's cgroup is 30" "$cg: '$v'" [ "$v" = 30 ]
+        max=0 bad=
+        for i in $(seq 40); do
+            v=$(prop $SL TasksCurrent)
+            if is_number "$v"; then [ "$v" -gt "$max" ] && max=$v; else bad="TasksCurrent='$v'"; fi
+            sleep 0.1
+        done
+        n=$(scopes slicebomb | wc -l)
+        check "slice: three bombing containers together never exceed the slice's 30 tasks (peak $max, $n scopes)" \
+            "${bad:-peak $max, $n scopes}" eval '[ -z "$bad" ] && [ "$max" -le 30 ] && [ "$max" -ge 20 ]'
+        check "slice: berth.service unaffected" "berth.service $(IN systemctl is-active berth.service)" berth_active
+        IN berth stop slicebomb >/dev/null 2>&1
+        wait_for 10 eval '[ -z "$(scopes slicebomb)" ]' ||
+            for u in $(scopes slicebomb); do IN systemctl kill --signal=SIGKILL "$u" >/dev/null 2>&1; done
+    else
+        not_ok "slice: three connections start three slicebomb containers" "scopes: $(scopes slicebomb | xargs)"
+    fi
+    exec 7>&- 8>&- 9>&-
 fi
 
 # ---------------------------------------------------------------- the end
