@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::bus::Supervisor1Proxy;
 use crate::scope::{self, ScopeStats, Scopes};
-use crate::supervisor::registry::{ContainerInfo, now_usec};
+use crate::supervisor::registry::{ContainerInfo, ContainerState, ServiceInfo, now_usec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -106,7 +106,7 @@ async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
                     service: service.into(),
                     unit: unit.clone(),
                     pid: procs.iter().map(|(p, _)| *p).min().unwrap_or(0),
-                    state: "running".into(),
+                    state: ContainerState::Running,
                     started_usec: 0,
                     connections: 0,
                     idle_deadline_usec: 0,
@@ -123,10 +123,10 @@ async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
         } else {
             scopes.stats(&info.unit).await.ok()
         };
-        if info.started_usec == 0 {
-            if let Some(s) = &stats {
-                info.started_usec = s.active_enter_usec;
-            }
+        if info.started_usec == 0
+            && let Some(s) = &stats
+        {
+            info.started_usec = s.active_enter_usec;
         }
         out.push(Row { info, stats });
     }
@@ -179,7 +179,7 @@ pub fn list(json: bool) -> Result<(), AdminError> {
             } else {
                 i.pid.to_string()
             },
-            i.state.clone(),
+            i.state.to_string(),
             if i.started_usec == 0 || i.started_usec == u64::MAX {
                 "-".into()
             } else {
@@ -284,91 +284,102 @@ pub fn status(name: &str) -> Result<(), AdminError> {
         if is_container_name(name) {
             return Err(AdminError::NotFound(name.into()));
         }
-        println!("Service:        {name}");
-        println!("Containers:     none running");
-        print_throttle(&throttle);
-        recent_logs(&service_matches(name), 10);
+        print_idle_service(name, &throttle);
         return Ok(());
     }
     let now = now_usec();
     for r in mine {
-        let i = &r.info;
-        let st = r.stats.clone().unwrap_or_default();
-        println!(
-            "Name:           {}",
-            if i.unit.is_empty() { &i.id } else { &i.unit }
-        );
-        println!("Service:        {}", i.service);
-        print_throttle(&throttle);
-        println!("Container:      {}", i.id);
-        println!("State:          {}", i.state);
-        println!(
-            "PID:            {}",
-            if i.pid == 0 {
-                "-".into()
-            } else {
-                i.pid.to_string()
-            }
-        );
-        if i.started_usec != 0 && i.started_usec != u64::MAX {
-            println!(
-                "Uptime:         {}",
-                duration_usec(now.saturating_sub(i.started_usec))
-            );
-        }
-        if !i.peer.is_empty() {
-            println!("Peer:           {}", i.peer);
-        }
-        println!("CPU use:        {}", cpu(st.cpu_usage_nsec));
-        println!(
-            "Memory use:     {} (max {}, high {})",
-            bytes(st.memory_current),
-            bytes(st.memory_max),
-            bytes(st.memory_high)
-        );
-        println!(
-            "IO:             read {}, written {}",
-            bytes(st.io_read_bytes),
-            bytes(st.io_write_bytes)
-        );
-        println!(
-            "Tasks:          {} (max {})",
-            num(st.tasks_current),
-            num(st.tasks_max)
-        );
-        println!(
-            "CPU weight:     {}   CPU quota: {}   IO weight: {}",
-            num(st.cpu_weight),
-            if st.cpu_quota_per_sec_usec == u64::MAX {
-                "-".into()
-            } else {
-                format!("{}%", st.cpu_quota_per_sec_usec / 10_000)
-            },
-            num(st.io_weight)
-        );
-        if live {
-            println!("Connections:    {}", i.connections);
-            println!(
-                "Idle timer:     {}",
-                if i.idle_deadline_usec == 0 {
-                    "-".into()
-                } else {
-                    format!(
-                        "ends in {}",
-                        duration_usec(i.idle_deadline_usec.saturating_sub(now))
-                    )
-                }
-            );
-        }
-        if !st.control_group.is_empty() {
-            println!("Cgroup:         {}", st.control_group);
-        }
-        if !i.unit.is_empty() {
-            recent_logs(&[format!("_SYSTEMD_UNIT={}", i.unit)], 10);
-        }
+        print_container(r, &throttle, live, now);
         println!();
     }
     Ok(())
+}
+
+/// `berth status SERVICE` of a service without containers.
+fn print_idle_service(name: &str, throttle: &Option<ServiceInfo>) {
+    println!("Service:        {name}");
+    println!("Containers:     none running");
+    print_throttle(throttle);
+    recent_logs(&service_matches(name), 10);
+}
+
+/// One container's block of `berth status`; `live`: the supervisor
+/// answered, so connection counts and idle timers are known.
+fn print_container(r: &Row, throttle: &Option<ServiceInfo>, live: bool, now: u64) {
+    let i = &r.info;
+    let st = r.stats.clone().unwrap_or_default();
+    println!(
+        "Name:           {}",
+        if i.unit.is_empty() { &i.id } else { &i.unit }
+    );
+    println!("Service:        {}", i.service);
+    print_throttle(throttle);
+    println!("Container:      {}", i.id);
+    println!("State:          {}", i.state);
+    println!(
+        "PID:            {}",
+        if i.pid == 0 {
+            "-".into()
+        } else {
+            i.pid.to_string()
+        }
+    );
+    if i.started_usec != 0 && i.started_usec != u64::MAX {
+        println!(
+            "Uptime:         {}",
+            duration_usec(now.saturating_sub(i.started_usec))
+        );
+    }
+    if !i.peer.is_empty() {
+        println!("Peer:           {}", i.peer);
+    }
+    println!("CPU use:        {}", cpu(st.cpu_usage_nsec));
+    println!(
+        "Memory use:     {} (max {}, high {})",
+        bytes(st.memory_current),
+        bytes(st.memory_max),
+        bytes(st.memory_high)
+    );
+    println!(
+        "IO:             read {}, written {}",
+        bytes(st.io_read_bytes),
+        bytes(st.io_write_bytes)
+    );
+    println!(
+        "Tasks:          {} (max {})",
+        num(st.tasks_current),
+        num(st.tasks_max)
+    );
+    println!(
+        "CPU weight:     {}   CPU quota: {}   IO weight: {}",
+        num(st.cpu_weight),
+        if st.cpu_quota_per_sec_usec == u64::MAX {
+            "-".into()
+        } else {
+            format!("{}%", st.cpu_quota_per_sec_usec / 10_000)
+        },
+        num(st.io_weight)
+    );
+    if live {
+        println!("Connections:    {}", i.connections);
+        println!(
+            "Idle timer:     {}",
+            if i.idle_deadline_usec == 0 {
+                "-".into()
+            } else {
+                format!(
+                    "ends in {}",
+                    duration_usec(i.idle_deadline_usec.saturating_sub(now))
+                )
+            }
+        );
+    }
+    if !st.control_group.is_empty() {
+        println!("Cgroup:         {}", st.control_group);
+    }
+    if !i.unit.is_empty() {
+        recent_logs(&[format!("_SYSTEMD_UNIT={}", i.unit)], 10);
+    }
 }
 
 fn recent_logs(matches: &[String], n: usize) {
@@ -519,7 +530,7 @@ async fn metrics_text() -> Result<String, AdminError> {
                 service: r.info.service.clone(),
                 id: r.info.id.clone(),
                 unit: r.info.unit.clone(),
-                state: r.info.state.clone(),
+                state: r.info.state.to_string(),
                 memory_bytes: st.and_then(|s| known(s.memory_current)),
                 cpu_seconds: st
                     .and_then(|s| known(s.cpu_usage_nsec))

@@ -12,7 +12,7 @@ use zbus::message::Header;
 
 use crate::metrics::ServiceMetrics;
 use crate::scope::Scopes;
-use crate::supervisor::registry::{ContainerInfo, Registry, ServiceInfo};
+use crate::supervisor::registry::{ContainerInfo, ContainerState, Registry, ServiceInfo};
 
 pub const NAME: &str = "org.berth.Supervisor1";
 pub const PATH: &str = "/org/berth/Supervisor1";
@@ -54,7 +54,7 @@ impl Supervisor {
         self.registry
             .list()
             .into_iter()
-            .filter(|c| c.state == "running" && (c.id == name || c.unit == name))
+            .filter(|c| c.state == ContainerState::Running && (c.id == name || c.unit == name))
             .collect()
     }
 
@@ -127,7 +127,7 @@ impl Supervisor {
             .registry
             .list()
             .into_iter()
-            .filter(|c| c.service == name && c.state == "running")
+            .filter(|c| c.service == name && c.state == ContainerState::Running)
             .collect();
         self.stop_units(list).await
     }

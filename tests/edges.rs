@@ -2,6 +2,9 @@
 //! `berth serve` (exit 2 and what is wrong), and every printing command
 //! writing into a closed pipe (ends quietly, like other Unix tools).
 
+// Test helpers: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};

@@ -4,6 +4,9 @@
 //! left afterwards. In its own test binary so that no other test's
 //! containers run meanwhile.
 
+// Test helpers: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

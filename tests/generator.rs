@@ -2,6 +2,9 @@
 //! `berth-generator`, with the three output directories as arguments and
 //! the configuration directory from `BERTH_CONFIG_DIR`.
 
+// Test helpers: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

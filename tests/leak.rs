@@ -2,6 +2,9 @@
 //! namespaces and berth's descriptors as they were. In its own test binary
 //! so no other test's containers run meanwhile.
 
+// Test helpers: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -140,10 +140,11 @@ fn documented_keys(page: &str, section: &str) -> BTreeSet<String> {
     for line in page.lines() {
         if let Some(title) = line.strip_prefix(".SH ") {
             in_section = title.trim_matches('"') == section;
-        } else if in_section && after_tp {
-            if let Some(key) = line.strip_prefix(".B ") {
-                keys.insert(key.trim().to_string());
-            }
+        } else if in_section
+            && after_tp
+            && let Some(key) = line.strip_prefix(".B ")
+        {
+            keys.insert(key.trim().to_string());
         }
         after_tp = line == ".TP";
     }

@@ -1,6 +1,9 @@
 //! `berth run`: both modes over TCP v4/v6 and unix sockets, connection
 //! limits, idle teardown, lifetime, SIGTERM, runtime errors, and leaks.
 
+// Test helpers: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};

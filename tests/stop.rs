@@ -2,6 +2,9 @@
 //! and SIGKILL `stop_timeout` later (issue 10.3), under `berth run
 //! --no-scope` (the scope side is in tests/system/run.sh).
 
+// Test helpers: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Read;

@@ -158,15 +158,17 @@ impl FileSettings {
                 expected: "the command to run, such as exec = [\"/usr/bin/app\", \"--flag\"]",
             });
         }
-        if let (Some(mode), Some(warm)) = (&self.mode, &self.warm) {
-            if mode.value == Mode::Listen && warm.value > 1 {
-                // Point at whichever of the two the service file itself sets.
-                let at = if warm.at.file == file || mode.at.file != file {
-                    warm.at.clone()
-                } else {
-                    mode.at.clone()
-                };
-                errors.push(ConfigError::Invalid {
+        if let (Some(mode), Some(warm)) = (&self.mode, &self.warm)
+            && mode.value == Mode::Listen
+            && warm.value > 1
+        {
+            // Point at whichever of the two the service file itself sets.
+            let at = if warm.at.file == file || mode.at.file != file {
+                warm.at.clone()
+            } else {
+                mode.at.clone()
+            };
+            errors.push(ConfigError::Invalid {
                 at,
                 key: "warm".to_string(),
                 message: format!(
@@ -174,24 +176,23 @@ impl FileSettings {
                     warm.value
                 ),
             });
-            }
         }
-        if let (Some(mode), Some(limit)) = (&self.mode, &self.rate_limit_per_source) {
-            if mode.value == Mode::Listen {
-                // The application accepts in listen mode: berth never sees
-                // single connections to refuse. Point at the service file's
-                // own key if it has one.
-                let at = if limit.at.file == file || mode.at.file != file {
-                    limit.at.clone()
-                } else {
-                    mode.at.clone()
-                };
-                errors.push(ConfigError::Invalid {
+        if let (Some(mode), Some(limit)) = (&self.mode, &self.rate_limit_per_source)
+            && mode.value == Mode::Listen
+        {
+            // The application accepts in listen mode: berth never sees
+            // single connections to refuse. Point at the service file's
+            // own key if it has one.
+            let at = if limit.at.file == file || mode.at.file != file {
+                limit.at.clone()
+            } else {
+                mode.at.clone()
+            };
+            errors.push(ConfigError::Invalid {
                     at,
                     key: "rate_limit_per_source".to_string(),
                     message: "only applies to mode = \"inetd\" (in listen mode the application accepts connections, berth cannot refuse single ones)".to_string(),
                 });
-            }
         }
         if self.listen.is_none() && !self.seen.contains("listen") {
             // Only the generated socket unit carries the lists: without

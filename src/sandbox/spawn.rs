@@ -336,19 +336,18 @@ impl Drop for StageProc {
     /// container running at shutdown, or an error path): reap it when it
     /// ends rather than leave a zombie.
     fn drop(&mut self) {
-        if let StageProc::Forked { pidfd, .. } = self {
-            if let Some(afd) = pidfd.take() {
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move {
-                        while let Ok(mut g) = afd.readable().await {
-                            match reap_pidfd(afd.get_ref()) {
-                                Ok(None) => g.clear_ready(),
-                                _ => break,
-                            }
-                        }
-                    });
+        if let StageProc::Forked { pidfd, .. } = self
+            && let Some(afd) = pidfd.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                while let Ok(mut g) = afd.readable().await {
+                    match reap_pidfd(afd.get_ref()) {
+                        Ok(None) => g.clear_ready(),
+                        _ => break,
+                    }
                 }
-            }
+            });
         }
     }
 }
@@ -689,10 +688,11 @@ impl Running {
 pub fn describe(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     if let Some(code) = status.code() {
-        if code > 128 && code < 128 + 65 {
-            if let Ok(sig) = Signal::try_from(code - 128) {
-                return format!("killed by {}", sig.as_str());
-            }
+        if code > 128
+            && code < 128 + 65
+            && let Ok(sig) = Signal::try_from(code - 128)
+        {
+            return format!("killed by {}", sig.as_str());
         }
         if code == i32::from(super::stage::EXIT_SETUP_FAILED) {
             return format!("exited {code} (sandbox setup failed)");

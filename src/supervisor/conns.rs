@@ -165,10 +165,10 @@ pub fn open_connections(init: u32, keys: &[ListenerKey]) -> usize {
             }
         }
     }
-    if !paths.is_empty() {
-        if let Ok(s) = fs::read_to_string("/proc/net/unix") {
-            n += count_unix(&s, &paths, &inodes);
-        }
+    if !paths.is_empty()
+        && let Ok(s) = fs::read_to_string("/proc/net/unix")
+    {
+        n += count_unix(&s, &paths, &inodes);
     }
     n
 }

@@ -66,15 +66,14 @@ pub fn peer_of(fd: &OwnedFd) -> (Source, String) {
                     .unwrap_or(IpAddr::V6(ip));
                 return (Source::Ip(ip), format!("[{}]:{}", v6.ip(), v6.port()));
             }
-            if addr.family() == Some(nix::sys::socket::AddressFamily::Unix) {
-                if let Ok(cred) =
+            if addr.family() == Some(nix::sys::socket::AddressFamily::Unix)
+                && let Ok(cred) =
                     nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::PeerCredentials)
-                {
-                    return (
-                        Source::Uid(cred.uid()),
-                        format!("uid {} pid {}", cred.uid(), cred.pid()),
-                    );
-                }
+            {
+                return (
+                    Source::Uid(cred.uid()),
+                    format!("uid {} pid {}", cred.uid(), cred.pid()),
+                );
             }
             (Source::Unknown, "unknown peer".into())
         }
@@ -433,60 +432,19 @@ pub async fn run_one(
 ) -> Option<std::process::ExitStatus> {
     let svc = launcher.service();
     let started = Instant::now();
-    let pooled = pool.is_some();
-    let parked = match pool {
-        Some(pool) => pool.take_or_wait().await.map(|p| (p, pool)),
-        None => None,
-    };
     // Boxed: the launch (stage, scope, channel) is the largest state of this
     // future; on the heap only while it runs, a held container's task keeps
     // just what the rest needs.
-    let launched = Box::pin(async {
-        let warm = match parked {
-            Some((p, pool)) => {
-                let started = launcher.start_warm(p, &conn, Some(&conn), &[]).await;
-                // Refill only now: preparing the next one must not delay this
-                // connection's exec.
-                pool.taken.notify_one();
-                started
-            }
-            None => None,
-        };
-        if pooled {
-            launcher.registry.metrics.warm(&svc.name, warm.is_some());
-        }
-        match warm {
-            Some(c) => Ok(c),
-            None => {
-                let id = new_container_id();
-                launcher
-                    .launch(&id, Some(&peer), &conn, Some(&conn), &[], &[])
-                    .await
-                    .map_err(|e| (id, e))
-            }
-        }
-    })
-    .await;
+    let launched = Box::pin(launch(&launcher, &conn, &peer, pool)).await;
     drop(launching);
-    let mut c = match launched {
-        Ok(c) => c,
-        Err((id, e)) => {
-            tracing::error!(
-                service = %svc.name, container = %id, event = "failed", peer = %peer,
-                "{}: container failed to start ({id}): {e}", svc.name
-            );
-            launcher.registry.metrics.failed(&svc.name);
-            if !e.is_infrastructure() {
-                launcher.note_failure(&id);
-            }
-            return None; // dropping conn closes the connection
-        }
-    };
+    // On failure, dropping conn closes the connection.
+    let mut c = launched?;
     let id = c.id.clone();
     launcher
         .registry
         .metrics
         .started(&svc.name, started.elapsed());
+    // Listed in the registry until this function returns.
     let reg = launcher.register(&c, &peer);
     reg.update(|i| i.connections = 1);
     tracing::info!(
@@ -494,43 +452,7 @@ pub async fn run_one(
         pid = c.running.init_pid(), unit = c.unit.as_deref().unwrap_or("-"),
         "{}: container started ({id}, for {peer})", svc.name
     );
-    // Only TCP_INFO tells idleness without proxying; keep our copy of the
-    // connection for it, otherwise let the application own it alone.
-    let idle_conn = match svc.idle_timeout {
-        Some(_) if conns::tcp_idle_ms(&conn).is_some() => Some(conn),
-        _ => None,
-    };
-    let lifetime = async {
-        match svc.max_lifetime {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    let idle = async {
-        match (&idle_conn, svc.idle_timeout) {
-            (Some(c), Some(limit)) => idle_watch(c, limit).await,
-            _ => std::future::pending().await,
-        }
-    };
-    let why = tokio::select! {
-        s = c.running.wait() => Ok(s),
-        _ = lifetime => Err("max_lifetime reached"),
-        _ = idle => Err("idle_timeout reached"),
-        _ = super::stopping(&mut shutdown) => Err("supervisor stopping"),
-    };
-    let (reason, status) = match why {
-        Ok(s) => ("exited", s),
-        Err("supervisor stopping") if launcher.keep_containers => {
-            tracing::info!(
-                service = %svc.name, container = %id, event = "detached",
-                "supervisor stopping; container left running in its scope"
-            );
-            return None;
-        }
-        // Shutdown, lifetime, idle: SIGTERM, SIGKILL `stop_timeout` later.
-        Err(r) => (r, launcher.kill(&mut c).await),
-    };
-    drop(idle_conn);
+    let (reason, status) = supervise(&launcher, &mut c, conn, &mut shutdown).await?;
     let status_text = match &status {
         Ok(s) => describe(*s),
         Err(e) => format!("wait failed: {e}"),
@@ -555,6 +477,110 @@ pub async fn run_one(
         launcher.note_success();
     }
     status.ok()
+}
+
+/// Start the connection's container: a parked one if the service has a
+/// pool and it yields one, else a new one. A failure is logged and counted
+/// for the throttle.
+async fn launch(
+    launcher: &Launcher,
+    conn: &OwnedFd,
+    peer: &str,
+    pool: Option<Arc<WarmPool>>,
+) -> Option<super::Container> {
+    let svc = launcher.service();
+    let pooled = pool.is_some();
+    let parked = match pool {
+        Some(pool) => pool.take_or_wait().await.map(|p| (p, pool)),
+        None => None,
+    };
+    let warm = match parked {
+        Some((p, pool)) => {
+            let started = launcher.start_warm(p, conn, Some(conn), &[]).await;
+            // Refill only now: preparing the next one must not delay this
+            // connection's exec.
+            pool.taken.notify_one();
+            started
+        }
+        None => None,
+    };
+    if pooled {
+        launcher.registry.metrics.warm(&svc.name, warm.is_some());
+    }
+    let launched = match warm {
+        Some(c) => Ok(c),
+        None => {
+            let id = new_container_id();
+            launcher
+                .launch(&id, Some(peer), conn, Some(conn), &[], &[])
+                .await
+                .map_err(|e| (id, e))
+        }
+    };
+    match launched {
+        Ok(c) => Some(c),
+        Err((id, e)) => {
+            tracing::error!(
+                service = %svc.name, container = %id, event = "failed", peer = %peer,
+                "{}: container failed to start ({id}): {e}", svc.name
+            );
+            launcher.registry.metrics.failed(&svc.name);
+            if !e.is_infrastructure() {
+                launcher.note_failure(&id);
+            }
+            None
+        }
+    }
+}
+
+/// Wait until the container exits or must be ended (lifetime, idle
+/// connection, shutdown), and end it. The reason and its status; `None`
+/// when it is left running for the next supervisor.
+async fn supervise(
+    launcher: &Launcher,
+    c: &mut super::Container,
+    conn: OwnedFd,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(&'static str, std::io::Result<std::process::ExitStatus>)> {
+    let svc = launcher.service();
+    // Only TCP_INFO tells idleness without proxying; keep our copy of the
+    // connection for it, otherwise let the application own it alone.
+    let idle_conn = match svc.idle_timeout {
+        Some(_) if conns::tcp_idle_ms(&conn).is_some() => Some(conn),
+        _ => None,
+    };
+    let lifetime = async {
+        match svc.max_lifetime {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let idle = async {
+        match (&idle_conn, svc.idle_timeout) {
+            (Some(c), Some(limit)) => idle_watch(c, limit).await,
+            _ => std::future::pending().await,
+        }
+    };
+    let why = tokio::select! {
+        s = c.running.wait() => Ok(s),
+        _ = lifetime => Err("max_lifetime reached"),
+        _ = idle => Err("idle_timeout reached"),
+        _ = super::stopping(shutdown) => Err("supervisor stopping"),
+    };
+    let ended = match why {
+        Ok(s) => ("exited", s),
+        Err("supervisor stopping") if launcher.keep_containers => {
+            tracing::info!(
+                service = %svc.name, container = %c.id, event = "detached",
+                "supervisor stopping; container left running in its scope"
+            );
+            return None;
+        }
+        // Shutdown, lifetime, idle: SIGTERM, SIGKILL `stop_timeout` later.
+        Err(r) => (r, launcher.kill(c).await),
+    };
+    drop(idle_conn);
+    Some(ended)
 }
 
 /// Watch a container an earlier supervisor started, until it ends or its

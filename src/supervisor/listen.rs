@@ -55,161 +55,254 @@ async fn wait_readable(watch: &[AsyncFd<OwnedFd>], fds: &[OwnedFd]) {
     }
 }
 
+/// What the serving loop works with: the service's listeners, watched for
+/// readiness on duplicates, and what each container is handed.
+struct Sockets {
+    keys: Vec<ListenerKey>,
+    watchers: Vec<AsyncFd<OwnedFd>>,
+    fds: Vec<OwnedFd>,
+    fdnames: Vec<String>,
+    /// The application's stdin and stdout (its sockets are LISTEN_FDS).
+    devnull: OwnedFd,
+}
+
+impl Sockets {
+    /// Watch every listener and open /dev/null; `None` (logged) if a step
+    /// fails, and the service is not served.
+    fn open(name: &str, listeners: Vec<Listener>) -> Option<Sockets> {
+        let keys: Vec<ListenerKey> = listeners.iter().filter_map(key_of).collect();
+        let mut watchers = Vec::new();
+        for l in &listeners {
+            let dup = match l.fd.as_fd().try_clone_to_owned() {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(service = %name, "duplicating listener {}: {e}", l.addr);
+                    return None;
+                }
+            };
+            // SAFETY: the AsyncFd owns the duplicate for its whole life and
+            // never closes or replaces it while registered.
+            match unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) } {
+                Ok(w) => watchers.push(w),
+                Err(e) => {
+                    tracing::error!(service = %name, "watching {}: {e}", l.addr);
+                    return None;
+                }
+            }
+        }
+        let fds: Vec<OwnedFd> = listeners.into_iter().map(|l| l.fd).collect();
+        let fdnames = vec![name.to_string(); fds.len()];
+        let devnull = match std::fs::File::open("/dev/null") {
+            Ok(f) => OwnedFd::from(f),
+            Err(e) => {
+                tracing::error!(service = %name, "opening /dev/null: {e}");
+                return None;
+            }
+        };
+        Some(Sockets {
+            keys,
+            watchers,
+            fds,
+            fdnames,
+            devnull,
+        })
+    }
+}
+
+/// What one wait for the next container came to.
+enum Next {
+    /// Boxed: a container is far larger than the other variants.
+    Run(Box<Container>),
+    /// It failed to start (logged and counted); wait again.
+    Retry,
+    Shutdown,
+}
+
 pub async fn serve(
     launcher: Arc<Launcher>,
     listeners: Vec<Listener>,
     mut shutdown: watch::Receiver<bool>,
     mut adopted: Option<Container>,
 ) {
-    let svc = launcher.service();
-    let name = svc.name.clone();
-    let keys: Vec<ListenerKey> = listeners.iter().filter_map(key_of).collect();
-    let mut watchers = Vec::new();
-    for l in &listeners {
-        let dup = match l.fd.as_fd().try_clone_to_owned() {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(service = %name, "duplicating listener {}: {e}", l.addr);
-                return;
-            }
-        };
-        // SAFETY: the AsyncFd owns the duplicate for its whole life and
-        // never closes or replaces it while registered.
-        match unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) } {
-            Ok(w) => watchers.push(w),
-            Err(e) => {
-                tracing::error!(service = %name, "watching {}: {e}", l.addr);
-                return;
-            }
-        }
-    }
-    let fds: Vec<OwnedFd> = listeners.into_iter().map(|l| l.fd).collect();
-    let fdnames = vec![name.clone(); fds.len()];
-    let devnull = match std::fs::File::open("/dev/null") {
-        Ok(f) => OwnedFd::from(f),
-        Err(e) => {
-            tracing::error!(service = %name, "opening /dev/null: {e}");
-            return;
-        }
+    let name = launcher.service().name.clone();
+    let Some(sockets) = Sockets::open(&name, listeners) else {
+        return;
     };
-
     // `warm = 1`: the next container, built ahead and parked before its
     // exec, so a wake from idle waits only for the application's start-up.
     let mut parked: Option<super::Parked> = None;
     loop {
         let started = Instant::now();
-        // When a connection woke the service (not for an adopted container).
-        let mut woke = None;
-        let mut c = if let Some(c) = adopted.take() {
+        let c = if let Some(c) = adopted.take() {
             tracing::info!(
                 service = %name, container = %c.id, event = "adopted",
                 pid = c.running.init_pid(), "took over a running container"
             );
             c
         } else {
-            if let Some(delay) = launcher.throttle.remaining() {
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = super::stopping(&mut shutdown) => return,
-                }
-            }
-            if launcher.service().warm > 0 && parked.is_none() {
-                tokio::select! {
-                    p = launcher.prepare_ahead(&fdnames) => parked = p,
-                    _ = super::stopping(&mut shutdown) => return,
-                }
-            }
-            tokio::select! {
-                _ = wait_readable(&watchers, &fds) => {}
-                _ = super::stopping(&mut shutdown) => {
-                    if let Some(p) = parked.take() {
-                        launcher.discard(p).await;
-                    }
-                    return;
-                }
-            }
-            woke = Some(Instant::now());
-            let warm = match parked.take() {
-                Some(p) => launcher.start_warm(p, &devnull, None, &fds).await,
-                None => None,
-            };
-            if launcher.service().warm > 0 {
-                launcher.registry.metrics.warm(&name, warm.is_some());
-            }
-            let launched = match warm {
-                Some(c) => Ok(c),
-                None => {
-                    let id = new_container_id();
-                    launcher
-                        .launch(&id, None, &devnull, None, &fds, &fdnames)
-                        .await
-                        .map_err(|e| (id, e))
-                }
-            };
-            match launched {
-                Ok(c) => c,
-                Err((id, e)) => {
-                    tracing::error!(
-                        service = %name, container = %id, event = "failed",
-                        "{name}: container failed to start ({id}): {e}"
-                    );
-                    launcher.registry.metrics.failed(&name);
-                    if !e.is_infrastructure() {
-                        launcher.note_failure(&id);
-                    }
-                    // Without a delay, the queued connection would wake us at once.
-                    if launcher.throttle.remaining().is_none() {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    continue;
-                }
+            match next_container(&launcher, &sockets, &mut parked, &mut shutdown).await {
+                Next::Run(c) => *c,
+                Next::Retry => continue,
+                Next::Shutdown => return,
             }
         };
-        let id = c.id.clone();
-        if let Some(w) = woke {
-            launcher.registry.metrics.wake(&name);
-            launcher.registry.metrics.started(&name, w.elapsed());
-        }
-        if !c.running.adopted() {
-            tracing::info!(
-                service = %name, container = %id, event = "started",
-                pid = c.running.init_pid(), unit = c.unit.as_deref().unwrap_or("-"),
-                "{name}: container started ({id})"
-            );
-        }
-        let reg = launcher.register(&c, "");
-        let (reason, status) = supervise(&launcher, &mut c, &fds, &keys, &mut shutdown, &reg).await;
-        drop(reg);
-        if reason == Stop::Shutdown && launcher.keep_containers {
-            tracing::info!(
-                service = %name, container = %id, event = "detached",
-                "supervisor stopping; container left running in its scope"
-            );
+        if !run_container(&launcher, c, &sockets, started, &mut shutdown).await {
             return;
         }
-        let text = match &status {
-            Ok(s) => describe(*s),
-            Err(e) => format!("wait failed: {e}"),
-        };
-        launcher.registry.metrics.stopped(
-            &name,
-            match reason {
-                Stop::Exited => StopReason::Exit,
-                Stop::Idle => StopReason::Idle,
-                Stop::Lifetime => StopReason::Lifetime,
-                Stop::Shutdown => StopReason::Stop,
-            },
-        );
-        tracing::info!(
-            service = %name, container = %id, event = "stopped",
-            "{name}: container stopped ({reason}; {id}): {text}"
-        );
-        match reason {
-            Stop::Shutdown => return,
-            Stop::Exited if started.elapsed() < QUICK_EXIT => launcher.note_failure(&id),
-            _ => launcher.note_success(),
+    }
+}
+
+/// Wait out the throttle, park a warm container if the service wants one,
+/// wait for a connection, then start the container that takes it.
+async fn next_container(
+    launcher: &Launcher,
+    sockets: &Sockets,
+    parked: &mut Option<super::Parked>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Next {
+    if let Some(delay) = launcher.throttle.remaining() {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = super::stopping(shutdown) => return Next::Shutdown,
         }
     }
+    if launcher.service().warm > 0 && parked.is_none() {
+        tokio::select! {
+            p = launcher.prepare_ahead(&sockets.fdnames) => *parked = p,
+            _ = super::stopping(shutdown) => return Next::Shutdown,
+        }
+    }
+    tokio::select! {
+        _ = wait_readable(&sockets.watchers, &sockets.fds) => {}
+        _ = super::stopping(shutdown) => {
+            if let Some(p) = parked.take() {
+                launcher.discard(p).await;
+            }
+            return Next::Shutdown;
+        }
+    }
+    // A connection woke the service (metrics: wakes and start latency).
+    let woke = Instant::now();
+    let next = start(launcher, sockets, parked.take()).await;
+    if let Next::Run(_) = next {
+        let name = &launcher.service().name;
+        launcher.registry.metrics.wake(name);
+        launcher.registry.metrics.started(name, woke.elapsed());
+    }
+    next
+}
+
+/// Start the parked container, or a new one if there is none (or it did
+/// not start); a failure is logged and counted.
+async fn start(launcher: &Launcher, sockets: &Sockets, parked: Option<super::Parked>) -> Next {
+    let name = &launcher.service().name;
+    let warm = match parked {
+        Some(p) => {
+            launcher
+                .start_warm(p, &sockets.devnull, None, &sockets.fds)
+                .await
+        }
+        None => None,
+    };
+    if launcher.service().warm > 0 {
+        launcher.registry.metrics.warm(name, warm.is_some());
+    }
+    let launched = match warm {
+        Some(c) => Ok(c),
+        None => {
+            let id = new_container_id();
+            launcher
+                .launch(
+                    &id,
+                    None,
+                    &sockets.devnull,
+                    None,
+                    &sockets.fds,
+                    &sockets.fdnames,
+                )
+                .await
+                .map_err(|e| (id, e))
+        }
+    };
+    match launched {
+        Ok(c) => Next::Run(Box::new(c)),
+        Err((id, e)) => {
+            tracing::error!(
+                service = %name, container = %id, event = "failed",
+                "{name}: container failed to start ({id}): {e}"
+            );
+            launcher.registry.metrics.failed(name);
+            if !e.is_infrastructure() {
+                launcher.note_failure(&id);
+            }
+            // Without a delay, the queued connection would wake us at once.
+            if launcher.throttle.remaining().is_none() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Next::Retry
+        }
+    }
+}
+
+/// Register and supervise one container until it ends, then log how and
+/// count it for the throttle. False when the service is no longer served.
+async fn run_container(
+    launcher: &Launcher,
+    mut c: Container,
+    sockets: &Sockets,
+    started: Instant,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let name = &launcher.service().name;
+    let id = c.id.clone();
+    if !c.running.adopted() {
+        tracing::info!(
+            service = %name, container = %id, event = "started",
+            pid = c.running.init_pid(), unit = c.unit.as_deref().unwrap_or("-"),
+            "{name}: container started ({id})"
+        );
+    }
+    let reg = launcher.register(&c, "");
+    let (reason, status) = supervise(
+        launcher,
+        &mut c,
+        &sockets.fds,
+        &sockets.keys,
+        shutdown,
+        &reg,
+    )
+    .await;
+    drop(reg);
+    if reason == Stop::Shutdown && launcher.keep_containers {
+        tracing::info!(
+            service = %name, container = %id, event = "detached",
+            "supervisor stopping; container left running in its scope"
+        );
+        return false;
+    }
+    let text = match &status {
+        Ok(s) => describe(*s),
+        Err(e) => format!("wait failed: {e}"),
+    };
+    launcher.registry.metrics.stopped(
+        name,
+        match reason {
+            Stop::Exited => StopReason::Exit,
+            Stop::Idle => StopReason::Idle,
+            Stop::Lifetime => StopReason::Lifetime,
+            Stop::Shutdown => StopReason::Stop,
+        },
+    );
+    tracing::info!(
+        service = %name, container = %id, event = "stopped",
+        "{name}: container stopped ({reason}; {id}): {text}"
+    );
+    match reason {
+        Stop::Shutdown => return false,
+        Stop::Exited if started.elapsed() < QUICK_EXIT => launcher.note_failure(&id),
+        _ => launcher.note_success(),
+    }
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

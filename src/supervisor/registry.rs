@@ -7,6 +7,33 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+/// Where a container is in its life. On D-Bus and in JSON a lowercase string
+/// ("warm", "running"), as before the enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, zbus::Type)]
+#[serde(rename_all = "lowercase")]
+#[zvariant(signature = "s")]
+pub enum ContainerState {
+    /// Prepared ahead (namespaces, tree, scope), waiting for a connection.
+    Warm,
+    /// Its application runs.
+    Running,
+}
+
+impl ContainerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Warm => "warm",
+            ContainerState::Running => "running",
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One container as `berth list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, zbus::Type)]
 pub struct ContainerInfo {
@@ -16,8 +43,7 @@ pub struct ContainerInfo {
     pub unit: String,
     /// Host pid of the container's PID 1 (0 while warm).
     pub pid: u32,
-    /// "running" or "warm" (prepared ahead, waiting for a connection).
-    pub state: String,
+    pub state: ContainerState,
     /// Microseconds since the epoch.
     pub started_usec: u64,
     pub connections: u32,
@@ -84,7 +110,7 @@ impl Registry {
     pub fn running(&self) -> usize {
         self.lock()
             .values()
-            .filter(|c| c.state == "running")
+            .filter(|c| c.state == ContainerState::Running)
             .count()
     }
 
@@ -127,5 +153,26 @@ impl Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.registry.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::zvariant::Type;
+
+    /// The enum keeps the wire format of the former `state: String`.
+    #[test]
+    fn state_is_a_string_on_dbus_and_in_json() {
+        assert_eq!(ContainerState::SIGNATURE.to_string(), "s");
+        assert_eq!(ContainerInfo::SIGNATURE.to_string(), "(sssustuts)");
+        assert_eq!(
+            serde_json::to_string(&ContainerState::Warm).unwrap(),
+            "\"warm\""
+        );
+        assert_eq!(
+            serde_json::to_string(&ContainerState::Running).unwrap(),
+            "\"running\""
+        );
     }
 }

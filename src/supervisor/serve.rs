@@ -121,6 +121,38 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
     let services = load(config_dir)?;
     let known = |name: &str| services.iter().any(|s| s.name == name);
     let fds = receive_sockets(&known).map_err(ServeError::from)?;
+    let by_name = group_sockets(fds, &known);
+    std::fs::create_dir_all(DEFAULT_STAGING_DIR)
+        .with_context(|| format!("creating {DEFAULT_STAGING_DIR}"))?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let config_dir = config_dir.to_path_buf();
+    rt.block_on(async move {
+        let scopes = Scopes::connect().await?;
+        let (tx, rx) = watch::channel(false);
+        let registry = Arc::new(super::registry::Registry::default());
+        let mut tasks = tokio::task::JoinSet::new();
+        let launchers = arm(services, by_name, &scopes, &registry, &rx, &mut tasks).await?;
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<crate::bus::ReloadRequest>(4);
+        export_interface(&registry, &scopes, reload_tx).await;
+        serve_until_signalled(&config_dir, &launchers, &registry, reload_rx).await?;
+        notify(&[NotifyState::Stopping]);
+        tracing::info!("stopping; containers keep running in their scopes");
+        let _ = tx.send(true);
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    })
+}
+
+/// The listeners systemd passed, by service; sockets named after no service
+/// or of another kind are logged and left out.
+fn group_sockets(
+    fds: Vec<(OwnedFd, String)>,
+    known: &dyn Fn(&str) -> bool,
+) -> BTreeMap<String, Vec<Listener>> {
     let mut by_name: BTreeMap<String, Vec<Listener>> = BTreeMap::new();
     for (fd, name) in fds {
         if !known(&name) {
@@ -134,133 +166,149 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
             None => tracing::warn!("socket {name:?} is not a TCP or unix stream socket; ignored"),
         }
     }
-    std::fs::create_dir_all(DEFAULT_STAGING_DIR)
-        .with_context(|| format!("creating {DEFAULT_STAGING_DIR}"))?;
+    by_name
+}
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let config_dir = config_dir.to_path_buf();
-    rt.block_on(async move {
-        let scopes = Scopes::connect().await?;
-        let mut adoptable = find_adoptable(&scopes).await;
-        let (tx, rx) = watch::channel(false);
-        let registry = Arc::new(super::registry::Registry::default());
-        // One zygote forks the stages of every service.
-        let stager = Arc::new(crate::sandbox::spawn::Stager::zygote());
-        let mut launchers: BTreeMap<String, Arc<Launcher>> = BTreeMap::new();
-        let mut tasks = tokio::task::JoinSet::new();
-        for svc in services {
-            let Some(listeners) = by_name.remove(&svc.name) else {
-                tracing::info!(service = %svc.name, "no socket named {:?}; not armed", svc.name);
-                continue;
-            };
-            let name = svc.name.clone();
-            let mode = svc.mode;
-            let launcher = Arc::new(Launcher::new(
-                svc,
-                output_fd()?,
-                Some(scopes.clone()),
-                true,
-                registry.clone(),
-                stager.clone(),
-            ));
-            let adopted = adoptable.remove(&name).unwrap_or_default();
-            let rx = rx.clone();
-            let l = launcher.clone();
-            match mode {
-                Mode::Inetd => {
-                    for c in adopted {
-                        tracing::info!(
-                            service = %name, container = %c.id, event = "adopted",
-                            pid = c.running.init_pid(), "took over a running container"
-                        );
-                        tasks.spawn(super::inetd::watch_adopted(l.clone(), c, rx.clone()));
-                    }
-                    tasks.spawn(super::inetd::serve(l, listeners, rx));
-                }
-                Mode::Listen => {
-                    let mut adopted = adopted.into_iter();
-                    let first = adopted.next();
-                    // A listen service has one container; extra ones (should
-                    // not exist) are stopped.
-                    for mut extra in adopted {
-                        let _ = l.kill(&mut extra).await;
-                    }
-                    tasks.spawn(super::listen::serve(l, listeners, rx, first));
-                }
-            }
-            tracing::info!(service = %name, event = "armed", "{name}: armed ({} mode)", if mode == Mode::Inetd { "inetd" } else { "listen" });
-            launchers.insert(name, launcher);
-        }
-        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::bus::ReloadRequest>(4);
-        if let Err(e) = crate::bus::export(crate::bus::Supervisor {
-            registry: registry.clone(),
-            scopes: scopes.clone(),
-            reload: reload_tx,
-        })
-        .await
-        {
-            // berth works without its interface; list/status fall back to systemd.
-            tracing::error!(
-                "exporting {} on the system bus: {e}. Is the D-Bus policy \
-                 /usr/share/dbus-1/system.d/{}.conf installed (and dbus reloaded)? \
-                 Until then `berth list` and `berth status` show only what systemd knows",
-                crate::bus::NAME,
-                crate::bus::NAME
-            );
-        }
-        let status = |n: usize, extra: &str| {
-            let plural = |k: usize, w: &str| format!("{k} {w}{}", if k == 1 { "" } else { "s" });
-            format!(
-                "{}, {}{extra}",
-                plural(launchers.len(), "service"),
-                plural(n, "container")
-            )
+/// Start the serving task of every service that has sockets, handing it the
+/// containers an earlier supervisor left running. The launchers, by service.
+async fn arm(
+    services: Vec<Service>,
+    mut by_name: BTreeMap<String, Vec<Listener>>,
+    scopes: &Scopes,
+    registry: &Arc<super::registry::Registry>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> anyhow::Result<BTreeMap<String, Arc<Launcher>>> {
+    let mut adoptable = find_adoptable(scopes).await;
+    // One zygote forks the stages of every service.
+    let stager = Arc::new(crate::sandbox::spawn::Stager::zygote());
+    let mut launchers: BTreeMap<String, Arc<Launcher>> = BTreeMap::new();
+    for svc in services {
+        let Some(listeners) = by_name.remove(&svc.name) else {
+            tracing::info!(service = %svc.name, "no socket named {:?}; not armed", svc.name);
+            continue;
         };
-        notify(&[
-            NotifyState::Ready,
-            NotifyState::Status(status(registry.running(), "")),
-        ]);
-        tracing::info!("serving {} services", launchers.len());
+        let name = svc.name.clone();
+        let mode = svc.mode;
+        let launcher = Arc::new(Launcher::new(
+            svc,
+            output_fd()?,
+            Some(scopes.clone()),
+            true,
+            registry.clone(),
+            stager.clone(),
+        ));
+        let adopted = adoptable.remove(&name).unwrap_or_default();
+        let rx = shutdown.clone();
+        let l = launcher.clone();
+        match mode {
+            Mode::Inetd => {
+                for c in adopted {
+                    tracing::info!(
+                        service = %name, container = %c.id, event = "adopted",
+                        pid = c.running.init_pid(), "took over a running container"
+                    );
+                    tasks.spawn(super::inetd::watch_adopted(l.clone(), c, rx.clone()));
+                }
+                tasks.spawn(super::inetd::serve(l, listeners, rx));
+            }
+            Mode::Listen => {
+                let mut adopted = adopted.into_iter();
+                let first = adopted.next();
+                // A listen service has one container; extra ones (should
+                // not exist) are stopped.
+                for mut extra in adopted {
+                    let _ = l.kill(&mut extra).await;
+                }
+                tasks.spawn(super::listen::serve(l, listeners, rx, first));
+            }
+        }
+        tracing::info!(service = %name, event = "armed", "{name}: armed ({} mode)", if mode == Mode::Inetd { "inetd" } else { "listen" });
+        launchers.insert(name, launcher);
+    }
+    Ok(launchers)
+}
 
-        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-        let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        let mut last = usize::MAX;
-        let mut note = String::new();
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => {
-                    let r = reload_now(&config_dir, &launchers);
-                    note = if r.is_ok() { String::new() } else { "; last reload failed, see the journal".into() };
-                    notify(&[NotifyState::Ready, NotifyState::Status(status(registry.running(), &note))]);
-                }
-                Some(answer) = reload_rx.recv() => {
-                    let r = reload_now(&config_dir, &launchers);
-                    note = if r.is_ok() { String::new() } else { "; last reload failed, see the journal".into() };
-                    notify(&[NotifyState::Ready, NotifyState::Status(status(registry.running(), &note))]);
-                    let _ = answer.send(r);
-                }
-                _ = tick.tick() => {
-                    let n = registry.running();
-                    if n != last {
-                        last = n;
-                        notify(&[NotifyState::Status(status(n, &note))]);
-                    }
+/// Export berth's D-Bus interface; without it berth still serves.
+async fn export_interface(
+    registry: &Arc<super::registry::Registry>,
+    scopes: &Scopes,
+    reload: tokio::sync::mpsc::Sender<crate::bus::ReloadRequest>,
+) {
+    if let Err(e) = crate::bus::export(crate::bus::Supervisor {
+        registry: registry.clone(),
+        scopes: scopes.clone(),
+        reload,
+    })
+    .await
+    {
+        // berth works without its interface; list/status fall back to systemd.
+        tracing::error!(
+            "exporting {} on the system bus: {e}. Is the D-Bus policy \
+             /usr/share/dbus-1/system.d/{}.conf installed (and dbus reloaded)? \
+             Until then `berth list` and `berth status` show only what systemd knows",
+            crate::bus::NAME,
+            crate::bus::NAME
+        );
+    }
+}
+
+/// STATUS= text: how many services and containers, and `extra`.
+fn status_text(services: usize, containers: usize, extra: &str) -> String {
+    let plural = |k: usize, w: &str| format!("{k} {w}{}", if k == 1 { "" } else { "s" });
+    format!(
+        "{}, {}{extra}",
+        plural(services, "service"),
+        plural(containers, "container")
+    )
+}
+
+/// Tell systemd berth is ready, then serve reloads (SIGHUP, D-Bus) and keep
+/// STATUS= current until SIGTERM or SIGINT.
+async fn serve_until_signalled(
+    config_dir: &Path,
+    launchers: &BTreeMap<String, Arc<Launcher>>,
+    registry: &super::registry::Registry,
+    mut reload_rx: tokio::sync::mpsc::Receiver<crate::bus::ReloadRequest>,
+) -> anyhow::Result<()> {
+    let status = |n: usize, extra: &str| status_text(launchers.len(), n, extra);
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(status(registry.running(), "")),
+    ]);
+    tracing::info!("serving {} services", launchers.len());
+
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut last = usize::MAX;
+    let mut note = String::new();
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let r = reload_now(config_dir, launchers);
+                note = if r.is_ok() { String::new() } else { "; last reload failed, see the journal".into() };
+                notify(&[NotifyState::Ready, NotifyState::Status(status(registry.running(), &note))]);
+            }
+            Some(answer) = reload_rx.recv() => {
+                let r = reload_now(config_dir, launchers);
+                note = if r.is_ok() { String::new() } else { "; last reload failed, see the journal".into() };
+                notify(&[NotifyState::Ready, NotifyState::Status(status(registry.running(), &note))]);
+                let _ = answer.send(r);
+            }
+            _ = tick.tick() => {
+                let n = registry.running();
+                if n != last {
+                    last = n;
+                    notify(&[NotifyState::Status(status(n, &note))]);
                 }
             }
         }
-        notify(&[NotifyState::Stopping]);
-        tracing::info!("stopping; containers keep running in their scopes");
-        let _ = tx.send(true);
-        while tasks.join_next().await.is_some() {}
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 /// Reload and report it, for SIGHUP and the D-Bus method alike.

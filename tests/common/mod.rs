@@ -1,6 +1,10 @@
 //! Shared harness for the integration tests: runs the real `berth` binary
 //! (`berth run ... --no-scope`) with the real probe inside its containers.
 #![allow(dead_code)]
+// Harness failures are test failures: unwrap is the report here.
+#![allow(clippy::unwrap_used)]
+
+pub mod sandbox;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -64,10 +64,10 @@ fn pid1_status() -> Value {
         Ok(text) => {
             let mut m = Map::new();
             for line in text.lines() {
-                if let Some((k, v)) = line.split_once(':') {
-                    if FIELDS.contains(&k) {
-                        m.insert(k.into(), json!(v.trim()));
-                    }
+                if let Some((k, v)) = line.split_once(':')
+                    && FIELDS.contains(&k)
+                {
+                    m.insert(k.into(), json!(v.trim()));
                 }
             }
             Value::Object(m)

@@ -40,59 +40,84 @@ const NAMESPACES: &[&str] = &["mnt", "pid", "net", "ipc", "uts", "cgroup", "user
 /// Builds the full report; `extra` are additional paths to test for
 /// writability.
 pub fn report(extra: &[&str]) -> Value {
-    let mut errors = Map::new();
-    let mut r = Map::new();
+    let mut f = Fields::default();
+    identity(&mut f);
+    let interfaces = interfaces().map(Value::Array);
+    f.put_or("interfaces", interfaces, json!([]));
+    file_system(&mut f, extra);
+    status(&mut f);
+    handed_over(&mut f);
+    namespaces(&mut f);
+    surroundings(&mut f);
+    f.put("syscalls", Value::Object(crate::sys::probe_syscalls()));
+    f.put("proc1_exe_write", json!(crate::sys::proc1_exe_write()));
+    let Fields { mut r, errors } = f;
+    r.insert("errors".into(), Value::Object(errors));
+    Value::Object(r)
+}
 
-    r.insert("pid".into(), json!(nix::unistd::getpid().as_raw()));
-    r.insert("ppid".into(), json!(nix::unistd::getppid().as_raw()));
-    r.insert("uid".into(), json!(nix::unistd::getuid().as_raw()));
-    r.insert("euid".into(), json!(nix::unistd::geteuid().as_raw()));
-    r.insert("gid".into(), json!(nix::unistd::getgid().as_raw()));
-    r.insert("egid".into(), json!(nix::unistd::getegid().as_raw()));
-    match nix::unistd::getgroups() {
-        Ok(g) => {
-            let g: Vec<u32> = g.iter().map(|g| g.as_raw()).collect();
-            r.insert("groups".into(), json!(g));
-        }
-        Err(e) => {
-            errors.insert("groups".into(), json!(nix_errno_name(e)));
-            r.insert("groups".into(), json!([]));
+/// The report under construction: its fields, and under `errors` what
+/// failed, by field.
+#[derive(Default)]
+struct Fields {
+    r: Map<String, Value>,
+    errors: Map<String, Value>,
+}
+
+impl Fields {
+    fn put(&mut self, key: &str, value: Value) {
+        self.r.insert(key.into(), value);
+    }
+
+    fn error(&mut self, key: &str, error: impl Into<Value>) {
+        self.errors.insert(key.into(), error.into());
+    }
+
+    /// `key` from `result`, or `fallback` with the error recorded.
+    fn put_or<E: Into<Value>>(&mut self, key: &str, result: Result<Value, E>, fallback: Value) {
+        match result {
+            Ok(v) => self.put(key, v),
+            Err(e) => {
+                self.error(key, e);
+                self.put(key, fallback);
+            }
         }
     }
-    match nix::unistd::getsid(None) {
-        Ok(s) => r.insert("sid".into(), json!(s.as_raw())),
-        Err(e) => {
-            errors.insert("sid".into(), json!(nix_errno_name(e)));
-            r.insert("sid".into(), Value::Null)
-        }
-    };
-    r.insert("pgid".into(), json!(nix::unistd::getpgrp().as_raw()));
-    match nix::unistd::gethostname() {
-        Ok(h) => r.insert("hostname".into(), json!(h.to_string_lossy())),
-        Err(e) => {
-            errors.insert("hostname".into(), json!(nix_errno_name(e)));
-            r.insert("hostname".into(), Value::Null)
-        }
-    };
+}
 
-    let interfaces = match interfaces() {
-        Ok(v) => v,
-        Err(e) => {
-            errors.insert("interfaces".into(), json!(e));
-            Vec::new()
-        }
-    };
-    r.insert("interfaces".into(), Value::Array(interfaces));
+/// Ids, session, process group and hostname.
+fn identity(f: &mut Fields) {
+    f.put("pid", json!(nix::unistd::getpid().as_raw()));
+    f.put("ppid", json!(nix::unistd::getppid().as_raw()));
+    f.put("uid", json!(nix::unistd::getuid().as_raw()));
+    f.put("euid", json!(nix::unistd::geteuid().as_raw()));
+    f.put("gid", json!(nix::unistd::getgid().as_raw()));
+    f.put("egid", json!(nix::unistd::getegid().as_raw()));
+    let groups = nix::unistd::getgroups()
+        .map(|g| json!(g.iter().map(|g| g.as_raw()).collect::<Vec<u32>>()))
+        .map_err(nix_errno_name);
+    f.put_or("groups", groups, json!([]));
+    let sid = nix::unistd::getsid(None)
+        .map(|s| json!(s.as_raw()))
+        .map_err(nix_errno_name);
+    f.put_or("sid", sid, Value::Null);
+    f.put("pgid", json!(nix::unistd::getpgrp().as_raw()));
+    let hostname = nix::unistd::gethostname()
+        .map(|h| json!(h.to_string_lossy()))
+        .map_err(nix_errno_name);
+    f.put_or("hostname", hostname, Value::Null);
+}
 
+/// The mount table, and which paths are writable: fixed paths, directory
+/// mount points, `extra`.
+fn file_system(f: &mut Fields, extra: &[&str]) {
     let mounts = match std::fs::read_to_string("/proc/self/mountinfo") {
         Ok(text) => parse_mountinfo(&text),
         Err(e) => {
-            errors.insert("mounts".into(), json!(e.to_string()));
+            f.error("mounts", e.to_string());
             Vec::new()
         }
     };
-
-    // Writability: fixed paths, directory mount points, extra paths.
     let mut paths: Vec<String> = WRITABLE_PATHS.iter().map(|p| p.to_string()).collect();
     for m in &mounts {
         if std::fs::metadata(&m.mount_point).is_ok_and(|md| md.is_dir()) {
@@ -123,14 +148,17 @@ pub fn report(extra: &[&str]) -> Value {
             }
         }
     }
-    r.insert(
-        "mounts".into(),
+    f.put(
+        "mounts",
         Value::Array(mounts.iter().map(Mount::to_json).collect()),
     );
-    r.insert("writable".into(), Value::Object(writable));
-    r.insert("writable_errors".into(), Value::Object(writable_errors));
-    r.insert("missing".into(), json!(missing));
+    f.put("writable", Value::Object(writable));
+    f.put("writable_errors", Value::Object(writable_errors));
+    f.put("missing", json!(missing));
+}
 
+/// The `/proc/self/status` fields of [`STATUS_FIELDS`].
+fn status(f: &mut Fields) {
     let mut status = Map::new();
     match std::fs::read_to_string("/proc/self/status") {
         Ok(text) => {
@@ -142,36 +170,31 @@ pub fn report(extra: &[&str]) -> Value {
                 status.insert((*field).into(), json!(value));
             }
         }
-        Err(e) => {
-            errors.insert("status".into(), json!(e.to_string()));
-        }
+        Err(e) => f.error("status", e.to_string()),
     }
-    r.insert("status".into(), Value::Object(status));
+    f.put("status", Value::Object(status));
+}
 
-    match list_fds() {
-        Ok(fds) => r.insert("fds".into(), Value::Array(fds)),
-        Err(e) => {
-            errors.insert("fds".into(), json!(e));
-            r.insert("fds".into(), json!([]))
-        }
-    };
+/// What berth handed over: descriptors now and at start, the environment,
+/// LISTEN_FDS and the mode the probe runs in.
+fn handed_over(f: &mut Fields) {
+    f.put_or("fds", list_fds().map(Value::Array), json!([]));
     let start = crate::start();
     match start.map(|s| &s.fds) {
-        Some(Ok(fds)) => r.insert("fds_at_start".into(), json!(fds)),
-        Some(Err(e)) => {
-            errors.insert("fds_at_start".into(), json!(e));
-            r.insert("fds_at_start".into(), json!([]))
-        }
-        None => r.insert("fds_at_start".into(), json!([])),
-    };
+        Some(fds) => f.put_or("fds_at_start", fds.clone().map(|v| json!(v)), json!([])),
+        None => f.put("fds_at_start", json!([])),
+    }
     let env: BTreeMap<String, String> = start.map(|s| s.env.clone()).unwrap_or_default();
-    r.insert("env".into(), json!(env));
-    r.insert(
-        "listen_fds".into(),
+    f.put("env", json!(env));
+    f.put(
+        "listen_fds",
         json!(start.map(|s| s.listen_fds).unwrap_or(0)),
     );
-    r.insert("mode".into(), json!(start.map(|s| s.mode)));
+    f.put("mode", json!(start.map(|s| s.mode)));
+}
 
+/// The namespaces' identities and the cgroup.
+fn namespaces(f: &mut Fields) {
     let mut ns = Map::new();
     for name in NAMESPACES {
         let target = std::fs::read_link(format!("/proc/self/ns/{name}"))
@@ -179,64 +202,41 @@ pub fn report(extra: &[&str]) -> Value {
             .map(|t| t.to_string_lossy().into_owned());
         ns.insert((*name).into(), json!(target));
     }
-    r.insert("namespaces".into(), Value::Object(ns));
+    f.put("namespaces", Value::Object(ns));
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .map(|c| json!(c))
+        .map_err(|e| e.to_string());
+    f.put_or("cgroup", cgroup, Value::Null);
+}
 
-    match std::fs::read_to_string("/proc/self/cgroup") {
-        Ok(c) => r.insert("cgroup".into(), json!(c)),
-        Err(e) => {
-            errors.insert("cgroup".into(), json!(e.to_string()));
-            r.insert("cgroup".into(), Value::Null)
-        }
-    };
-
-    match std::fs::read_dir("/proc") {
-        Ok(rd) => {
+/// Other processes visible, what is in /tmp, the working directory.
+fn surroundings(f: &mut Fields) {
+    let processes = std::fs::read_dir("/proc")
+        .map(|rd| {
             let mut pids: Vec<u64> = rd
                 .filter_map(|e| e.ok())
                 .filter_map(|e| e.file_name().to_str()?.parse().ok())
                 .collect();
             pids.sort_unstable();
-            r.insert("processes".into(), json!(pids));
-        }
-        Err(e) => {
-            errors.insert("processes".into(), json!(e.to_string()));
-            r.insert("processes".into(), json!([]));
-        }
-    }
-
-    match std::fs::read_dir("/tmp") {
-        Ok(rd) => {
+            json!(pids)
+        })
+        .map_err(|e| e.to_string());
+    f.put_or("processes", processes, json!([]));
+    let tmp_entries = std::fs::read_dir("/tmp")
+        .map(|rd| {
             let mut names: Vec<String> = rd
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect();
             names.sort();
-            r.insert("tmp_entries".into(), json!(names));
-        }
-        Err(e) => {
-            errors.insert("tmp_entries".into(), json!(e.to_string()));
-            r.insert("tmp_entries".into(), json!([]));
-        }
-    }
-
-    match std::env::current_dir() {
-        Ok(d) => r.insert("cwd".into(), json!(d.to_string_lossy())),
-        Err(e) => {
-            errors.insert("cwd".into(), json!(e.to_string()));
-            r.insert("cwd".into(), Value::Null)
-        }
-    };
-
-    r.insert(
-        "syscalls".into(),
-        Value::Object(crate::sys::probe_syscalls()),
-    );
-    r.insert(
-        "proc1_exe_write".into(),
-        json!(crate::sys::proc1_exe_write()),
-    );
-    r.insert("errors".into(), Value::Object(errors));
-    Value::Object(r)
+            json!(names)
+        })
+        .map_err(|e| e.to_string());
+    f.put_or("tmp_entries", tmp_entries, json!([]));
+    let cwd = std::env::current_dir()
+        .map(|d| json!(d.to_string_lossy()))
+        .map_err(|e| e.to_string());
+    f.put_or("cwd", cwd, Value::Null);
 }
 
 /// Interfaces from getifaddrs, aggregated by name in first-seen order.

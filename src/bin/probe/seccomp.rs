@@ -31,7 +31,7 @@ pub fn probe(m: &mut Map<String, Value>) {
         m.insert(name.into(), json!(answer(ret, fd)));
     };
 
-    // SAFETY (for every call below): integer arguments, NULL, or pointers to
+    // SAFETY: for every call below: integer arguments, NULL, or pointers to
     // live locals and NUL-terminated literals; the arguments are chosen so
     // that the kernel rejects the call or it changes nothing.
     unsafe {

@@ -462,12 +462,11 @@ fn etc_entry(root: &OwnedFd, name: &Path, required: bool) -> Result<(), MountErr
     };
     // A link into /usr (localtime → /usr/share/zoneinfo/...) stays a link:
     // programs read the zone name from it, and /usr is there anyway.
-    if meta.file_type().is_symlink() {
-        if let Ok(t) = std::fs::read_link(&host) {
-            if t.starts_with("/usr/") {
-                return symlink(root, &t, &rel);
-            }
-        }
+    if meta.file_type().is_symlink()
+        && let Ok(t) = std::fs::read_link(&host)
+        && t.starts_with("/usr/")
+    {
+        return symlink(root, &t, &rel);
     }
     let src = match open_source(&host, Origin::Host) {
         Ok(fd) => fd,
