@@ -7,6 +7,7 @@
 //! the root goes read-only.
 
 mod apply;
+mod dirs;
 mod plan;
 
 use std::os::fd::AsRawFd;
