@@ -14,6 +14,17 @@ pub enum PidfdError {
     NotChild { pid: u32, parent: u32 },
 }
 
+impl PidfdError {
+    /// The process had already ended (no such process, or its pid now
+    /// names another parent's child).
+    pub fn process_ended(&self) -> bool {
+        match self {
+            PidfdError::Open { source, .. } => source.raw_os_error() == Some(libc::ESRCH),
+            PidfdError::NotChild { .. } => true,
+        }
+    }
+}
+
 /// A pidfd for `pid`. Only sound while `pid` cannot have been reused: our
 /// own unreaped child, or a process checked afterwards ([`open_child_of`]).
 pub fn open(pid: u32) -> Result<OwnedFd, PidfdError> {

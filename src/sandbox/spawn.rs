@@ -480,6 +480,16 @@ impl Pending {
                         p.inner_pid = pid as u32;
                     }
                     Err(e) => {
+                        // PID 1 already ended (a set-up step failed at
+                        // once): the failure it reported before exiting is
+                        // in the channel and says more than the pidfd.
+                        if e.process_ended()
+                            && let Ok(Ok(Some(FromStage::Failed(f)))) =
+                                tokio::time::timeout_at(self.deadline, p.channel.recv()).await
+                        {
+                            p.reap().await;
+                            return Err(SpawnError::Failed(f));
+                        }
                         p.kill();
                         p.reap().await;
                         return Err(e.into());
