@@ -4,6 +4,7 @@
 // Harness failures are test failures: unwrap is the report here.
 #![allow(clippy::unwrap_used)]
 
+pub mod config;
 pub mod sandbox;
 
 use std::io::{BufRead, BufReader, Read, Write};
