@@ -144,7 +144,9 @@ fn flood_from_one_source_is_held_to_its_rate_and_others_are_served() {
             .filter(|p| comm(*p) != "berth-zygote")
             .count();
         let open = fd_count(b.pid());
-        if started == stopped && stages == 0 && open == fds {
+        // Fewer is fine (a descriptor of the warm-up container may still
+        // have been open when counted); more would be a leak.
+        if started == stopped && stages == 0 && open <= fds {
             break;
         }
         assert!(
