@@ -178,9 +178,10 @@ lib_add_socket "$CFG" nosuch $PORT_NOSUCH
 lib_add_socket "$CFG" crash $PORT_CRASH
 # Journal forgery (block p): forger writes syslog lines as "victim"; victim
 # (user nobody, the default) writes its own syslog and stderr lines.
-# logger stays alive (reading its stdin) while journald looks the sender up:
-# journald reads a datagram sender's cgroup from /proc, so a sender that has
-# already exited gets no _SYSTEMD_UNIT at all.
+# The writers stay alive (logger reading its stdin, sh waiting for it) while
+# journald looks them up: journald reads a sender's cgroup from /proc when it
+# processes the line, so a sender that has already exited gets no
+# _SYSTEMD_UNIT at all (docs/security.md, 9.6).
 cat >"$CFG/services/forger.toml" <<'TOML'
 mode = "inetd"
 exec = ["/bin/sh", "-c", "{ echo forged-7c1e; sleep 2; } | logger -t victim; echo done"]
@@ -189,7 +190,7 @@ tmp_size = "1M"
 TOML
 cat >"$CFG/services/victim.toml" <<'TOML'
 mode = "inetd"
-exec = ["/bin/sh", "-c", "{ echo victim-syslog-7c1e; sleep 2; } | logger -t victim; echo victim-stderr-7c1e >&2; echo done"]
+exec = ["/bin/sh", "-c", "echo victim-stderr-7c1e >&2; { echo victim-syslog-7c1e; sleep 2; } | logger -t victim; echo done"]
 [sandbox]
 tmp_size = "1M"
 TOML
