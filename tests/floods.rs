@@ -72,6 +72,7 @@ fn flood_from_one_source_is_held_to_its_rate_and_others_are_served() {
     // the flooding source's budget is untouched.
     assert_eq!(echo_from("127.0.0.3", &addr, "warm").0, "warm\n");
     b.log.wait_count("event=\"stopped\"", 1, T);
+    wait_settled(b.pid(), T);
     let fds = fd_count(b.pid());
     let netns = net_namespaces("flood");
 
@@ -144,9 +145,7 @@ fn flood_from_one_source_is_held_to_its_rate_and_others_are_served() {
             .filter(|p| comm(*p) != "berth-zygote")
             .count();
         let open = fd_count(b.pid());
-        // Fewer is fine (a descriptor of the warm-up container may still
-        // have been open when counted); more would be a leak.
-        if started == stopped && stages == 0 && open <= fds {
+        if started == stopped && stages == 0 && open == fds {
             break;
         }
         assert!(

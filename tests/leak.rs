@@ -44,6 +44,7 @@ fn thousand_inetd_connections_leak_nothing() {
     // Warm up once so lazily opened descriptors (runtime, /dev/null) exist.
     assert_eq!(tcp_request(&addr, "echo warm"), "warm\n");
     b.log.wait_count("event=\"stopped\"", 1, T);
+    wait_settled(b.pid(), T);
     let mounts = mount_table();
     let netns = net_namespaces("leak");
     let fds = fd_count(b.pid());
@@ -72,6 +73,7 @@ fn thousand_inetd_connections_leak_nothing() {
         netns,
         "network namespaces left behind"
     );
+    wait_settled(b.pid(), T);
     assert_eq!(fd_count(b.pid()), fds, "descriptors leaked in berth");
     // berth's only child left is the zygote that forks the stages.
     let children: Vec<String> = children(b.pid()).into_iter().map(comm).collect();

@@ -280,3 +280,21 @@ pub fn fd_count(pid: u32) -> usize {
         .unwrap()
         .count()
 }
+
+/// Wait (bounded) until berth's only child is the zygote: the stages of
+/// containers that ended have been reaped, and the descriptors berth held
+/// for them (channels, pidfds) are closed. Counting berth's descriptors
+/// before that counts a container's leftovers as berth's own.
+pub fn wait_settled(berth: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while children(berth)
+        .into_iter()
+        .any(|p| comm(p) != "berth-zygote")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "stages still running after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
