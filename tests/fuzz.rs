@@ -4,10 +4,14 @@
 //! parser answers with a service or with errors that each name the file
 //! (and, inside it, line and column).
 
+mod common;
+
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use proptest::prelude::*;
+
+use common::config::accepted_keys;
 
 use berth::sandbox::proto::{self, FromStage, FromZygote, ToStage, ToZygote};
 
@@ -138,38 +142,19 @@ fn apply(text: &mut Vec<u8>, m: &Mutation) {
     }
 }
 
-/// Every key berth knows, with its table.
-const KEYS: &[&str] = &[
-    "mode",
-    "exec",
-    "user",
-    "group",
-    "environment",
-    "working_directory",
-    "hostname",
-    "idle_timeout",
-    "max_lifetime",
-    "max_connections",
-    "max_connections_per_source",
-    "rate_limit_per_source",
-    "source_prefix_v6",
-    "warm",
-    "[sandbox]\nnetwork",
-    "[sandbox]\nread_only",
-    "[sandbox]\nread_write",
-    "[sandbox]\npropagation",
-    "[sandbox]\ntmp_size",
-    "[sandbox]\netc",
-    "[sandbox]\ncapabilities",
-    "[sandbox]\nseccomp",
-    "[sandbox]\nsyslog",
-    "[resources]\nmemory_max",
-    "[resources]\nmemory_high",
-    "[resources]\ncpu_weight",
-    "[resources]\ncpu_quota",
-    "[resources]\ntasks_max",
-    "[resources]\nio_weight",
-];
+/// Every key berth accepts (read from src/config/validate.rs, so a new key
+/// is fuzzed as soon as it exists), with its table: `"[sandbox]\nnetwork"`.
+fn keys() -> Vec<String> {
+    accepted_keys()
+        .into_iter()
+        .flat_map(|(table, keys)| {
+            keys.into_iter().map(move |k| match table.as_str() {
+                "TOP" => k,
+                t => format!("[{}]\n{k}", t.to_lowercase()),
+            })
+        })
+        .collect()
+}
 
 /// A TOML value of any type, with the strings berth's values look like.
 fn toml_value() -> impl Strategy<Value = String> {
@@ -215,16 +200,22 @@ proptest! {
 
     #[test]
     fn config_parser_takes_known_keys_with_any_value(
-        lines in prop::collection::vec((prop::sample::select(KEYS), toml_value()), 1..8)
+        lines in prop::collection::vec((prop::sample::select(keys()), toml_value()), 1..8)
     ) {
         let dir = tempfile::tempdir().unwrap();
         // Each key once, top-level keys first, then each table once.
         let lines: std::collections::BTreeMap<_, _> = lines.into_iter().collect();
         let mut text = String::from("mode = \"inetd\"\nexec = [\"/bin/true\"]\n");
-        for table in ["", "[sandbox]", "[resources]"] {
+        let tables = std::iter::once(String::new()).chain(
+            accepted_keys()
+                .into_iter()
+                .filter(|(t, _)| t != "TOP")
+                .map(|(t, _)| format!("[{}]", t.to_lowercase())),
+        );
+        for table in tables {
             let mut header = !table.is_empty();
             for (k, v) in &lines {
-                let (t, key) = k.rsplit_once('\n').unwrap_or(("", k));
+                let (t, key) = k.rsplit_once('\n').unwrap_or(("", k.as_str()));
                 if t != table || (t.is_empty() && (key == "mode" || key == "exec")) {
                     continue;
                 }

@@ -2,11 +2,15 @@
 //! line, and the hand-written configuration reference berth.toml(5), which
 //! must document exactly the keys src/config/validate.rs accepts.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
 use clap::CommandFactory;
+
+use common::config::accepted_keys;
 
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
@@ -94,41 +98,6 @@ fn out_dir_gets_one_page_per_subcommand() {
             "berth-{name}.1: synopsis does not start with berth {name}:\n{page}"
         );
     }
-}
-
-/// Every `const TABLE_KEYS: &[&str] = &[...]` of src/config/validate.rs: the keys
-/// it accepts, per table ("TOP" for the top level).
-fn accepted_keys() -> Vec<(String, BTreeSet<String>)> {
-    let src = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/validate.rs"),
-    )
-    .expect("read src/config/validate.rs");
-    let mut tables = Vec::new();
-    let mut rest = src.as_str();
-    while let Some(start) = rest.find("\nconst ") {
-        rest = &rest[start + "\nconst ".len()..];
-        let Some((name, after)) = rest.split_once("_KEYS: &[&str] = &[") else {
-            continue;
-        };
-        if name.contains(|c: char| !c.is_ascii_uppercase() && c != '_') {
-            continue;
-        }
-        let list = &after[..after.find("];").expect("end of key list")];
-        let keys: BTreeSet<String> = list
-            .split(',')
-            .map(|k| k.trim().trim_matches('"').to_string())
-            .filter(|k| !k.is_empty())
-            .collect();
-        tables.push((name.to_string(), keys));
-    }
-    let names: Vec<&str> = tables.iter().map(|(n, _)| n.as_str()).collect();
-    for t in ["TOP", "SANDBOX", "RESOURCES"] {
-        assert!(
-            names.contains(&t),
-            "no {t}_KEYS in src/config/validate.rs (found {names:?})"
-        );
-    }
-    tables
 }
 
 /// The keys berth.toml.5 documents per section: an entry is `.TP` followed

@@ -2,6 +2,7 @@
 //! configuration directory in a temporary directory, the real binary run on
 //! it, and assertions on where each error points.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -112,4 +113,39 @@ pub fn check_service(extra: &str) -> (Conf, PathBuf, Outcome) {
     let file = conf.service("app.toml", &format!("{BASE}{extra}"));
     let out = conf.check(&[&file]);
     (conf, file, out)
+}
+
+/// Every `const TABLE_KEYS: &[&str] = &[...]` of src/config/validate.rs: the keys
+/// it accepts, per table ("TOP" for the top level).
+pub fn accepted_keys() -> Vec<(String, BTreeSet<String>)> {
+    let src = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/validate.rs"),
+    )
+    .expect("read src/config/validate.rs");
+    let mut tables = Vec::new();
+    let mut rest = src.as_str();
+    while let Some(start) = rest.find("\nconst ") {
+        rest = &rest[start + "\nconst ".len()..];
+        let Some((name, after)) = rest.split_once("_KEYS: &[&str] = &[") else {
+            continue;
+        };
+        if name.contains(|c: char| !c.is_ascii_uppercase() && c != '_') {
+            continue;
+        }
+        let list = &after[..after.find("];").expect("end of key list")];
+        let keys: BTreeSet<String> = list
+            .split(',')
+            .map(|k| k.trim().trim_matches('"').to_string())
+            .filter(|k| !k.is_empty())
+            .collect();
+        tables.push((name.to_string(), keys));
+    }
+    let names: Vec<&str> = tables.iter().map(|(n, _)| n.as_str()).collect();
+    for t in ["TOP", "SANDBOX", "RESOURCES"] {
+        assert!(
+            names.contains(&t),
+            "no {t}_KEYS in src/config/validate.rs (found {names:?})"
+        );
+    }
+    tables
 }
