@@ -281,6 +281,22 @@ pub fn fd_count(pid: u32) -> usize {
         .count()
 }
 
+/// Wait (bounded) until process `pid` holds at most `most` descriptors;
+/// returns the count last seen. A container's descriptors (channel, pidfd)
+/// are closed by berth just after its stage is reaped, so a count taken as
+/// a baseline may include one in flight: callers compare "no more than
+/// before", which still catches a leak per container or per connection.
+pub fn wait_fds_at_most(pid: u32, most: usize, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let n = fd_count(pid);
+        if n <= most || Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Wait (bounded) until berth's only child is the zygote: the stages of
 /// containers that ended have been reaped, and the descriptors berth held
 /// for them (channels, pidfds) are closed. Counting berth's descriptors
