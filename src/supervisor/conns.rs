@@ -219,6 +219,23 @@ pub fn pending(listeners: &[OwnedFd]) -> bool {
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
+/// Whether the peer of connection `fd` has closed its side (FIN or reset
+/// received). An application that exits non-zero after its client hung up
+/// says nothing about the application: such exits are not failed starts.
+pub fn peer_hung_up(fd: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    // rustix, not nix: nix drops the POLLRDHUP bit from revents.
+    let mut fds = [PollFd::new(fd, PollFlags::RDHUP)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
+}
+
 /// Seconds since data last moved on a TCP connection, from TCP_INFO;
 /// `None` for non-TCP sockets.
 pub fn tcp_idle_ms(fd: &OwnedFd) -> Option<u32> {

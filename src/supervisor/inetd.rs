@@ -452,7 +452,7 @@ pub async fn run_one(
         pid = c.running.init_pid(), unit = c.unit.as_deref().unwrap_or("-"),
         "{}: container started ({id}, for {peer})", svc.name
     );
-    let (reason, status) = supervise(&launcher, &mut c, conn, &mut shutdown).await?;
+    let (reason, status, peer_gone) = supervise(&launcher, &mut c, conn, &mut shutdown).await?;
     let status_text = match &status {
         Ok(s) => describe(*s),
         Err(e) => format!("wait failed: {e}"),
@@ -471,7 +471,10 @@ pub async fn run_one(
         "{}: container stopped ({reason}; {id}): {status_text}", svc.name
     );
     let ok = matches!(&status, Ok(s) if s.success());
-    if reason == "exited" && !ok && started.elapsed() < QUICK_EXIT {
+    // A client that connects and hangs up at once makes many daemons exit
+    // non-zero straight away; counting that would let any client throttle
+    // the service for everyone.
+    if reason == "exited" && !ok && started.elapsed() < QUICK_EXIT && !peer_gone {
         launcher.note_failure(&id);
     } else {
         launcher.note_success();
@@ -541,13 +544,20 @@ async fn supervise(
     c: &mut super::Container,
     conn: OwnedFd,
     shutdown: &mut watch::Receiver<bool>,
-) -> Option<(&'static str, std::io::Result<std::process::ExitStatus>)> {
+) -> Option<(
+    &'static str,
+    std::io::Result<std::process::ExitStatus>,
+    bool,
+)> {
     let svc = launcher.service();
     // Only TCP_INFO tells idleness without proxying; keep our copy of the
-    // connection for it, otherwise let the application own it alone.
-    let idle_conn = match svc.idle_timeout {
-        Some(_) if conns::tcp_idle_ms(&conn).is_some() => Some(conn),
-        _ => None,
+    // connection for it. Otherwise keep it only for QUICK_EXIT, to tell a
+    // quick failure from a client that hung up, then let the application
+    // own it alone (our copy would hold the connection open after the
+    // application closed it).
+    let (idle_conn, mut early_conn) = match svc.idle_timeout {
+        Some(_) if conns::tcp_idle_ms(&conn).is_some() => (Some(conn), None),
+        _ => (None, Some(conn)),
     };
     let lifetime = async {
         match svc.max_lifetime {
@@ -561,12 +571,25 @@ async fn supervise(
             _ => std::future::pending().await,
         }
     };
-    let why = tokio::select! {
-        s = c.running.wait() => Ok(s),
-        _ = lifetime => Err("max_lifetime reached"),
-        _ = idle => Err("idle_timeout reached"),
-        _ = super::stopping(shutdown) => Err("supervisor stopping"),
+    let why = {
+        tokio::pin!(lifetime, idle);
+        let early_end = tokio::time::sleep(QUICK_EXIT);
+        tokio::pin!(early_end);
+        loop {
+            tokio::select! {
+                s = c.running.wait() => break Ok(s),
+                _ = &mut lifetime => break Err("max_lifetime reached"),
+                _ = &mut idle => break Err("idle_timeout reached"),
+                _ = super::stopping(shutdown) => break Err("supervisor stopping"),
+                _ = &mut early_end, if early_conn.is_some() => early_conn = None,
+            }
+        }
     };
+    let peer_gone = idle_conn
+        .as_ref()
+        .or(early_conn.as_ref())
+        .is_some_and(conns::peer_hung_up);
+    drop(early_conn);
     let ended = match why {
         Ok(s) => ("exited", s),
         Err("supervisor stopping") if launcher.keep_containers => {
@@ -580,7 +603,7 @@ async fn supervise(
         Err(r) => (r, launcher.kill(c).await),
     };
     drop(idle_conn);
-    Some(ended)
+    Some((ended.0, ended.1, peer_gone))
 }
 
 /// Watch a container an earlier supervisor started, until it ends or its
