@@ -291,6 +291,35 @@ fn missing_bind_source() {
 }
 
 #[test]
+fn bind_source_through_a_symlink_is_rejected() {
+    let conf = Conf::new();
+    let real = conf.root().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::write(real.join("data"), "x").unwrap();
+    let link = conf.root().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let file = conf.service(
+        "app.toml",
+        &format!(
+            "{BASE}[sandbox]\nread_only = [\"{}:/data\"]\n",
+            link.join("data").display()
+        ),
+    );
+    let out = conf.check(&[&file]);
+    out.error_at(
+        &file,
+        4,
+        14,
+        &format!(
+            "read_only: bind source {} passes through the symlink {}, expected a path without symlinks such as {}",
+            link.join("data").display(),
+            link.display(),
+            std::fs::canonicalize(real.join("data")).unwrap().display()
+        ),
+    );
+}
+
+#[test]
 fn bind_over_proc_is_rejected() {
     let (_c, file, out) = check_service("[sandbox]\nread_only = [\"/usr:/proc/sys\"]\n");
     out.error_at(&file, 4, 14, "read_only: destination /proc/sys is reserved");

@@ -381,7 +381,23 @@ impl FileValidator<'_> {
             return Ok(Bind { source, dest });
         }
         match std::fs::metadata(&source) {
-            Ok(_) => Ok(Bind { source, dest }),
+            Ok(_) => match symlink_on_path(&source) {
+                // Refused at start (a symlink could be swapped for another
+                // path between check and mount): say so now.
+                Some(link) => Err(self.invalid(
+                    key,
+                    value.span(),
+                    format!(
+                        "bind source {} passes through the symlink {}, expected a path without symlinks{}",
+                        source.display(),
+                        link.display(),
+                        std::fs::canonicalize(&source)
+                            .map(|p| format!(" such as {}", p.display()))
+                            .unwrap_or_default()
+                    ),
+                )),
+                None => Ok(Bind { source, dest }),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(ConfigError::MissingBindSource {
                     at: self.at(value.span()),
@@ -672,6 +688,18 @@ fn normalize(path: &str) -> PathBuf {
         }
     }
     out
+}
+
+/// The first component of absolute path `path` that is a symlink.
+fn symlink_on_path(path: &Path) -> Option<PathBuf> {
+    let mut at = PathBuf::from("/");
+    for c in path.components().skip(1) {
+        at.push(c);
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Some(at);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
