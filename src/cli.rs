@@ -28,8 +28,9 @@ pub enum Command {
     Run {
         /// The service file (services/NAME.toml); its stem is the service name.
         service_file: PathBuf,
-        /// Address to listen on: 127.0.0.1:8080, [::1]:8080 or /path/to.sock.
-        #[arg(long = "listen", value_name = "ADDR", required = true)]
+        /// Address to listen on: 127.0.0.1:8080, [::1]:8080 or /path/to.sock
+        /// (repeatable; default: the service's own `listen` addresses).
+        #[arg(long = "listen", value_name = "ADDR")]
         listen: Vec<crate::activation::ListenAddr>,
         /// Do not put containers in systemd scopes (no cgroup accounting or limits).
         #[arg(long)]

@@ -86,6 +86,19 @@ fn run_without_systemd_and_without_no_scope_is_refused() {
 }
 
 #[test]
+fn run_with_no_address_anywhere_says_what_is_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = dir.path().join("x.toml");
+    std::fs::write(&svc, "mode = \"inetd\"\nexec = [\"/bin/true\"]\n").unwrap();
+    let (code, _, err) = run(&["run", svc.to_str().unwrap(), "--no-scope"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no address to listen on") && err.contains("--listen ADDR"),
+        "{err}"
+    );
+}
+
+#[test]
 fn serve_without_sockets_or_config_says_why() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("services")).unwrap();

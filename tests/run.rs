@@ -432,6 +432,18 @@ fn app_exiting_at_once_is_reported_and_throttled() {
 }
 
 #[test]
+fn run_without_listen_uses_the_service_files_addresses() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let b = Berth::start("own", &inetd_toml(&format!("listen = [\"{addr}\"]")), &[]);
+    b.log.wait_for(&format!("listening on {addr}"), T);
+    assert_eq!(tcp_request(&addr, "echo mine"), "mine\n");
+}
+
+#[test]
 fn clients_that_hang_up_at_once_do_not_throttle_the_service() {
     if !require_root() {
         return;

@@ -21,6 +21,10 @@ pub enum UsageError {
          Pass --no-scope to run without scopes (no cgroup accounting, no [resources] limits)"
     )]
     NoSystemd(String),
+    #[error(
+        "{0}: no address to listen on; expected --listen ADDR or `listen = [...]` in the service file"
+    )]
+    NoListen(String),
 }
 
 pub fn main(
@@ -47,8 +51,17 @@ pub fn main(
         return Err(UsageError::NoSystemd("/run/systemd/system does not exist".into()).into());
     }
 
+    // Without --listen, the addresses the service file declares.
+    let addrs = if addrs.is_empty() {
+        service.listen.clone()
+    } else {
+        addrs.to_vec()
+    };
+    if addrs.is_empty() {
+        return Err(UsageError::NoListen(service_file.display().to_string()).into());
+    }
     let mut listeners = Vec::new();
-    for a in addrs {
+    for a in &addrs {
         let l = activation::bind_listener(a)?;
         tracing::info!(service = %service.name, "listening on {}", l.addr);
         listeners.push(l);
