@@ -889,6 +889,11 @@ def attach_baseline(d, out):
                          "generated": base.get("machine", {}).get("date"), "targets": base.get("targets", [])}
 
 
+# Sections after this line in benchmarks.md (the soak, quick before/after
+# runs) are written by hand or by other scripts: a new render keeps them.
+KEEP_MARK = "<!-- report.py keeps everything below this line -->"
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--render":
         out = sys.argv[2]
@@ -911,8 +916,15 @@ def main():
             fh.write("\n")
     else:
         sys.exit("usage: report.py RESULTS_DIR OUT_DIR | report.py --render OUT_DIR")
-    with open(os.path.join(out, "benchmarks.md"), "w") as fh:
-        fh.write(render(d))
+    path = os.path.join(out, "benchmarks.md")
+    kept = ""
+    if os.path.exists(path):
+        with open(path) as fh:
+            old = fh.read()
+        if KEEP_MARK in old:
+            kept = "\n" + KEEP_MARK + old.split(KEEP_MARK, 1)[1]
+    with open(path, "w") as fh:
+        fh.write(render(d).rstrip("\n") + "\n" + kept)
 
 
 if __name__ == "__main__":
