@@ -212,3 +212,94 @@ fn listen_out_of_descriptors_backs_off_logs_once_and_recovers() {
     assert_eq!(out, "waited\n", "the connection that waited is served");
     assert_eq!(tcp_request(&addr, "echo after"), "after\n");
 }
+
+/// berth's child named berth-zygote.
+fn zygote(berth: u32) -> Option<u32> {
+    children(berth)
+        .into_iter()
+        .find(|p| comm(*p) == "berth-zygote")
+}
+
+#[test]
+fn zygote_killed_in_a_burst_is_replaced_and_no_connection_hangs() {
+    if !require_root() {
+        return;
+    }
+    let _one = one_at_a_time();
+    let (b, addr) = Berth::start_tcp("zykill", &toml("inetd", "max_connections = 200"));
+    assert_eq!(tcp_request(&addr, "echo warm"), "warm\n");
+    let first = zygote(b.pid()).expect("a zygote after the first container");
+
+    // A burst: 24 clients, 8 connections each, one after another.
+    let clients: Vec<_> = (0..24)
+        .map(|c| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                (0..8)
+                    .map(|i| {
+                        let word = format!("c{c}n{i}");
+                        let mut s = TcpStream::connect(&addr).expect("connect");
+                        s.set_read_timeout(Some(T)).unwrap();
+                        let _ = s.write_all(format!("echo {word}\n").as_bytes());
+                        let mut out = String::new();
+                        let r = s.read_to_string(&mut out);
+                        let hung = matches!(&r, Err(e) if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ));
+                        (word, out, hung)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+
+    // Kill the zygote three times while the burst is under way, each time
+    // once its replacement has forked a stage.
+    let mut killed = vec![];
+    let mut victim = first;
+    for round in 0..3 {
+        let started = b.log.count("event=\"started\"");
+        until("containers to start in the burst", || {
+            (b.log.count("event=\"started\"") >= started + 3).then_some(())
+        });
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap_or_else(|e| panic!("kill zygote {victim} (round {round}): {e}"));
+        killed.push(victim);
+        victim = until("a new zygote", || {
+            zygote(b.pid()).filter(|z| !killed.contains(z))
+        });
+    }
+
+    let mut served = 0;
+    let mut closed = 0;
+    for c in clients {
+        for (word, out, hung) in c.join().expect("client thread") {
+            assert!(!hung, "connection {word} left hanging");
+            if out == format!("{word}\n") {
+                served += 1;
+            } else {
+                assert_eq!(out, "", "connection {word}: a wrong answer");
+                closed += 1;
+            }
+        }
+    }
+    eprintln!("burst: {served} served, {closed} closed unanswered");
+    assert!(served > 0, "the burst was served");
+    b.log.wait_for("sandbox zygote unusable", T);
+
+    // Later connections are served, by the last zygote.
+    assert_eq!(tcp_request(&addr, "echo later"), "later\n");
+    assert_eq!(zygote(b.pid()), Some(victim), "the replacement stays");
+    // Every stage was reaped: berth's only child is the zygote, no zombie.
+    wait_settled(b.pid(), T);
+    for k in killed {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{k}")).exists(),
+            "killed zygote {k} not reaped"
+        );
+    }
+}
