@@ -303,3 +303,87 @@ fn zygote_killed_in_a_burst_is_replaced_and_no_connection_hangs() {
         );
     }
 }
+
+/// The application processes of `service` (their environment has
+/// `BERTH_SERVICE=service`).
+fn apps_of(service: &str) -> Vec<u32> {
+    let want = format!("BERTH_SERVICE={service}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .any(|v| v == want.as_bytes())
+        })
+        .collect()
+}
+
+#[test]
+fn full_tmp_is_enospc_in_that_container_only() {
+    if !require_root() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let _one = one_at_a_time();
+    let (b, addr) = Berth::start_tcp(
+        "tmpfull",
+        &format!(
+            "mode = \"inetd\"\nexec = [\"/probe\"]\n[sandbox]\ntmp_size = \"4M\"\n\
+             read_only = [\"{}\"]\n",
+            probe_bind()
+        ),
+    );
+    // A fills its /tmp and keeps it full.
+    let mut a = TcpStream::connect(&addr).expect("connect");
+    a.write_all(b"fill-tmp keep\n").unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    a.set_read_timeout(Some(T)).unwrap();
+    while a.read(&mut byte).expect("A's answer") == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    let r = json(&String::from_utf8_lossy(&line));
+    assert_eq!(r["error"], "ENOSPC", "{r}");
+    let written = r["written"].as_u64().unwrap();
+    assert!(
+        (3 << 20..=4 << 20).contains(&written),
+        "A's /tmp held {written} bytes"
+    );
+    // The full file is in A's own /tmp, not the host's.
+    let app = until("A's application", || apps_of("tmpfull").first().copied());
+    let in_a = std::fs::metadata(format!("/proc/{app}/root/tmp/fill")).expect("A's /tmp/fill");
+    assert!(in_a.len() >= 3 << 20);
+    let host_tmp = std::fs::metadata("/tmp").unwrap();
+    assert_ne!(
+        in_a.dev(),
+        host_tmp.dev(),
+        "A's /tmp is its own file system"
+    );
+
+    // Meanwhile: another container has its whole /tmp, in bytes and files,
+    // and berth serves as before.
+    let r = json(&tcp_request(&addr, "fill-tmp"));
+    assert_eq!(r["error"], "ENOSPC", "{r}");
+    assert!(
+        r["written"].as_u64().unwrap() >= 3 << 20,
+        "B's /tmp is not A's: {r}"
+    );
+    let r = json(&tcp_request(&addr, "fill-tmp-inodes"));
+    assert_eq!(r["error"], "ENOSPC", "{r}");
+    let files = r["files"].as_u64().unwrap();
+    assert!(
+        (900..=1024).contains(&files),
+        "4M of /tmp gives 1024 inodes: {files} files"
+    );
+    assert_eq!(tcp_request(&addr, "echo still"), "still\n");
+    assert_eq!(b.log.count("event=\"failed\""), 0);
+
+    // A ends: its /tmp goes with it; the next container's is empty.
+    drop(a);
+    b.log.wait_count("event=\"stopped\"", 4, T);
+    let next = json(&tcp_request(&addr, "report"));
+    assert_eq!(next["tmp_entries"], serde_json::json!([]));
+}
