@@ -387,3 +387,45 @@ fn full_tmp_is_enospc_in_that_container_only() {
     let next = json(&tcp_request(&addr, "report"));
     assert_eq!(next["tmp_entries"], serde_json::json!([]));
 }
+
+#[test]
+fn a_stage_forked_by_a_zygote_that_died_before_reporting_it_is_reaped() {
+    if !require_root() {
+        return;
+    }
+    let _one = one_at_a_time();
+    let token_dir = tempfile::tempdir().expect("tempdir");
+    let token = token_dir.path().join("die");
+    let (dir, file) = service_dir("zyorphan", &toml("inetd", ""));
+    let b = Berth::start_file_env(
+        dir,
+        file,
+        &["127.0.0.1:0".to_string()],
+        &[(
+            "BERTH_TEST_ZYGOTE_DIE",
+            Some(token.to_str().expect("utf-8 path")),
+        )],
+    );
+    let line = b.log.wait_for("listening on 127.0.0.1:", T);
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("address in the log")
+        .to_owned();
+    // The zygote forks a stage, then dies before it says so.
+    std::fs::write(&token, "").expect("write token");
+    assert_eq!(
+        tcp_request(&addr, "echo retried"),
+        "retried\n",
+        "the fork is retried on a new zygote, with a channel of its own"
+    );
+    assert!(!token.exists(), "the zygote claimed the token");
+    b.log.wait_for("sandbox zygote unusable", T);
+    b.log
+        .wait_for("forked by a zygote that died before reporting it", T);
+    // The unreported stage is killed and reaped: no stage, no zombie.
+    b.log.wait_count("event=\"stopped\"", 1, T);
+    wait_settled(b.pid(), T);
+    assert_eq!(tcp_request(&addr, "echo later"), "later\n");
+}

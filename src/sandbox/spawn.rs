@@ -90,6 +90,12 @@ pub fn stage_deadline() -> Duration {
 #[cfg(debug_assertions)]
 pub const TEST_HANG_ENV: &str = "BERTH_TEST_STAGE_HANG";
 
+/// Debug builds only: a zygote that claims (removes) the file named by
+/// this variable kills itself between a fork and its reply, as a SIGKILL
+/// from outside might (tests/faults.rs).
+#[cfg(debug_assertions)]
+pub const TEST_ZYGOTE_DIE_ENV: &str = "BERTH_TEST_ZYGOTE_DIE";
+
 /// Non-blocking end of the channel on the tokio reactor.
 struct Channel(AsyncFd<OwnedFd>);
 
@@ -291,8 +297,10 @@ fn exec_stage(subcommand: &str, channel: OwnedFd) -> std::io::Result<Child> {
         .stderr(Stdio::inherit())
         .kill_on_drop(false);
     #[cfg(debug_assertions)]
-    if let Some(v) = std::env::var_os(TEST_HANG_ENV) {
-        cmd.env(TEST_HANG_ENV, v);
+    for var in [TEST_HANG_ENV, TEST_ZYGOTE_DIE_ENV] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
     }
     cmd.spawn()
 }
