@@ -12,6 +12,8 @@ pub enum PidfdError {
     Open { pid: u32, source: std::io::Error },
     #[error("pid {pid} is no longer the child of {parent} (it ended; the pid may be reused)")]
     NotChild { pid: u32, parent: u32 },
+    #[error("reading /proc/{pid}/stat: {source}")]
+    Stat { pid: u32, source: std::io::Error },
 }
 
 impl PidfdError {
@@ -21,6 +23,7 @@ impl PidfdError {
         match self {
             PidfdError::Open { source, .. } => source.raw_os_error() == Some(libc::ESRCH),
             PidfdError::NotChild { .. } => true,
+            PidfdError::Stat { .. } => false,
         }
     }
 }
@@ -42,16 +45,26 @@ pub fn open(pid: u32) -> Result<OwnedFd, PidfdError> {
 /// the stage forks just once.
 pub fn open_child_of(pid: u32, parent: u32) -> Result<OwnedFd, PidfdError> {
     let fd = open(pid)?;
-    if parent_of(pid) != Some(parent) {
-        return Err(PidfdError::NotChild { pid, parent });
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) if parent_in(&stat) == Some(parent) => Ok(fd),
+        Ok(_) => Err(PidfdError::NotChild { pid, parent }),
+        // Gone meanwhile.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+            Err(PidfdError::NotChild { pid, parent })
+        }
+        // Not a fact about the process (out of descriptors, say).
+        Err(source) => Err(PidfdError::Stat { pid, source }),
     }
-    Ok(fd)
 }
 
-/// The parent pid from /proc/PID/stat (the field after the parenthesised
-/// command, which may itself hold spaces and parentheses).
+/// The parent pid from /proc/PID/stat.
 pub fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parent_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The parent pid in the text of a /proc/PID/stat: the field after the
+/// parenthesised command, which may itself hold spaces and parentheses.
+fn parent_in(stat: &str) -> Option<u32> {
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(1)?.parse().ok()
 }

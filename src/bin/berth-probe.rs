@@ -270,7 +270,14 @@ fn serve_one(input: &mut dyn Read, output: &mut dyn Write) {
             }
         }
         "hold" => hold(input),
-        "fill-tmp" => send_json(output, &sys::fill_tmp()),
+        "fill-tmp" => {
+            let keep = rest.trim() == "keep";
+            send_json(output, &sys::fill_tmp(keep));
+            if keep {
+                hold(input);
+            }
+        }
+        "fill-tmp-inodes" => send_json(output, &sys::fill_tmp_inodes()),
         "orphan" => send_json(output, &sys::orphan()),
         "fork-bomb" => {
             let max = rest.trim().parse::<usize>().unwrap_or(sys::FORK_BOMB_MAX);

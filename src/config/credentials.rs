@@ -23,7 +23,11 @@ pub enum CredentialsError {
     )]
     UnknownGroup(String),
     #[error("cannot look up {what}: {error}")]
-    Lookup { what: String, error: nix::Error },
+    Lookup {
+        what: String,
+        #[source]
+        error: nix::Error,
+    },
 }
 
 /// Resolves a service's user and group to numeric ids, at container start.

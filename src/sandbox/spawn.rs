@@ -90,6 +90,12 @@ pub fn stage_deadline() -> Duration {
 #[cfg(debug_assertions)]
 pub const TEST_HANG_ENV: &str = "BERTH_TEST_STAGE_HANG";
 
+/// Debug builds only: a zygote that claims (removes) the file named by
+/// this variable kills itself between a fork and its reply, as a SIGKILL
+/// from outside might (tests/faults.rs).
+#[cfg(debug_assertions)]
+pub const TEST_ZYGOTE_DIE_ENV: &str = "BERTH_TEST_ZYGOTE_DIE";
+
 /// Non-blocking end of the channel on the tokio reactor.
 struct Channel(AsyncFd<OwnedFd>);
 
@@ -178,6 +184,10 @@ impl Stager {
                 ) => {
                     let _ = zygote.child.start_kill();
                     let _ = zygote.child.wait().await;
+                    // It may have forked a stage before it died and not
+                    // reported it; that stage must not take the next fork's
+                    // channel (the same `theirs`) or outlive us unreaped.
+                    kill_unreported(&theirs);
                     if replaced {
                         return Err(e);
                     }
@@ -189,6 +199,46 @@ impl Stager {
                     return StageProc::forked(forked?);
                 }
             }
+        }
+    }
+}
+
+/// Kill and reap a stage that a zygote forked but died before reporting:
+/// our child (`CLONE_PARENT`) that holds the stage channel `theirs`. Found
+/// by that socket's inode among our children's descriptors; it waits for
+/// `Setup` on the channel until then, so it cannot have ended by itself.
+fn kill_unreported(theirs: &OwnedFd) {
+    let Ok(st) = nix::sys::stat::fstat(theirs.as_raw_fd()) else {
+        return;
+    };
+    let link = format!("socket:[{}]", st.st_ino);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    let children: Vec<u32> = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    for pid in children {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let holds = fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == link.as_str()));
+        if !holds {
+            continue;
+        }
+        tracing::warn!("killing stage {pid}: forked by a zygote that died before reporting it");
+        // Our unreaped child: its pid is still its own. Dropped at once, it
+        // is reaped in the background once the kill lands.
+        if let Ok(stage) = StageProc::forked(pid) {
+            stage.signal(Signal::SIGKILL);
         }
     }
 }
@@ -247,8 +297,10 @@ fn exec_stage(subcommand: &str, channel: OwnedFd) -> std::io::Result<Child> {
         .stderr(Stdio::inherit())
         .kill_on_drop(false);
     #[cfg(debug_assertions)]
-    if let Some(v) = std::env::var_os(TEST_HANG_ENV) {
-        cmd.env(TEST_HANG_ENV, v);
+    for var in [TEST_HANG_ENV, TEST_ZYGOTE_DIE_ENV] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
     }
     cmd.spawn()
 }

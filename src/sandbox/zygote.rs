@@ -64,7 +64,15 @@ pub fn main() -> ExitCode {
                 drop(channel);
                 std::process::exit(i32::from(stage::forked(control)));
             }
-            Ok(Some(pid)) => FromZygote::Forked { pid: pid.as_raw() },
+            Ok(Some(pid)) => {
+                #[cfg(debug_assertions)]
+                if let Some(token) = std::env::var_os(super::spawn::TEST_ZYGOTE_DIE_ENV)
+                    && std::fs::remove_file(token).is_ok()
+                {
+                    let _ = nix::sys::signal::raise(Signal::SIGKILL);
+                }
+                FromZygote::Forked { pid: pid.as_raw() }
+            }
             Err(e) => FromZygote::Failed(StageFailure {
                 message: format!("clone(CLONE_PARENT): {e}"),
             }),

@@ -11,7 +11,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 
-use super::{Launcher, QUICK_EXIT, conns, new_container_id};
+use super::{Launcher, QUICK_EXIT, conns, exhaustion, new_container_id};
 use crate::activation::Listener;
 use crate::metrics::StopReason;
 use crate::sandbox::spawn::describe;
@@ -300,6 +300,21 @@ async fn accept_loop(
                 _ = super::stopping(&mut shutdown) => return,
             }
         }
+        // Out of descriptors: connections wait in the backlog until some
+        // are free (checked before one is taken out of it, so none is
+        // accepted only to be closed for lack of room to launch it).
+        if let Some(delay) = launcher.exhaustion.remaining(Instant::now()) {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = super::stopping(&mut shutdown) => return,
+            }
+        }
+        if launcher.exhaustion.active()
+            && let Err(errno) = exhaustion::headroom(afd.get_ref())
+        {
+            launcher.note_exhaustion(&format!("accepting on {addr}"), errno);
+            continue;
+        }
         // A burst waits in the kernel's backlog rather than as hundreds of
         // half-built sandboxes in berth (memory, and D-Bus calls in flight).
         let permit = tokio::select! {
@@ -316,11 +331,22 @@ async fn accept_loop(
         let conn = match conn {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(service = %name, "accept on {addr}: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                match e
+                    .raw_os_error()
+                    .filter(|n| exhaustion::is_exhaustion_errno(*n))
+                {
+                    Some(errno) => launcher.note_exhaustion(&format!("accept on {addr}"), errno),
+                    None => {
+                        tracing::warn!(service = %name, "accept on {addr}: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
                 continue;
             }
         };
+        // Ran out while this accept waited (a launch in flight failed):
+        // this connection waits for room in its launch (see `launch`), and
+        // the next accept waits for the back-off above.
         let (source, peer) = peer_of(&conn);
         let svc = launcher.service();
         let source = source.keyed(svc.source_prefix_v6);
@@ -435,7 +461,7 @@ pub async fn run_one(
     // Boxed: the launch (stage, scope, channel) is the largest state of this
     // future; on the heap only while it runs, a held container's task keeps
     // just what the rest needs.
-    let launched = Box::pin(launch(&launcher, &conn, &peer, pool)).await;
+    let launched = Box::pin(launch(&launcher, &conn, &peer, pool, &mut shutdown)).await;
     drop(launching);
     // On failure, dropping conn closes the connection.
     let mut c = launched?;
@@ -490,6 +516,7 @@ async fn launch(
     conn: &OwnedFd,
     peer: &str,
     pool: Option<Arc<WarmPool>>,
+    shutdown: &mut watch::Receiver<bool>,
 ) -> Option<super::Container> {
     let svc = launcher.service();
     let pooled = pool.is_some();
@@ -513,15 +540,49 @@ async fn launch(
     let launched = match warm {
         Some(c) => Ok(c),
         None => {
-            let id = new_container_id();
-            launcher
-                .launch(&id, Some(peer), conn, Some(conn), &[], &[])
-                .await
-                .map_err(|e| (id, e))
+            // Out of descriptors (the accept loop checks for room first,
+            // but launches run concurrently): the connection waits, and
+            // the launch is tried again once there may be room, within the
+            // stage deadline; a fresh id each time.
+            let give_up = Instant::now() + crate::sandbox::spawn::stage_deadline();
+            loop {
+                let id = new_container_id();
+                match launcher
+                    .launch(&id, Some(peer), conn, Some(conn), &[], &[])
+                    .await
+                {
+                    Err(e)
+                        if let Some(errno) = e.exhaustion()
+                            && Instant::now() < give_up =>
+                    {
+                        launcher
+                            .note_exhaustion(&format!("starting a container for {peer}"), errno);
+                        let delay = launcher
+                            .exhaustion
+                            .remaining(Instant::now())
+                            .unwrap_or(Duration::from_millis(50));
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = super::stopping(shutdown) => break Err((id, e)),
+                        }
+                    }
+                    r => break r.map_err(|e| (id, e)),
+                }
+            }
         }
     };
     match launched {
-        Ok(c) => Some(c),
+        Ok(c) => {
+            launcher.exhaustion.success();
+            Some(c)
+        }
+        Err((_, e)) if let Some(errno) = e.exhaustion() => {
+            // Not the application's failure, and not one entry per
+            // connection: the accept loop backs off.
+            launcher.registry.metrics.failed(&svc.name);
+            launcher.note_exhaustion(&format!("starting a container for {peer}"), errno);
+            None
+        }
         Err((id, e)) => {
             tracing::error!(
                 service = %svc.name, container = %id, event = "failed", peer = %peer,

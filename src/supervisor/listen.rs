@@ -225,7 +225,20 @@ async fn start(launcher: &Launcher, sockets: &Sockets, parked: Option<super::Par
         }
     };
     match launched {
-        Ok(c) => Next::Run(Box::new(c)),
+        Ok(c) => {
+            launcher.exhaustion.success();
+            Next::Run(Box::new(c))
+        }
+        Err((_, e)) if let Some(errno) = e.exhaustion() => {
+            // Out of descriptors: not the application's failure; wait
+            // (growing delay, logged once per interval) and try again.
+            launcher.registry.metrics.failed(name);
+            launcher.note_exhaustion("starting the container", errno);
+            if let Some(delay) = launcher.exhaustion.remaining(Instant::now()) {
+                tokio::time::sleep(delay).await;
+            }
+            Next::Retry
+        }
         Err((id, e)) => {
             tracing::error!(
                 service = %name, container = %id, event = "failed",

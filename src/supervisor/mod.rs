@@ -4,6 +4,7 @@
 //! and never the other way round.
 
 pub mod conns;
+pub mod exhaustion;
 pub mod inetd;
 pub mod limits;
 pub mod listen;
@@ -43,7 +44,13 @@ impl LaunchError {
     /// A failure on systemd's side (scope creation), not the application's:
     /// it does not count towards throttling the service.
     pub fn is_infrastructure(&self) -> bool {
-        matches!(self, LaunchError::Scope(_))
+        matches!(self, LaunchError::Scope(_)) || self.exhaustion().is_some()
+    }
+
+    /// The errno, if the supervisor ran out of descriptors or memory (not
+    /// the application's fault; see [`exhaustion`]).
+    pub fn exhaustion(&self) -> Option<i32> {
+        exhaustion::exhaustion_cause(self)
     }
 }
 
@@ -102,6 +109,8 @@ pub struct Launcher {
     /// Where the application's stderr (and stdout in listen mode) goes.
     pub output: OwnedFd,
     pub throttle: Throttle,
+    /// Back-off and log limiter for running out of descriptors.
+    pub exhaustion: exhaustion::Exhaustion,
     /// systemd scopes; `None` only for `berth run --no-scope`.
     pub scopes: Option<Scopes>,
     /// `berth serve`: containers outlive the supervisor (a restart adopts
@@ -134,6 +143,31 @@ impl Launcher {
                 "{}: {} failed starts in a row; next start delayed {delay:?}",
                 self.service().name,
                 self.throttle.consecutive_failures()
+            );
+        }
+    }
+
+    /// `doing` failed for lack of descriptors or memory (`errno`): back off
+    /// and log, at most once per [`exhaustion::LOG_INTERVAL`].
+    pub fn note_exhaustion(&self, doing: &str, errno: i32) {
+        let Some(quiet) = self.exhaustion.hit(Instant::now()) else {
+            tracing::debug!(service = %self.service().name, "{doing}: {}", exhaustion::describe(errno));
+            return;
+        };
+        {
+            let name = &self.service().name;
+            let earlier = if quiet > 0 {
+                format!(" ({quiet} more since the last entry)")
+            } else {
+                String::new()
+            };
+            tracing::warn!(
+                service = %name, event = "exhausted",
+                "{name}: {doing}: {}: new connections wait in the backlog while berth \
+                 retries with a growing delay{earlier}; further such entries in the next \
+                 {:?} are not logged",
+                exhaustion::describe(errno),
+                exhaustion::LOG_INTERVAL
             );
         }
     }
@@ -193,6 +227,7 @@ impl Launcher {
             die_with_supervisor: scopes.is_none(),
             output,
             throttle: Throttle::new(),
+            exhaustion: exhaustion::Exhaustion::default(),
             scopes,
             keep_containers,
             registry,
@@ -461,6 +496,10 @@ impl Launcher {
                     "sandbox prepared ahead"
                 );
                 Some(p)
+            }
+            Err(e) if let Some(errno) = e.exhaustion() => {
+                self.note_exhaustion("preparing a warm sandbox", errno);
+                None
             }
             Err(e) => {
                 tracing::error!(

@@ -14,6 +14,9 @@ pub const FORK_BOMB_MAX: usize = 4096;
 
 /// Safety stop for `fill-tmp` when /tmp has no size limit.
 const FILL_CAP: u64 = 16 << 30;
+/// Most files `fill-tmp-inodes` creates (a /tmp without an inode bound
+/// stops it here rather than at the host's memory).
+const FILL_FILES: u64 = 200_000;
 
 /// Symbolic name of an errno value ("EPERM"), or "E<number>" if unknown.
 pub fn errno_name(e: i32) -> String {
@@ -272,8 +275,9 @@ pub fn proc1_exe_write() -> String {
     }
 }
 
-/// Writes 1 MiB chunks to /tmp/fill until a write fails, then removes it.
-pub fn fill_tmp() -> Value {
+/// Writes 1 MiB chunks to /tmp/fill until a write fails, then removes it
+/// (unless `keep`: the container then holds a full /tmp).
+pub fn fill_tmp(keep: bool) -> Value {
     let path = "/tmp/fill";
     let chunk = vec![0xa5u8; 1 << 20];
     let mut written: u64 = 0;
@@ -315,9 +319,12 @@ pub fn fill_tmp() -> Value {
             err
         }
     };
-    let removed = match std::fs::remove_file(path) {
-        Ok(()) => Value::Bool(true),
-        Err(e) => json!(io_errno_name(&e)),
+    let removed = match keep {
+        true => Value::Bool(false),
+        false => match std::fs::remove_file(path) {
+            Ok(()) => Value::Bool(true),
+            Err(e) => json!(io_errno_name(&e)),
+        },
     };
     let mut v = json!({"written": written, "error": error, "removed": removed});
     if capped {
@@ -460,4 +467,30 @@ pub fn alloc(mib: usize) -> Value {
     std::hint::black_box(&v);
     drop(v);
     json!({"allocated": mib})
+}
+
+/// Creates empty files in /tmp until that fails (at most `FILL_FILES`),
+/// then removes them: how many inodes the container's /tmp gives.
+pub fn fill_tmp_inodes() -> Value {
+    let mut made: u64 = 0;
+    let mut error = None;
+    while made < FILL_FILES {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(format!("/tmp/i{made}"))
+        {
+            Ok(_) => made += 1,
+            Err(e) => {
+                error = Some(io_errno_name(&e));
+                break;
+            }
+        }
+    }
+    for i in 0..made {
+        let _ = std::fs::remove_file(format!("/tmp/i{i}"));
+    }
+    json!({"files": made, "error": error})
 }

@@ -203,6 +203,11 @@ fn etc_name(name: &str) -> Result<PathBuf, MountError> {
     Ok(p.to_path_buf())
 }
 
+/// Inodes of the container's /tmp: one per 4 KiB of its size, at least 64.
+pub fn tmp_inodes(tmp_size: u64) -> u64 {
+    (tmp_size / 4096).max(64)
+}
+
 pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
     let mut steps = vec![MountStep::Root {
         options: vec![
@@ -234,7 +239,13 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
 
     steps.push(MountStep::Tmpfs {
         path: "tmp".into(),
-        options: vec![("mode", "1777".into()), ("size", spec.tmp_size.to_string())],
+        options: vec![
+            ("mode", "1777".into()),
+            ("size", spec.tmp_size.to_string()),
+            // Empty files cost no size but kernel memory: one inode per
+            // page of `tmp_size`, the ratio of the kernel's own default.
+            ("nr_inodes", tmp_inodes(spec.tmp_size).to_string()),
+        ],
         attrs: Attrs::TMPFS,
     });
     steps.push(MountStep::Tmpfs {
