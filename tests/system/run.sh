@@ -1232,6 +1232,12 @@ load_start() {
 load_stop() { touch "$S/$1.stop"; local p; for p in "${LOADERS[@]}"; do wait "$p" 2>/dev/null; done; }
 load_n() { grep -c "^$2 " "$S/$1.res"; }   # NAME RESULT: how many
 served_since() { [ "$(load_n "$1" ok)" -gt "$2" ]; }
+# served_after NAME LINE N: more than N answers among the results after line LINE
+# (a connection in flight at LINE may still answer: at most one per loader)
+served_after() { [ "$(tail -n +$(($2 + 1)) "$S/$1.res" | grep -c '^ok ')" -gt "$3" ]; }
+lines() { wc -l <"$S/$1.res"; }
+# failures_since EPOCH: berth's reasons for the faults containers it refused, counted
+failures_since() { jsince "$1" BERTH_SERVICE=faults BERTH_EVENT=failed | sed 's/([0-9a-f]\{12\})//; s/berth-faults-[0-9a-f]\{12\}/berth-faults-ID/g' | sort | uniq -c | sort -rn | head -n 5; }
 # tokens_scoped NAME: every token the loaders got an answer for has its "tok=" line
 # in the journal under a berth-faults-ID.scope (none ran outside a scope); prints
 # the ones that do not
@@ -1274,8 +1280,9 @@ if [ $FAULTS_UP = 1 ]; then
     PID_X=$(prop berth.service MainPID)
     load_start xa
     wait_for 20 served_since xa 5 || note "loaders: $(load_summary xa) before the restart"
-    t=$(date +%s); before=$(load_n xa ok)
+    t=$(date +%s)
     IN systemctl restart dbus.service
+    L=$(lines xa)
     check "dbus restart: berth logs the lost bus (BERTH_EVENT=bus-lost)" "no such entry since the restart" \
         wait_for 10 eval '[ -n "$(jsince $t BERTH_EVENT=bus-lost)" ]'
     check "dbus restart: berth reconnects (BERTH_EVENT=bus-reconnected)" \
@@ -1283,8 +1290,8 @@ if [ $FAULTS_UP = 1 ]; then
         wait_for 20 eval '[ -n "$(jsince $t BERTH_EVENT=bus-reconnected)" ]'
     jsince "$t" BERTH_EVENT=bus-reconnected | head -n1 | diag
     r=$(date +%s)
-    check "dbus restart: new containers are served again within seconds (loaders' answers go on)" \
-        "$(load_summary xa); $before before the restart" wait_for 15 served_since xa $((before + 5))
+    check "dbus restart: new containers are served again within seconds (5 answers after the restart)" \
+        "$(load_summary xa); $L connections before the restart" wait_for 15 served_after xa "$L" 5
     note "dbus restart: served again $(( $(date +%s) - r )) s after the reconnection"
     v=$(IN berth list --json 2>&1)
     check "dbus restart: berth re-acquired org.berth.Supervisor1 (berth list answered by the supervisor)" \
@@ -1294,6 +1301,7 @@ if [ $FAULTS_UP = 1 ]; then
         eval '[ "$v" = "$PID_X" ] && berth_active'
     load_stop xa
     note "dbus restart: $(load_summary xa)"
+    failures_since "$t" | diag
     check "dbus restart: every connection answered or closed, none left hanging" "$(load_summary xa)" [ "$(load_n xa hung)" = 0 ]
     FAULT_BAD=
     check "dbus restart: every container that answered ran in its own scope (its stderr under berth-faults-ID.scope)" \
@@ -1305,18 +1313,33 @@ if [ $FAULTS_UP = 1 ]; then
     fi
     check "dbus restart: no faults scope left once the clients are gone" "scopes: $(scopes faults | xargs)" wait_for 15 no_scope faults
 
+    # The bus away for longer than scope::RECONNECT_WAIT (10 s): a connection
+    # meanwhile is refused and logged, never served without its scope.
+    t=$(date +%s)
+    IN systemctl stop dbus.socket dbus.service
+    r=$(fault_conn xa-nobus)
+    check "dbus stopped: a connection meanwhile is closed unserved (no container without a scope), not left hanging" \
+        "got '$r'" [ "$r" = closed ]
+    check "dbus stopped: the refusal is logged (\"no connection to the system bus\")" "$(failures_since "$t" | xargs)" \
+        wait_for 5 eval 'jsince $t BERTH_SERVICE=faults BERTH_EVENT=failed | grep -q "no connection to the system bus"'
+    IN systemctl start dbus.socket dbus.service
+    check "dbus back: the next connection is served" "no answer within 20 s" wait_for 20 eval '[ "$(fault_conn xa-back)" = ok ]'
+    check "dbus back: the same berth.service process, bus name held" "MainPID $(prop berth.service MainPID); $(IN berth list --json 2>&1 | tr -s ' \n' ' ' | cut -c1-120)" \
+        eval '[ "$(prop berth.service MainPID)" = "$PID_X" ] && [[ "$(IN berth list --json 2>&1)" == *"\"supervisor\": true"* ]]'
+
     # -- 6b: daemon-reload and daemon-reexec while connections arrive
     load_start xb
     wait_for 20 served_since xb 5 || note "loaders: $(load_summary xb) before the reload"
     t=$(date +%s)
     IN systemctl daemon-reload
-    before=$(load_n xb ok)
-    check "daemon-reload: connections are still served" "$(load_summary xb)" wait_for 15 served_since xb $((before + 5))
+    L=$(lines xb)
+    check "daemon-reload: connections are still served (5 answers after it)" "$(load_summary xb)" wait_for 15 served_after xb "$L" 5
     IN systemctl daemon-reexec
-    before=$(load_n xb ok)
-    check "daemon-reexec: connections are still served" "$(load_summary xb)" wait_for 20 served_since xb $((before + 5))
+    L=$(lines xb)
+    check "daemon-reexec: connections are still served (5 answers after it)" "$(load_summary xb)" wait_for 20 served_after xb "$L" 5
     load_stop xb
     note "daemon-reload and -reexec: $(load_summary xb)"
+    failures_since "$t" | diag
     check "daemon-reload/-reexec: every connection answered or closed, none left hanging" "$(load_summary xb)" [ "$(load_n xb hung)" = 0 ]
     FAULT_BAD=
     check "daemon-reload/-reexec: every container that answered ran in its own scope" "tokens outside a scope: $FAULT_BAD" \
@@ -1339,6 +1362,7 @@ half_built() { IN sh -c 'for p in $(cat /sys/fs/cgroup/unified/system.slice/bert
 no_half_built() { [ -z "$(half_built)" ]; }
 if [ $FAULTS_UP = 1 ]; then
     # -- 6c: kill -9 of the supervisor in the middle of a burst
+    h1= h2=
     exec 7<>"/dev/tcp/127.0.0.1/$PORT_FAULTS" 8<>"/dev/tcp/127.0.0.1/$PORT_FAULTS"
     echo held1 >&7; echo held2 >&8
     read -r -t 10 h1 <&7; read -r -t 10 h2 <&8
@@ -1351,12 +1375,13 @@ if [ $FAULTS_UP = 1 ]; then
     IN kill -9 "$pid0"
     check "kill -9: systemd restarts berth.service (new main pid)" "MainPID $pid0 -> $(prop berth.service MainPID), $(IN systemctl is-active berth.service)" \
         wait_for 20 eval 'berth_active && [ "$(prop berth.service MainPID)" != "$pid0" ] && [ "$(prop berth.service MainPID)" != 0 ]'
-    before=$(load_n yc ok)
-    check "kill -9: connections are served again" "$(load_summary yc)" wait_for 15 served_since yc $((before + 5))
+    L=$(lines yc)
+    check "kill -9: connections are served again (5 answers after the restart)" "$(load_summary yc)" wait_for 15 served_after yc "$L" 5
     load_stop yc
     note "kill -9: $(load_summary yc)"
+    failures_since "$t" | diag
     check "kill -9: every connection of the burst answered or closed, none left hanging" "$(load_summary yc)" [ "$(load_n yc hung)" = 0 ]
-    echo again1 >&7; read -r -t 10 h1 <&7
+    h1=; echo again1 >&7; read -r -t 10 h1 <&7
     check "kill -9: the containers running at the kill keep running" "held connection answered '$h1'" [ "$h1" = "up again1" ]
     v=$(IN berth list --json 2>/dev/null | jq -r '[.containers[] | select(.service == "faults") | .unit] | join(" ")')
     miss=
@@ -1379,6 +1404,7 @@ if [ $FAULTS_UP = 1 ]; then
         wait_for 10 tokens_logged yc
 
     # -- 6d: journald restarted
+    h1= h2=
     exec 7<>"/dev/tcp/127.0.0.1/$PORT_FAULTS"
     echo jd-before >&7; read -r -t 10 h1 <&7
     JD=$(scopes faults | head -n1)
