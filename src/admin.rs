@@ -83,7 +83,7 @@ fn num(n: u64) -> String {
 /// Rows from the supervisor, or from systemd alone (the bool says which).
 async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
     let scopes = Scopes::connect().await?;
-    let from_supervisor = match Supervisor1Proxy::new(scopes.connection()).await {
+    let from_supervisor = match Supervisor1Proxy::new(&scopes.connection().await?).await {
         Ok(p) => p.list_containers().await.ok(),
         Err(_) => None,
     };
@@ -470,7 +470,7 @@ fn scope_of_id(id: &str) -> Option<String> {
 pub fn stop(name: &str) -> Result<u32, AdminError> {
     runtime().block_on(async {
         let scopes = Scopes::connect().await?;
-        if let Ok(p) = Supervisor1Proxy::new(scopes.connection()).await {
+        if let Ok(p) = Supervisor1Proxy::new(&scopes.connection().await?).await {
             let r = if is_container_name(name) {
                 p.stop_container(name).await
             } else {
@@ -507,7 +507,7 @@ pub fn stop(name: &str) -> Result<u32, AdminError> {
 async fn metrics_text() -> Result<String, AdminError> {
     let counters = {
         let scopes = Scopes::connect().await?;
-        match Supervisor1Proxy::new(scopes.connection()).await {
+        match Supervisor1Proxy::new(&scopes.connection().await?).await {
             Ok(p) => match p.metrics().await {
                 Ok(m) => Some(m),
                 Err(zbus::Error::MethodError(ref e, _, _))

@@ -20,6 +20,7 @@ pub const PATH: &str = "/org/berth/Supervisor1";
 /// A reload request and where its answer goes.
 pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
 
+#[derive(Clone)]
 pub struct Supervisor {
     pub registry: Arc<Registry>,
     pub scopes: Scopes,
@@ -152,12 +153,21 @@ impl Supervisor {
     }
 }
 
-/// Put the interface on the bus and take the well-known name.
+/// Put the interface on the bus and take the well-known name, now and
+/// again each time the scopes' connection is re-established (after
+/// `systemctl restart dbus` the name and the object are gone with the old
+/// connection).
 pub async fn export(sup: Supervisor) -> zbus::Result<()> {
-    let conn = sup.scopes.connection().clone();
-    conn.object_server().at(PATH, sup).await?;
-    conn.request_name(NAME).await?;
-    Ok(())
+    let scopes = sup.scopes.clone();
+    let hook: crate::scope::ConnectHook = Arc::new(move |conn: zbus::Connection| {
+        let sup = sup.clone();
+        Box::pin(async move {
+            conn.object_server().at(PATH, sup).await?;
+            conn.request_name(NAME).await?;
+            Ok(())
+        })
+    });
+    scopes.on_connect(hook).await
 }
 
 #[zbus::proxy(

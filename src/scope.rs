@@ -2,8 +2,16 @@
 //! stage's pids before the application runs, stopped to tear it down.
 //!
 //! One long-lived bus connection serves every container. `JobRemoved` is
-//! subscribed once, before the first call, and a dispatcher hands each
-//! job's result to whoever waits for it.
+//! subscribed once per connection, before the first call, and a dispatcher
+//! hands each job's result to whoever waits for it.
+//!
+//! The connection is kept: when it closes (`systemctl restart dbus`), a
+//! keeper task fails the jobs waited on, reconnects with backoff,
+//! subscribes again and re-runs the hooks that export berth's interface and
+//! take its bus name ([`Scopes::on_connect`]). Meanwhile every call waits
+//! for the new connection up to [`RECONNECT_WAIT`] and then fails with
+//! [`ScopeError::NoBus`]: a container is refused, never started without
+//! its scope.
 //!
 //! Bounded memory: only jobs berth waits for are remembered ([`JobMap`]:
 //! one entry per scope being created, removed when its result arrives, on
@@ -46,6 +54,11 @@ pub enum ScopeError {
     Processes { unit: String, source: zbus::Error },
     #[error("{what}: no answer from systemd within {after:?}")]
     Deadline { what: String, after: Duration },
+    #[error(
+        "{what}: no connection to the system bus for {waited:?} (reconnecting); \
+         nothing is started without its scope"
+    )]
+    NoBus { what: String, waited: Duration },
 }
 
 /// How long one method call to systemd may take: systemd's (and sd-bus')
@@ -55,6 +68,16 @@ pub const DBUS_CALL_DEADLINE: Duration = Duration::from_secs(25);
 /// How long a scope's start job may take once queued: systemd creates a
 /// scope in milliseconds (TESTBED.md); 30 s means systemd is stuck.
 pub const SCOPE_JOB_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long a call waits for the bus to come back after the connection
+/// was lost before it fails: a `systemctl restart dbus` takes about a
+/// second, systemd's return to the new bus a moment more.
+pub const RECONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// Pauses between reconnection attempts: doubling from the first to the
+/// last.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// `fut` (a call to systemd), or [`ScopeError::Deadline`] naming `what` once
 /// `after` has passed.
@@ -212,8 +235,8 @@ impl JobMap {
     }
 }
 
-fn lock(jobs: &Mutex<JobMap>) -> std::sync::MutexGuard<'_, JobMap> {
-    jobs.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Removes a unit's waiter however `create` ends (also when its future is
@@ -266,11 +289,25 @@ pub fn parse_unit_name(unit: &str) -> Option<(&str, &str)> {
 /// LimitsExceeded; a burst of connections waits here instead.
 const IN_FLIGHT: usize = 64;
 
+/// Runs on every new connection (the first one included): berth's own
+/// interface and bus name.
+pub type ConnectHook = Arc<
+    dyn Fn(zbus::Connection) -> std::pin::Pin<Box<dyn Future<Output = zbus::Result<()>> + Send>>
+        + Send
+        + Sync,
+>;
+
+struct Shared {
+    /// The live link to systemd; `None` while reconnecting.
+    link: tokio::sync::watch::Sender<Option<ManagerProxy<'static>>>,
+    jobs: Mutex<JobMap>,
+    in_flight: tokio::sync::Semaphore,
+    hooks: Mutex<Vec<ConnectHook>>,
+}
+
 #[derive(Clone)]
 pub struct Scopes {
-    manager: ManagerProxy<'static>,
-    jobs: Arc<Mutex<JobMap>>,
-    in_flight: Arc<tokio::sync::Semaphore>,
+    shared: Arc<Shared>,
 }
 
 /// The device nodes a container's /dev holds (see `sandbox::mounts`), and
@@ -359,69 +396,85 @@ fn slice_properties(limits: &SliceLimits) -> Vec<(&'static str, Value<'static>)>
 }
 
 impl Scopes {
-    /// Connect to the system bus and subscribe to job results.
+    /// Connect to the system bus and subscribe to job results; a keeper
+    /// task reconnects whenever the connection is lost.
     pub async fn connect() -> Result<Scopes, ScopeError> {
-        within(
-            DBUS_CALL_DEADLINE,
-            || "connecting to systemd".into(),
-            Self::connect_now(),
-        )
-        .await
+        let shared = Arc::new(Shared {
+            link: tokio::sync::watch::Sender::new(None),
+            jobs: Mutex::default(),
+            in_flight: tokio::sync::Semaphore::new(IN_FLIGHT),
+            hooks: Mutex::default(),
+        });
+        let manager = open(&shared).await?;
+        let conn = manager.inner().connection().clone();
+        shared.link.send_replace(Some(manager));
+        tokio::spawn(keep(Arc::downgrade(&shared), conn));
+        Ok(Scopes { shared })
     }
 
-    async fn connect_now() -> Result<Scopes, ScopeError> {
-        let conn = zbus::Connection::system()
+    /// The bus connection (shared with berth's own interface), once there
+    /// is one.
+    pub async fn connection(&self) -> Result<zbus::Connection, ScopeError> {
+        let m = self.manager(|| "the system bus".into()).await?;
+        Ok(m.inner().connection().clone())
+    }
+
+    /// Run `hook` on the connection now and again on every reconnection
+    /// (berth's interface and bus name). Its first result is returned.
+    pub async fn on_connect(&self, hook: ConnectHook) -> zbus::Result<()> {
+        lock(&self.shared.hooks).push(hook.clone());
+        let conn = self
+            .connection()
             .await
-            .map_err(ScopeError::Connect)?;
-        let manager = ManagerProxy::new(&conn)
-            .await
-            .map_err(ScopeError::Connect)?;
-        // Match rule first, Subscribe second: no JobRemoved can be missed.
-        let mut removed = manager
-            .receive_job_removed()
-            .await
-            .map_err(ScopeError::Subscribe)?;
-        manager.subscribe().await.map_err(ScopeError::Subscribe)?;
-        let jobs: Arc<Mutex<JobMap>> = Arc::default();
-        let j = jobs.clone();
-        tokio::spawn(async move {
-            use futures_util::StreamExt;
-            while let Some(sig) = removed.next().await {
-                let Ok(args) = sig.args() else { continue };
-                lock(&j).removed(&args.unit, args.job.as_str(), &args.result);
-            }
-            // Bus gone: wake every waiter with a failure.
-            lock(&j).units.clear();
-        });
-        Ok(Scopes {
-            manager,
-            jobs,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+            .map_err(|e| zbus::Error::Failure(e.to_string()))?;
+        hook(conn).await
+    }
+
+    /// The live link to systemd: at once, or when the keeper has
+    /// reconnected, or [`ScopeError::NoBus`] after [`RECONNECT_WAIT`].
+    async fn manager(
+        &self,
+        what: impl FnOnce() -> String,
+    ) -> Result<ManagerProxy<'static>, ScopeError> {
+        let mut rx = self.shared.link.subscribe();
+        let live = |l: &Option<ManagerProxy<'static>>| {
+            l.as_ref()
+                .is_some_and(|m| !m.inner().connection().is_closed())
+        };
+        let found = match tokio::time::timeout(RECONNECT_WAIT, rx.wait_for(live)).await {
+            Ok(Ok(m)) => m.clone(),
+            Ok(Err(_)) | Err(_) => None,
+        };
+        found.ok_or_else(|| ScopeError::NoBus {
+            what: what(),
+            waited: RECONNECT_WAIT,
         })
     }
 
-    /// The bus connection (shared with berth's own interface).
-    pub fn connection(&self) -> &zbus::Connection {
-        self.manager.inner().connection()
+    fn jobs(&self) -> &Mutex<JobMap> {
+        &self.shared.jobs
     }
 
     /// Create the scope and wait until systemd has moved the pids in. On
     /// the job's deadline the unit is stopped (it may still come up).
     pub async fn create(&self, req: &ScopeRequest<'_>) -> Result<(), ScopeError> {
-        let _permit = self.in_flight.acquire().await;
+        let _permit = self.shared.in_flight.acquire().await;
         let props = properties(req);
         let unit = req.unit;
+        let manager = self
+            .manager(|| format!("StartTransientUnit({unit})"))
+            .await?;
         // Registered before the call: the job may end before the reply.
-        let rx = lock(&self.jobs).expect(unit);
+        let rx = lock(self.jobs()).expect(unit);
         let _forget = Forget {
-            jobs: &self.jobs,
+            jobs: self.jobs(),
             unit,
         };
         let job = within(
             DBUS_CALL_DEADLINE,
             || format!("StartTransientUnit({unit})"),
             async {
-                self.manager
+                manager
                     .start_transient_unit(unit, "fail", &props, &[])
                     .await
                     .map_err(|source| ScopeError::Start {
@@ -431,7 +484,7 @@ impl Scopes {
             },
         )
         .await?;
-        lock(&self.jobs).job_known(unit, job.as_str());
+        lock(self.jobs()).job_known(unit, job.as_str());
         match tokio::time::timeout(SCOPE_JOB_DEADLINE, rx).await {
             Ok(Ok(result)) => check(unit, result),
             Ok(Err(_)) => Err(ScopeError::JobLost { unit: unit.into() }),
@@ -453,21 +506,27 @@ impl Scopes {
     /// file and is not yet running, and may be repeated: the same call
     /// serves the first start, a supervisor restart and a reload.
     pub async fn set_slice(&self, slice: &str, limits: &SliceLimits) -> Result<(), ScopeError> {
-        let _permit = self.in_flight.acquire().await;
-        self.manager
-            .set_unit_properties(slice, true, &slice_properties(limits))
-            .await
-            .map_err(|source| ScopeError::Slice {
-                unit: slice.into(),
-                source,
-            })
+        let _permit = self.shared.in_flight.acquire().await;
+        let what = || format!("SetUnitProperties({slice})");
+        let manager = self.manager(what).await?;
+        within(DBUS_CALL_DEADLINE, what, async {
+            manager
+                .set_unit_properties(slice, true, &slice_properties(limits))
+                .await
+                .map_err(|source| ScopeError::Slice {
+                    unit: slice.into(),
+                    source,
+                })
+        })
+        .await
     }
 
     /// Stop a scope: systemd kills everything in it. A scope that is
     /// already gone (emptied and collected) counts as stopped.
     pub async fn stop(&self, unit: &str) -> Result<(), ScopeError> {
-        let _permit = self.in_flight.acquire().await;
-        let call = async { Ok(self.manager.stop_unit(unit, "replace").await) };
+        let _permit = self.shared.in_flight.acquire().await;
+        let manager = self.manager(|| format!("StopUnit({unit})")).await?;
+        let call = async { Ok(manager.stop_unit(unit, "replace").await) };
         // Nobody waits for the stop job: systemd finishes it on its own
         // (bounded by the scope's stop timeout), its JobRemoved is dropped.
         match within(DBUS_CALL_DEADLINE, || format!("StopUnit({unit})"), call).await? {
@@ -486,8 +545,9 @@ impl Scopes {
 
     /// Active berth scopes: (unit name, pids with their command lines).
     pub async fn list(&self) -> Result<Vec<(String, Vec<(u32, String)>)>, ScopeError> {
+        let manager = self.manager(|| "ListUnitsByPatterns".into()).await?;
         let units = within(DBUS_CALL_DEADLINE, || "ListUnitsByPatterns".into(), async {
-            self.manager
+            manager
                 .list_units_by_patterns(&["active", "activating"], &["berth-*.scope"])
                 .await
                 .map_err(ScopeError::List)
@@ -500,13 +560,12 @@ impl Scopes {
                 DBUS_CALL_DEADLINE,
                 || format!("GetUnitProcesses({name})"),
                 async {
-                    self.manager
-                        .get_unit_processes(&name)
-                        .await
-                        .map_err(|source| ScopeError::Processes {
+                    manager.get_unit_processes(&name).await.map_err(|source| {
+                        ScopeError::Processes {
                             unit: name.clone(),
                             source,
-                        })
+                        }
+                    })
                 },
             )
             .await?;
@@ -554,8 +613,9 @@ impl Scopes {
             unit: unit.into(),
             source,
         };
-        let path = self.manager.get_unit(unit).await.map_err(err)?;
-        let props = zbus::fdo::PropertiesProxy::builder(self.connection())
+        let manager = self.manager(|| format!("properties of {unit}")).await?;
+        let path = manager.get_unit(unit).await.map_err(err)?;
+        let props = zbus::fdo::PropertiesProxy::builder(manager.inner().connection())
             .destination("org.freedesktop.systemd1")
             .path(path)
             .build()
@@ -596,6 +656,96 @@ impl Scopes {
                 .and_then(|v| String::try_from(v.clone()).ok())
                 .unwrap_or_default(),
         })
+    }
+}
+
+/// A new connection to systemd through the bus: match rule first,
+/// `Subscribe` second, so no `JobRemoved` is missed; a dispatcher hands
+/// each result to its waiter until the connection closes.
+async fn open(shared: &Arc<Shared>) -> Result<ManagerProxy<'static>, ScopeError> {
+    within(
+        DBUS_CALL_DEADLINE,
+        || "connecting to systemd".into(),
+        async {
+            let conn = zbus::Connection::system()
+                .await
+                .map_err(ScopeError::Connect)?;
+            let manager = ManagerProxy::new(&conn)
+                .await
+                .map_err(ScopeError::Connect)?;
+            let mut removed = manager
+                .receive_job_removed()
+                .await
+                .map_err(ScopeError::Subscribe)?;
+            manager.subscribe().await.map_err(ScopeError::Subscribe)?;
+            let weak = Arc::downgrade(shared);
+            tokio::spawn(async move {
+                use futures_util::StreamExt;
+                while let Some(sig) = removed.next().await {
+                    let Ok(args) = sig.args() else { continue };
+                    let Some(shared) = weak.upgrade() else { return };
+                    lock(&shared.jobs).removed(&args.unit, args.job.as_str(), &args.result);
+                }
+            });
+            Ok(manager)
+        },
+    )
+    .await
+}
+
+/// Keep berth connected: wait for `conn` to close, fail the jobs waited
+/// on (their signals are gone with it), reconnect with backoff, run the
+/// hooks again. Ends when every [`Scopes`] is gone.
+async fn keep(weak: std::sync::Weak<Shared>, mut conn: zbus::Connection) {
+    loop {
+        conn.closed().await;
+        let Some(shared) = weak.upgrade() else { return };
+        shared.link.send_replace(None);
+        // Dropping the senders wakes every waiter with JobLost.
+        lock(&shared.jobs).units.clear();
+        tracing::error!(
+            event = "bus-lost",
+            "lost the connection to the system bus; reconnecting. New containers wait up \
+             to {RECONNECT_WAIT:?} for it, then are refused: none starts without its scope"
+        );
+        let lost = tokio::time::Instant::now();
+        let mut delay = BACKOFF_FIRST;
+        let mut attempt: u32 = 0;
+        let manager = loop {
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+            match open(&shared).await {
+                Ok(m) => break m,
+                Err(e) => {
+                    // The first failures are expected (the bus or systemd
+                    // still on its way back): a line now and then.
+                    if attempt == 1 || attempt.is_power_of_two() {
+                        tracing::warn!("reconnecting to the system bus (attempt {attempt}): {e}");
+                    }
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                }
+            }
+        };
+        conn = manager.inner().connection().clone();
+        let hooks: Vec<ConnectHook> = lock(&shared.hooks).clone();
+        let mut hooks_ok = true;
+        for h in hooks {
+            if let Err(e) = h(conn.clone()).await {
+                hooks_ok = false;
+                tracing::error!("after reconnecting to the system bus: {e}");
+            }
+        }
+        shared.link.send_replace(Some(manager));
+        tracing::info!(
+            event = "bus-reconnected",
+            "reconnected to the system bus after {} ms ({attempt} attempts){}",
+            lost.elapsed().as_millis(),
+            if hooks_ok {
+                "; interface and bus name restored"
+            } else {
+                ""
+            }
+        );
     }
 }
 

@@ -14,7 +14,8 @@
 #   8080 web (berth serve, listen)   2222 ssh (berth serve, inetd)
 #   2223 dropbear (systemd Accept=yes -> berth inetd)   2291 bomb, 2292 hog,
 #   2293 probe, 2294 crash, 2297 warm, 2298 forger, 2299 victim, 2300-2301 gen,
-#   2302 dirs, 2303 stubborn, 2304 slicebomb, 2310 OpenSSH sshd -i (berth serve, inetd)
+#   2302 dirs, 2303 stubborn, 2304 slicebomb, 2310 OpenSSH sshd -i (berth serve, inetd),
+#   2311 faults (blocks x, y)
 #   9464 berth-metrics.socket (Accept=yes)
 #
 # Runs are serialized on a host by flock on /run/lock/berth-system-test.lock (the
@@ -1197,6 +1198,236 @@ if [ $SERVE_UP = 1 ]; then
         [ "$v" = "inactive inactive" ]
 else
     not_ok "OpenSSH sshd -i via berth serve (:$PORT_SSHD)" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- x. faults of the bus and of systemd under load
+# issue 10, 6a and 6b. The faults service echoes each line it reads, to stderr
+# (the journal) as "tok=LINE" and to the client as "up LINE". Loaders connect back
+# to back, one token a connection, while dbus-daemon is restarted and systemd
+# reloads and re-executes; each connection is answered ("ok"), closed ("closed")
+# or still silent after 15 s ("hung"). docs/reliability.md.
+PORT_FAULTS=2311
+# fault_conn TOKEN: one connection, one line; prints ok, closed or hung
+fault_conn() {
+    timeout 20 bash -c '
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || { echo closed; exit; }
+        printf "%s\n" "$2" >&3 2>/dev/null
+        read -r -t 15 l <&3; rc=$?
+        if [ "$l" = "up $2" ]; then echo ok; elif [ $rc -gt 128 ]; then echo hung; else echo closed; fi' \
+        _ "$PORT_FAULTS" "$1" 2>/dev/null || echo hung
+}
+# loader ID FILE STOPFILE: connections back to back until STOPFILE exists
+loader() {
+    local i=0 r
+    while [ ! -e "$3" ]; do
+        i=$((i + 1)); r=$(fault_conn "$1-$i"); echo "$r $1-$i" >>"$2"
+    done
+}
+# load_start NAME: three loaders writing $S/NAME.res; load_stop NAME waits for them
+load_start() {
+    rm -f "$S/$1.stop" "$S/$1.res"; : >"$S/$1.res"; LOADERS=()
+    local k
+    for k in 1 2 3; do loader "$1$k" "$S/$1.res" "$S/$1.stop" & LOADERS+=($!); BG_PIDS+=($!); done
+}
+load_stop() { touch "$S/$1.stop"; local p; for p in "${LOADERS[@]}"; do wait "$p" 2>/dev/null; done; }
+load_n() { grep -c "^$2 " "$S/$1.res"; }   # NAME RESULT: how many
+served_since() { [ "$(load_n "$1" ok)" -gt "$2" ]; }
+# served_after NAME LINE N: more than N answers among the results after line LINE
+# (a connection in flight at LINE may still answer: at most one per loader)
+served_after() { [ "$(tail -n +$(($2 + 1)) "$S/$1.res" | grep -c '^ok ')" -gt "$3" ]; }
+lines() { wc -l <"$S/$1.res"; }
+# failures_since EPOCH: berth's reasons for the faults containers it refused, counted
+failures_since() { jsince "$1" BERTH_SERVICE=faults BERTH_EVENT=failed | sed 's/([0-9a-f]\{12\})//; s/berth-faults-[0-9a-f]\{12\}/berth-faults-ID/g' | sort | uniq -c | sort -rn | head -n 5; }
+# tokens_scoped NAME: every token the loaders got an answer for has its "tok=" line
+# in the journal under a berth-faults-ID.scope (none ran outside a scope); prints
+# the ones that do not
+tokens_scoped() {
+    IN journalctl --no-pager -q -o json SYSLOG_IDENTIFIER=faults 2>/dev/null |
+        jq -r 'select(.MESSAGE | type == "string" and startswith("tok=")) | "\(.MESSAGE[4:]) \(._SYSTEMD_UNIT // "none")"' >"$S/tok.units"
+    local bad=0 t u
+    for t in $(awk '$1 == "ok" {print $2}' "$S/$1.res"); do
+        u=$(awk -v t="$t" '$1 == t {print $2; exit}' "$S/tok.units")
+        [[ "$u" =~ ^berth-faults-[0-9a-f]{12}\.scope$ ]] || { echo "$t:${u:-no-line}"; bad=1; }
+    done
+    return $bad
+}
+tokens_logged() { local out; out=$(tokens_scoped "$1") && return 0; FAULT_BAD=$out; return 1; }
+# jsince EPOCH MATCHES...: entries since EPOCH (seconds)
+jsince() { local t=$1; shift; IN journalctl --no-pager -q -o cat -S "@$t" "$@" 2>/dev/null; }
+load_summary() { echo "$(load_n "$1" ok) answered, $(load_n "$1" closed) closed, $(load_n "$1" hung) hung"; }
+FAULTS_UP=0
+if [ $SERVE_UP = 1 ]; then
+    cat >"$ROOT/etc/berth/services/faults.toml" <<'TOML'
+mode = "inetd"
+exec = ["/bin/sh", "-c", "while read -r t; do echo tok=$t >&2; echo up $t; done"]
+max_lifetime = "2min"
+stop_timeout = "2s"
+[sandbox]
+tmp_size = "1M"
+TOML
+    [ $NET_FALLBACK = 1 ] && lib_net_host "$ROOT/etc/berth/services/faults.toml"
+    mkdir -p "$S/x/systemd"
+    lib_add_socket "$S/x" faults $PORT_FAULTS
+    install -m644 "$S/x/systemd/berth-faults.socket" "$ROOT/etc/systemd/system/"
+    IN systemctl daemon-reload
+    IN systemctl stop berth.service
+    IN systemctl start berth-faults.socket || note "berth-faults.socket did not start"
+    lib_start_serve || note "berth.service did not come back"
+    if [ "$(fault_conn x0)" = ok ]; then FAULTS_UP=1; else not_ok "faults: a connection is answered" "no 'up x0' on :$PORT_FAULTS"; fi
+fi
+if [ $FAULTS_UP = 1 ]; then
+    # -- 6a: systemctl restart dbus while connections arrive
+    PID_X=$(prop berth.service MainPID)
+    load_start xa
+    wait_for 20 served_since xa 5 || note "loaders: $(load_summary xa) before the restart"
+    t=$(date +%s)
+    IN systemctl restart dbus.service
+    L=$(lines xa)
+    check "dbus restart: berth logs the lost bus (BERTH_EVENT=bus-lost)" "no such entry since the restart" \
+        wait_for 10 eval '[ -n "$(jsince $t BERTH_EVENT=bus-lost)" ]'
+    check "dbus restart: berth reconnects (BERTH_EVENT=bus-reconnected)" \
+        "none within 20 s; berth: $(jsince "$t" -u berth.service | tail -n 3 | tr '\n' ' ')" \
+        wait_for 20 eval '[ -n "$(jsince $t BERTH_EVENT=bus-reconnected)" ]'
+    jsince "$t" BERTH_EVENT=bus-reconnected | head -n1 | diag
+    r=$(date +%s)
+    check "dbus restart: new containers are served again within seconds (5 answers after the restart)" \
+        "$(load_summary xa); $L connections before the restart" wait_for 15 served_after xa "$L" 5
+    note "dbus restart: served again $(( $(date +%s) - r )) s after the reconnection"
+    v=$(IN berth list --json 2>&1)
+    check "dbus restart: berth re-acquired org.berth.Supervisor1 (berth list answered by the supervisor)" \
+        "$(echo "$v" | tr -s ' \n' ' ' | cut -c1-200)" eval '[[ "$v" == *"\"supervisor\": true"* ]]'
+    v=$(prop berth.service MainPID)
+    check "dbus restart: the same berth.service process went on (MainPID $PID_X)" "MainPID now $v, $(IN systemctl is-active berth.service)" \
+        eval '[ "$v" = "$PID_X" ] && berth_active'
+    load_stop xa
+    note "dbus restart: $(load_summary xa)"
+    failures_since "$t" | diag
+    check "dbus restart: every connection answered or closed, none left hanging" "$(load_summary xa)" [ "$(load_n xa hung)" = 0 ]
+    FAULT_BAD=
+    check "dbus restart: every container that answered ran in its own scope (its stderr under berth-faults-ID.scope)" \
+        "tokens outside a scope: $FAULT_BAD" wait_for 10 tokens_logged xa
+    n=$(load_n xa closed)
+    if [ "$n" -gt 0 ]; then
+        v=$(jsince "$t" BERTH_SERVICE=faults BERTH_EVENT=failed | grep -c 'system bus\|StartTransientUnit\|scope')
+        check "dbus restart: the $n refused connections are logged as failed for want of the bus" "$v such entries" [ "$v" -ge 1 ]
+    fi
+    check "dbus restart: no faults scope left once the clients are gone" "scopes: $(scopes faults | xargs)" wait_for 15 no_scope faults
+
+    # The bus away for longer than scope::RECONNECT_WAIT (10 s): a connection
+    # meanwhile is refused and logged, never served without its scope.
+    t=$(date +%s)
+    IN systemctl stop dbus.socket dbus.service
+    r=$(fault_conn xa-nobus)
+    check "dbus stopped: a connection meanwhile is closed unserved (no container without a scope), not left hanging" \
+        "got '$r'" [ "$r" = closed ]
+    check "dbus stopped: the refusal is logged (\"no connection to the system bus\")" "$(failures_since "$t" | xargs)" \
+        wait_for 5 eval 'jsince $t BERTH_SERVICE=faults BERTH_EVENT=failed | grep -q "no connection to the system bus"'
+    IN systemctl start dbus.socket dbus.service
+    check "dbus back: the next connection is served" "no answer within 20 s" wait_for 20 eval '[ "$(fault_conn xa-back)" = ok ]'
+    check "dbus back: the same berth.service process, bus name held" "MainPID $(prop berth.service MainPID); $(IN berth list --json 2>&1 | tr -s ' \n' ' ' | cut -c1-120)" \
+        eval '[ "$(prop berth.service MainPID)" = "$PID_X" ] && [[ "$(IN berth list --json 2>&1)" == *"\"supervisor\": true"* ]]'
+
+    # -- 6b: daemon-reload and daemon-reexec while connections arrive
+    load_start xb
+    wait_for 20 served_since xb 5 || note "loaders: $(load_summary xb) before the reload"
+    t=$(date +%s)
+    IN systemctl daemon-reload
+    L=$(lines xb)
+    check "daemon-reload: connections are still served (5 answers after it)" "$(load_summary xb)" wait_for 15 served_after xb "$L" 5
+    IN systemctl daemon-reexec
+    L=$(lines xb)
+    check "daemon-reexec: connections are still served (5 answers after it)" "$(load_summary xb)" wait_for 20 served_after xb "$L" 5
+    load_stop xb
+    note "daemon-reload and -reexec: $(load_summary xb)"
+    failures_since "$t" | diag
+    check "daemon-reload/-reexec: every connection answered or closed, none left hanging" "$(load_summary xb)" [ "$(load_n xb hung)" = 0 ]
+    FAULT_BAD=
+    check "daemon-reload/-reexec: every container that answered ran in its own scope" "tokens outside a scope: $FAULT_BAD" \
+        wait_for 10 tokens_logged xb
+    check "daemon-reload/-reexec: berth.service is the same process, active" "MainPID $(prop berth.service MainPID), $(IN systemctl is-active berth.service)" \
+        eval '[ "$(prop berth.service MainPID)" = "$PID_X" ] && berth_active'
+    check "daemon-reload/-reexec: served afterwards" "no answer" eval '[ "$(fault_conn xb-after)" = ok ]'
+    check "daemon-reload/-reexec: no faults scope left" "scopes: $(scopes faults | xargs)" wait_for 15 no_scope faults
+    v=$(IN systemctl list-units --plain --no-legend --no-pager --state=failed 'berth-*' 2>/dev/null | awk '{print $1}' | xargs)
+    check "daemon-reload/-reexec: no failed berth unit" "failed: $v" [ -z "$v" ]
+fi
+
+# ---------------------------------------------------------------- y. berth killed in a burst, journald restarted
+# issue 10, 6c and 6d. berth stages under /run/berth/root (sandbox::DEFAULT_STAGING_DIR):
+# the root is mounted there in each stage's own mount namespace, so nothing may be
+# mounted there (or left in it) in the testbed's.
+staging_clean() { [ -z "$(IN findmnt -rn -o TARGET 2>/dev/null | grep '^/run/berth/root')" ] && [ -z "$(IN ls -A /run/berth/root 2>/dev/null)" ]; }
+# stages or PID 1s outside any scope: still in berth.service's cgroup
+half_built() { IN sh -c 'for p in $(cat /sys/fs/cgroup/unified/system.slice/berth.service/cgroup.procs 2>/dev/null); do c=$(cat /proc/$p/comm 2>/dev/null); case $c in berth-stage|berth-init) echo "$p:$c";; esac; done'; }
+no_half_built() { [ -z "$(half_built)" ]; }
+if [ $FAULTS_UP = 1 ]; then
+    # -- 6c: kill -9 of the supervisor in the middle of a burst
+    h1= h2=
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT_FAULTS" 8<>"/dev/tcp/127.0.0.1/$PORT_FAULTS"
+    echo held1 >&7; echo held2 >&8
+    read -r -t 10 h1 <&7; read -r -t 10 h2 <&8
+    [ "$h1 $h2" = "up held1 up held2" ] || note "held connections answered '$h1' '$h2'"
+    HELD=$(scopes faults | xargs)
+    load_start yc
+    wait_for 20 served_since yc 5 || note "loaders: $(load_summary yc) before the kill"
+    pid0=$(prop berth.service MainPID)
+    t=$(date +%s)
+    IN kill -9 "$pid0"
+    check "kill -9: systemd restarts berth.service (new main pid)" "MainPID $pid0 -> $(prop berth.service MainPID), $(IN systemctl is-active berth.service)" \
+        wait_for 20 eval 'berth_active && [ "$(prop berth.service MainPID)" != "$pid0" ] && [ "$(prop berth.service MainPID)" != 0 ]'
+    L=$(lines yc)
+    check "kill -9: connections are served again (5 answers after the restart)" "$(load_summary yc)" wait_for 15 served_after yc "$L" 5
+    load_stop yc
+    note "kill -9: $(load_summary yc)"
+    failures_since "$t" | diag
+    check "kill -9: every connection of the burst answered or closed, none left hanging" "$(load_summary yc)" [ "$(load_n yc hung)" = 0 ]
+    h1=; echo again1 >&7; read -r -t 10 h1 <&7
+    check "kill -9: the containers running at the kill keep running" "held connection answered '$h1'" [ "$h1" = "up again1" ]
+    v=$(IN berth list --json 2>/dev/null | jq -r '[.containers[] | select(.service == "faults") | .unit] | join(" ")')
+    miss=
+    for u in $HELD; do [[ " $v " == *" $u "* ]] || miss+=" $u"; done
+    check "kill -9: the new supervisor adopted the held containers ($(echo "$HELD" | wc -w))" "not listed:$miss (listed: $v)" \
+        eval '[ -n "$HELD" ] && [ -z "$miss" ]'
+    exec 7>&- 8>&-
+    check "kill -9: no faults scope left once the clients are gone (every container adopted or stopped)" \
+        "scopes: $(scopes faults | xargs)" wait_for 20 no_scope faults
+    v=$(jsince "$t" | grep -i 'already exists' | head -n 3)
+    check "kill -9: no 'unit already exists' in the journal" "$v" [ -z "$v" ]
+    check "kill -9: no half-built sandbox left (no berth-stage or berth-init outside a scope)" "$(half_built | xargs)" \
+        wait_for 10 no_half_built
+    check "kill -9: nothing mounted on or left in the staging directory /run/berth/root" \
+        "$(IN findmnt -rn -o TARGET | grep '^/run/berth' | xargs); $(IN ls -A /run/berth/root 2>&1 | xargs)" staging_clean
+    v=$(IN systemctl list-units --plain --no-legend --no-pager --state=failed 'berth-*' 2>/dev/null | awk '{print $1}' | xargs)
+    check "kill -9: no failed berth unit" "failed: $v" [ -z "$v" ]
+    FAULT_BAD=
+    check "kill -9: every container that answered ran in its own scope" "tokens outside a scope: $FAULT_BAD" \
+        wait_for 10 tokens_logged yc
+
+    # -- 6d: journald restarted
+    h1= h2=
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT_FAULTS"
+    echo jd-before >&7; read -r -t 10 h1 <&7
+    JD=$(scopes faults | head -n1)
+    IN systemctl restart systemd-journald.service
+    check "journald restart: journald is active again" "$(IN systemctl is-active systemd-journald.service)" \
+        wait_for 10 eval '[ "$(IN systemctl is-active systemd-journald.service)" = active ]'
+    echo jd-during >&7; read -r -t 10 h2 <&7
+    check "journald restart: a running container keeps running (answers after the restart)" "answered '$h1' then '$h2'" \
+        eval '[ "$h1" = "up jd-before" ] && [ "$h2" = "up jd-during" ] && scope_active "$JD"'
+    check "journald restart: the running container's next line reaches the journal" "no tok=jd-during" \
+        wait_for 10 journal_grep '^tok=jd-during$' -t faults
+    exec 7>&-
+    check "journald restart: a new container is served" "no answer" eval '[ "$(fault_conn jd-new)" = ok ]'
+    check "journald restart: the new container's line is in the journal under its scope" "no tok=jd-new under berth-faults-*.scope" \
+        wait_for 10 eval 'IN journalctl --no-pager -q -o json -t faults 2>/dev/null | jq -r "select(.MESSAGE == \"tok=jd-new\") | ._SYSTEMD_UNIT" | grep -Eq "^berth-faults-[0-9a-f]{12}\.scope$"'
+    v=$(IN berth logs faults 2>&1)
+    check "journald restart: berth logs faults shows it" "$(echo "$v" | tail -n 2 | tr '\n' ' ')" eval '[[ "$v" == *"tok=jd-new"* ]]'
+    t=$(date +%s)
+    fault_conn jd-event >/dev/null
+    check "journald restart: berth's own events still reach the journal" "no BERTH_EVENT=started since" \
+        wait_for 10 eval '[ -n "$(jsince $t BERTH_SERVICE=faults BERTH_EVENT=started)" ]'
+    check "journald restart: berth.service unaffected" "$(IN systemctl is-active berth.service)" berth_active
+    check "faults: no faults scope left at the end" "scopes: $(scopes faults | xargs)" wait_for 15 no_scope faults
 fi
 
 # ---------------------------------------------------------------- the end
