@@ -307,7 +307,9 @@ note "freeze: $rec"
 check "freeze: memory handed back through memory.reclaim (journal: $rec)" eval '[[ "$rec" =~ ^memory.reclaim:\ [0-9]+\ KiB\ before,\ [0-9]+\ KiB\ after$ ]]'
 fz=$(journalctl -b --no-pager -q -o cat --output-fields=BERTH_FREEZER BERTH_CONTAINER="$id" BERTH_EVENT=frozen 2>/dev/null | head -n1)
 eq "freeze: the freezer used" "$fz" cgroup.freeze
-check "freeze: berth status frz says State: frozen" eval 'berth status frz 2>&1 | grep -q "^State: *frozen$"'
+st=$(berth status frz 2>&1)   # (captured: grep -q on a pipe would SIGPIPE it under pipefail)
+if grep -q "^State: *frozen$" <<<"$st"; then ok "freeze: berth status frz says State: frozen"
+else nok "freeze: berth status frz says State: frozen"; head -n 8 <<<"$st" | sed 's/^/berth-vm: #   /'; fi
 B=$(frz_report)
 eq "freeze: a connection while frozen is answered by the same container" "$B" "$A"
 eq "freeze: thawed (cgroup.freeze)" "$(cat "$FD/cgroup.freeze" 2>&1)" 0
