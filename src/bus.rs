@@ -55,7 +55,7 @@ impl Supervisor {
         self.registry
             .list()
             .into_iter()
-            .filter(|c| c.state == ContainerState::Running && (c.id == name || c.unit == name))
+            .filter(|c| c.state.started() && (c.id == name || c.unit == name))
             .collect()
     }
 
@@ -64,6 +64,16 @@ impl Supervisor {
         for c in list {
             if c.unit.is_empty() {
                 continue;
+            }
+            if c.state == ContainerState::Frozen {
+                // A frozen process acts on no SIGTERM: thaw it first, so
+                // the stop is as graceful as for a running one (the
+                // supervisor sees it exit).
+                if let Some(f) = crate::cgroup::freezer_of(c.pid, &c.unit)
+                    && let Err(e) = f.thaw()
+                {
+                    tracing::warn!(container = %c.id, "{e}");
+                }
             }
             self.scopes
                 .stop(&c.unit)
@@ -78,7 +88,7 @@ impl Supervisor {
 #[zbus::interface(name = "org.berth.Supervisor1")]
 impl Supervisor {
     /// Every container: id, service, unit, PID 1's host pid, state
-    /// ("running" or "warm"), start time, open connections, idle deadline
+    /// ("running", "frozen" or "warm"), start time, open connections, idle deadline
     /// (µs since the epoch, 0 for none), peer.
     async fn list_containers(&self) -> Vec<ContainerInfo> {
         self.registry.list()
@@ -128,7 +138,7 @@ impl Supervisor {
             .registry
             .list()
             .into_iter()
-            .filter(|c| c.service == name && c.state == ContainerState::Running)
+            .filter(|c| c.service == name && c.state.started())
             .collect();
         self.stop_units(list).await
     }

@@ -197,6 +197,50 @@ impl Freezer {
     pub fn thaw(&self) -> Result<(), CgroupError> {
         self.write(false)
     }
+
+    /// Hand back the cgroup's reclaimable memory (page cache, and anonymous
+    /// memory where there is swap) through cgroup v2's `memory.reclaim`
+    /// (Linux ≥ 5.19, memory controller enabled for the scope). `Ok(None)`
+    /// where the file does not exist: the v1 freezer, or the hybrid
+    /// layout's cgroup2 hierarchy without controllers. Returns
+    /// `memory.current` before and after. The kernel answers EAGAIN when it
+    /// could not reclaim all it was asked for, which is the usual case
+    /// (it was asked for everything) and no failure.
+    pub fn reclaim(&self) -> Result<Option<(u64, u64)>, CgroupError> {
+        let Freezer::V2(dir) = self else {
+            return Ok(None);
+        };
+        let knob = dir.join("memory.reclaim");
+        if !knob.exists() {
+            return Ok(None);
+        }
+        let before = read_u64(&dir.join("memory.current"))?;
+        if let Err(source) = std::fs::write(&knob, before.to_string())
+            && source.raw_os_error() != Some(libc::EAGAIN)
+        {
+            return Err(CgroupError::Write {
+                path: knob,
+                value: "memory.current",
+                source,
+            });
+        }
+        let after = read_u64(&dir.join("memory.current"))?;
+        Ok(Some((before, after)))
+    }
+}
+
+fn read_u64(path: &Path) -> Result<u64, CgroupError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.trim().parse().map_err(|_| CgroupError::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not a number: {text:?}"),
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -164,6 +164,9 @@ pub struct Service {
     /// Stopping a container: SIGTERM to the application, SIGKILL to all of
     /// it this much later.
     pub stop_timeout: Duration,
+    /// listen: frozen (cgroup freezer) after this long idle, thawed by the
+    /// next connection; always shorter than `idle_timeout`.
+    pub freeze_after: Option<Duration>,
     /// `listen`: the addresses of the socket unit the generator writes
     /// (empty: a hand-written socket unit, or none, hands berth the sockets).
     pub listen: Vec<crate::activation::ListenAddr>,

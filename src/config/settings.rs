@@ -50,6 +50,7 @@ pub(super) struct FileSettings {
     pub(super) source_prefix_v6: Option<u8>,
     pub(super) warm: Option<Located<u32>>,
     pub(super) stop_timeout: Option<Duration>,
+    pub(super) freeze_after: Option<Located<Duration>>,
     pub(super) listen: Option<Vec<ListenAddr>>,
     pub(super) ip_allow: Option<Located<Vec<IpRule>>>,
     pub(super) ip_deny: Option<Located<Vec<IpRule>>>,
@@ -78,6 +79,40 @@ pub(super) struct FileSettings {
 }
 
 impl FileSettings {
+    /// `freeze_after` as the service uses it: listen mode only, shorter
+    /// than `idle_timeout` (a freeze after the stop would never happen). A
+    /// value from berth.toml applies to the listen services and is ignored
+    /// by the inetd ones; one in the service file itself must fit.
+    fn check_freeze_after(&self, file: &Path, errors: &mut Vec<ConfigError>) -> Option<Duration> {
+        let freeze = self.freeze_after.as_ref()?;
+        let mode = self.mode.as_ref()?;
+        if mode.value != Mode::Listen {
+            if freeze.at.file == file {
+                errors.push(ConfigError::Invalid {
+                    at: freeze.at.clone(),
+                    key: "freeze_after".to_string(),
+                    message: "only applies to mode = \"listen\" (an inetd container serves one connection and ends with it; there is nothing idle to freeze)".to_string(),
+                });
+            }
+            return None;
+        }
+        if let Some(idle) = self.idle_timeout
+            && freeze.value >= idle
+        {
+            errors.push(ConfigError::Invalid {
+                at: freeze.at.clone(),
+                key: "freeze_after".to_string(),
+                message: format!(
+                    "expected less than idle_timeout ({}), found {} (the container is stopped at idle_timeout, so it would never be frozen)",
+                    humantime_ish(idle),
+                    humantime_ish(freeze.value)
+                ),
+            });
+            return None;
+        }
+        Some(freeze.value)
+    }
+
     /// `self` (the service file) over `defaults` (berth.toml), key by key.
     pub(super) fn over(self, defaults: &FileSettings) -> FileSettings {
         macro_rules! pick {
@@ -104,6 +139,7 @@ impl FileSettings {
             source_prefix_v6,
             warm,
             stop_timeout,
+            freeze_after,
             listen,
             ip_allow,
             ip_deny,
@@ -194,6 +230,7 @@ impl FileSettings {
                     message: "only applies to mode = \"inetd\" (in listen mode the application accepts connections, berth cannot refuse single ones)".to_string(),
                 });
         }
+        let freeze_after = self.check_freeze_after(file, errors);
         if self.listen.is_none() && !self.seen.contains("listen") {
             // Only the generated socket unit carries the lists: without
             // `listen` they would silently not apply. Lists from berth.toml
@@ -233,6 +270,7 @@ impl FileSettings {
             source_prefix_v6: self.source_prefix_v6.unwrap_or(DEFAULT_SOURCE_PREFIX_V6),
             warm: self.warm.map_or(0, |warm| warm.value),
             stop_timeout: self.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+            freeze_after,
             listen: self.listen.unwrap_or_default(),
             ip_allow: self.ip_allow.map(|l| l.value).unwrap_or_default(),
             ip_deny: self.ip_deny.map(|l| l.value).unwrap_or_default(),
@@ -268,5 +306,16 @@ impl FileSettings {
                 cpu_weight: self.slice_cpu_weight,
             },
         })
+    }
+}
+
+/// A duration for messages: "30s", "1.5s", "250ms".
+fn humantime_ish(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
     }
 }

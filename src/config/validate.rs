@@ -32,6 +32,7 @@ const TOP_KEYS: &[&str] = &[
     "source_prefix_v6",
     "warm",
     "stop_timeout",
+    "freeze_after",
     "listen",
     "ip_allow",
     "ip_deny",
@@ -313,6 +314,13 @@ impl<'a> FileValidator<'a> {
                 "stop_timeout" => {
                     let r = self.duration(k, value);
                     s.stop_timeout = self.ok_or_record(r);
+                }
+                "freeze_after" => {
+                    let r = self.duration(k, value);
+                    s.freeze_after = self.ok_or_record(r).map(|d| Located {
+                        value: d,
+                        at: self.at(value.span()),
+                    });
                 }
                 // One address belongs to one service.
                 "listen" if is_defaults => self.errors.push(self.invalid(

@@ -276,15 +276,7 @@ async fn run_container(
         );
     }
     let reg = launcher.register(&c, "");
-    let (reason, status) = supervise(
-        launcher,
-        &mut c,
-        &sockets.fds,
-        &sockets.keys,
-        shutdown,
-        &reg,
-    )
-    .await;
+    let (reason, status) = supervise(launcher, &mut c, sockets, shutdown, &reg).await;
     drop(reg);
     if reason == Stop::Shutdown && launcher.keep_containers {
         tracing::info!(
@@ -341,17 +333,32 @@ impl std::fmt::Display for Stop {
 async fn supervise(
     launcher: &Launcher,
     c: &mut Container,
-    fds: &[OwnedFd],
-    keys: &[ListenerKey],
+    sockets: &Sockets,
     shutdown: &mut watch::Receiver<bool>,
     reg: &super::registry::Registered,
 ) -> (Stop, std::io::Result<std::process::ExitStatus>) {
+    let (fds, keys) = (&sockets.fds[..], &sockets.keys[..]);
     let svc = launcher.service();
     let deadline = svc.max_lifetime.map(|d| tokio::time::Instant::now() + d);
-    let step = svc
-        .idle_timeout
+    let shortest = match (svc.idle_timeout, svc.freeze_after) {
+        (Some(i), Some(f)) => Some(i.min(f)),
+        (i, f) => i.or(f),
+    };
+    let step = shortest
         .map(|d| (d / 10).clamp(Duration::from_millis(20), Duration::from_secs(2)))
         .unwrap_or(Duration::from_secs(3600));
+    if c.running.adopted() {
+        // A supervisor that ended while its container was frozen left it
+        // so: let it run (a no-op when it is not frozen).
+        if let Some(f) = c
+            .unit
+            .as_deref()
+            .and_then(|u| cgroup::freezer_of(c.running.init_pid(), u))
+            && let Err(e) = f.thaw()
+        {
+            tracing::warn!(service = %svc.name, container = %c.id, "{e}");
+        }
+    }
     let mut last_busy = Instant::now();
     let mut last_acceptors = BTreeMap::new();
     let mut last_io = 0u64;
@@ -373,9 +380,9 @@ async fn supervise(
             }
             _ = tokio::time::sleep(step) => {}
         }
-        let Some(limit) = svc.idle_timeout else {
+        if shortest.is_none() {
             continue;
-        };
+        }
         let init = c.running.init_pid();
         // Connections shorter than a sampling step leave no socket to see,
         // and readiness of the listener is gone once it was accepted. What
@@ -392,46 +399,164 @@ async fn supervise(
             last_busy = Instant::now();
         }
         let open = conns::open_connections(init, keys);
-        let deadline = limit.saturating_sub(last_busy.elapsed());
         reg.update(|i| {
             i.connections = open as u32;
-            i.idle_deadline_usec = super::registry::usec_after(deadline);
+            i.idle_deadline_usec = svc.idle_timeout.map_or(0, |limit| {
+                super::registry::usec_after(limit.saturating_sub(last_busy.elapsed()))
+            });
         });
         if open > 0 || conns::pending(fds) {
             last_busy = Instant::now();
             continue;
         }
-        if last_busy.elapsed() < limit {
-            continue;
+        let idle = last_busy.elapsed();
+        if let Some(limit) = svc.idle_timeout
+            && idle >= limit
+        {
+            // Freeze, look again, then kill: a connection accepted between
+            // the first look and the kill would otherwise be cut. Queued
+            // ones stay in the listener (berth holds it) for the next
+            // container.
+            let Some(held) = hold(&svc.name, c).await else {
+                last_busy = Instant::now();
+                continue;
+            };
+            launcher.registry.metrics.frozen(&svc.name);
+            // Frozen threads are no longer "in accept"; here only
+            // connections still open or queued matter (one already served
+            // is not lost).
+            if busy(init, fds, keys) {
+                held.release();
+                launcher.registry.metrics.thawed(&svc.name);
+                last_busy = Instant::now();
+                continue;
+            }
+            held.terminate();
+            // SIGTERM again to all of it (through the scope) and SIGKILL
+            // `stop_timeout` later; anything that escaped the namespace too.
+            return (Stop::Idle, launcher.kill(c).await);
         }
-        // Freeze, look again, then kill: a connection accepted between the
-        // first look and the kill would otherwise be cut. Queued ones stay
-        // in the listener (berth holds it) for the next container.
-        let Some(held) = hold(&name_of(launcher), c).await else {
-            last_busy = Instant::now();
-            continue;
-        };
-        launcher.registry.metrics.frozen(&svc.name);
-        // Frozen threads are no longer "in accept"; here only connections
-        // still open or queued matter (one already served is not lost).
-        if busy(init, fds, keys) {
-            held.release();
-            launcher.registry.metrics.thawed(&svc.name);
-            last_busy = Instant::now();
-            continue;
+        if let Some(after) = svc.freeze_after
+            && idle >= after
+        {
+            let idle_end = svc
+                .idle_timeout
+                .map(|limit| tokio::time::Instant::now() + limit.saturating_sub(idle));
+            match frozen(launcher, c, sockets, shutdown, reg, idle_end, deadline).await {
+                Frozen::Woke => {
+                    last_busy = Instant::now();
+                }
+                Frozen::Ended(stop, status) => return (stop, status),
+            }
         }
-        held.terminate();
-        // SIGTERM again to all of it (through the scope) and SIGKILL
-        // `stop_timeout` later; anything that escaped the namespace too.
-        return (Stop::Idle, launcher.kill(c).await);
     }
 }
 
-fn name_of(launcher: &Launcher) -> String {
-    launcher.service().name.clone()
+/// How a frozen idle period ended.
+enum Frozen {
+    /// A connection came (or the container could not be held still):
+    /// it runs again.
+    Woke,
+    Ended(Stop, std::io::Result<std::process::ExitStatus>),
 }
 
-/// A container held still for its last look: its scope frozen by the
+/// `freeze_after`: freeze the idle container, hand back its reclaimable
+/// memory, and keep it frozen until a connection waits in a listener
+/// (berth holds them, so it sees the queue without the application), the
+/// idle timer ends (`idle_end`), its lifetime ends, or berth stops.
+async fn frozen(
+    launcher: &Launcher,
+    c: &mut Container,
+    sockets: &Sockets,
+    shutdown: &mut watch::Receiver<bool>,
+    reg: &super::registry::Registered,
+    idle_end: Option<tokio::time::Instant>,
+    lifetime_end: Option<tokio::time::Instant>,
+) -> Frozen {
+    let svc = launcher.service();
+    let name = &svc.name;
+    let init = c.running.init_pid();
+    let Some(held) = hold(name, c).await else {
+        return Frozen::Woke;
+    };
+    // The same last look as before a stop: a connection accepted just
+    // before the freeze, or queued since, must be served now.
+    if busy(init, &sockets.fds, &sockets.keys) {
+        held.release();
+        return Frozen::Woke;
+    }
+    launcher.registry.metrics.frozen(name);
+    reg.update(|i| i.state = super::registry::ContainerState::Frozen);
+    let reclaim = match &held.how {
+        How::Frozen(f) => {
+            let f = f.clone();
+            match tokio::task::spawn_blocking(move || f.reclaim()).await {
+                Ok(Ok(Some((before, after)))) => format!(
+                    "memory.reclaim: {} KiB before, {} KiB after",
+                    before / 1024,
+                    after / 1024
+                ),
+                Ok(Ok(None)) => "no memory.reclaim for this cgroup; memory kept".to_string(),
+                Ok(Err(e)) => format!("memory not reclaimed: {e}"),
+                Err(e) => format!("memory not reclaimed: {e}"),
+            }
+        }
+        How::Stopped => "stopped by SIGSTOP, no cgroup; memory kept".to_string(),
+    };
+    tracing::info!(
+        service = %name, container = %c.id, event = "frozen", freezer = held.kind(),
+        reclaim = %reclaim,
+        "{name}: idle container frozen ({}; {reclaim})", c.id
+    );
+    let until = |d: Option<tokio::time::Instant>| async move {
+        match d {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let thawed = |held: Held, why: &str| {
+        held.release();
+        launcher.registry.metrics.thawed(name);
+        reg.update(|i| i.state = super::registry::ContainerState::Running);
+        tracing::info!(
+            service = %name, container = %c.id, event = "thawed",
+            "{name}: container thawed ({why}; {})", c.id
+        );
+    };
+    tokio::select! {
+        _ = wait_readable(&sockets.watchers, &sockets.fds) => {
+            thawed(held, "a connection is waiting");
+            Frozen::Woke
+        }
+        // `berth stop` thaws the scope before stopping it: the exit is seen here.
+        s = c.running.wait() => {
+            thawed(held, "it ended");
+            Frozen::Ended(Stop::Exited, s)
+        }
+        _ = until(idle_end) => {
+            reg.update(|i| i.state = super::registry::ContainerState::Running);
+            held.terminate();
+            Frozen::Ended(Stop::Idle, launcher.kill(c).await)
+        }
+        _ = until(lifetime_end) => {
+            reg.update(|i| i.state = super::registry::ContainerState::Running);
+            held.terminate();
+            Frozen::Ended(Stop::Lifetime, launcher.kill(c).await)
+        }
+        _ = super::stopping(shutdown) => {
+            // Never leave a container frozen behind: the next supervisor
+            // adopts a running one, and a stop needs it to run.
+            thawed(held, "supervisor stopping");
+            if launcher.keep_containers {
+                return Frozen::Ended(Stop::Shutdown, Ok(std::os::unix::process::ExitStatusExt::from_raw(0)));
+            }
+            Frozen::Ended(Stop::Shutdown, launcher.kill(c).await)
+        }
+    }
+}
+
+/// A container held still (for its last look before a stop, or idle under
+/// `freeze_after`): its scope frozen by the
 /// cgroup freezer, or (no scope, or no freezer reaches it) each process
 /// stopped by SIGSTOP. Either way `pidfds` names every process of its pid
 /// namespace, collected while held (frozen processes neither fork nor
@@ -463,7 +588,7 @@ async fn hold(service: &str, c: &Container) -> Option<Held> {
             Ok(()) => {
                 tracing::info!(
                     service = %service, container = %c.id, freezer = f.kind(),
-                    "{service}: container frozen for its last look ({})", f.knob().display()
+                    "{service}: container frozen ({})", f.knob().display()
                 );
                 let pidfds = open_all(&conns::process_tree(init));
                 return Some(Held {
@@ -503,6 +628,14 @@ async fn hold(service: &str, c: &Container) -> Option<Held> {
 }
 
 impl Held {
+    /// The mechanism, for the journal (`BERTH_FREEZER`).
+    fn kind(&self) -> &'static str {
+        match &self.how {
+            How::Frozen(f) => f.kind(),
+            How::Stopped => "SIGSTOP",
+        }
+    }
+
     /// Let the container run on.
     fn release(self) {
         match &self.how {

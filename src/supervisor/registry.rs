@@ -17,13 +17,22 @@ pub enum ContainerState {
     Warm,
     /// Its application runs.
     Running,
+    /// Idle past `freeze_after`: held by the cgroup freezer (or SIGSTOP
+    /// without a scope) until the next connection thaws it.
+    Frozen,
 }
 
 impl ContainerState {
+    /// Whether its application was started (running or frozen).
+    pub fn started(self) -> bool {
+        matches!(self, ContainerState::Running | ContainerState::Frozen)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ContainerState::Warm => "warm",
             ContainerState::Running => "running",
+            ContainerState::Frozen => "frozen",
         }
     }
 }
@@ -106,12 +115,10 @@ impl Registry {
         self.lock().values().cloned().collect()
     }
 
-    /// Running containers (warm ones are not running anything).
+    /// Containers with an application, frozen or not (warm ones are not
+    /// running anything yet).
     pub fn running(&self) -> usize {
-        self.lock()
-            .values()
-            .filter(|c| c.state == ContainerState::Running)
-            .count()
+        self.lock().values().filter(|c| c.state.started()).count()
     }
 
     pub fn insert(&self, info: ContainerInfo) {
@@ -174,5 +181,10 @@ mod tests {
             serde_json::to_string(&ContainerState::Running).unwrap(),
             "\"running\""
         );
+        assert_eq!(
+            serde_json::to_string(&ContainerState::Frozen).unwrap(),
+            "\"frozen\""
+        );
+        assert_eq!(ContainerState::Frozen.to_string(), "frozen");
     }
 }

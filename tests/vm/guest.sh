@@ -265,6 +265,72 @@ if curl -fsS --max-time 8 --interface 127.0.0.1 -o /dev/null "http://127.0.0.1:$
     nok "ipl: 127.0.0.1 got in while the container runs"
 else ok "ipl: 127.0.0.1 is kept out while the container runs"; fi
 
+# --- freeze_after: frozen through cgroup.freeze, memory.reclaim, thawed by the next connection
+# A listen-mode probe (it reports its namespaces) with freeze_after: idle, it is
+# frozen through the scope's cgroup.freeze and its memory reclaimed through
+# memory.reclaim (cgroup v2 with the memory controller: memory_max makes systemd
+# enable it for the scope); a connection while frozen is answered by the same
+# container (same net and pid namespace inodes); a silent client and a crowd lose
+# nothing; idle_timeout still stops it.
+FRZ=8083
+cat >/etc/berth/services/frz.toml <<EOF_FRZ
+mode = "listen"
+exec = ["/usr/lib/berth/berth-probe"]
+listen = ["127.0.0.1:$FRZ"]
+freeze_after = "2s"
+idle_timeout = "40s"
+
+[resources]
+memory_max = "64M"
+tasks_max = 200
+EOF_FRZ
+frz_report() {
+    timeout 60 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; echo report >&3; cat <&3' _ "$FRZ" 2>/dev/null |
+        grep -oE '"(net|pid)":"[a-z]+:\[[0-9]+\]"' | sort | tr '\n' ' '
+}
+frz_state() { berth list --json 2>/dev/null | tr -d ' \n' | grep -oE '"service":"frz"[^}]*"state":"[a-z]+"' | grep -oE '[a-z]+"$' | tr -d '"'; }
+frz_is() { [ "$(frz_state)" = "$1" ]; }
+systemctl daemon-reload
+systemctl stop berth.service
+check "freeze: systemctl start sockets.target berth.service" systemctl start sockets.target berth.service
+A=$(frz_report)
+check "freeze: the listen probe answers (report: $A)" eval '[[ "$A" == *'"'"'"net":"net:['"'"'* ]]'
+FS=$(systemctl list-units --type=scope --plain --no-legend 'berth-frz-*.scope' 2>/dev/null | awk '$3=="active"{print $1}' | head -n1)
+FD=/sys/fs/cgroup$(systemctl show -P ControlGroup "${FS:-none}" 2>/dev/null)
+check "freeze: berth list shows the idle container frozen" wait_for 60 frz_is frozen
+eq "freeze: cgroup.freeze of $FS" "$(cat "$FD/cgroup.freeze" 2>&1)" 1
+eq "freeze: cgroup.events says frozen" "$(grep '^frozen ' "$FD/cgroup.events" 2>&1)" "frozen 1"
+check "freeze: the scope has memory.reclaim" test -e "$FD/memory.reclaim"
+id=${FS#berth-frz-}; id=${id%.scope}
+rec=$(journalctl -b --no-pager -q -o cat --output-fields=BERTH_RECLAIM BERTH_CONTAINER="$id" BERTH_EVENT=frozen 2>/dev/null | head -n1)
+note "freeze: $rec"
+check "freeze: memory handed back through memory.reclaim (journal: $rec)" eval '[[ "$rec" =~ ^memory.reclaim:\ [0-9]+\ KiB\ before,\ [0-9]+\ KiB\ after$ ]]'
+fz=$(journalctl -b --no-pager -q -o cat --output-fields=BERTH_FREEZER BERTH_CONTAINER="$id" BERTH_EVENT=frozen 2>/dev/null | head -n1)
+eq "freeze: the freezer used" "$fz" cgroup.freeze
+st=$(berth status frz 2>&1)   # (captured: grep -q on a pipe would SIGPIPE it under pipefail)
+if grep -q "^State: *frozen$" <<<"$st"; then ok "freeze: berth status frz says State: frozen"
+else nok "freeze: berth status frz says State: frozen"; head -n 8 <<<"$st" | sed 's/^/berth-vm: #   /'; fi
+B=$(frz_report)
+eq "freeze: a connection while frozen is answered by the same container" "$B" "$A"
+eq "freeze: thawed (cgroup.freeze)" "$(cat "$FD/cgroup.freeze" 2>&1)" 0
+wait_for 60 frz_is frozen || note "freeze: not frozen again before the silent client ($(frz_state))"
+exec 5<>"/dev/tcp/127.0.0.1/$FRZ"
+check "freeze: a silent connection thaws it" wait_for 60 frz_is running
+for i in $(seq 1 20); do frz_report >"/run/frz.$i" & done; wait
+eq "freeze: 20 clients at once beside the silent one, all answered by the same container" "$(grep -cxF -- "$A" /run/frz.* | grep -c ':1$')" 20
+exec 5>&-
+check "freeze: frozen again once the silent client left" wait_for 60 frz_is frozen
+for i in $(seq 1 20); do frz_report >"/run/frz.$i" & done; wait
+eq "freeze: 20 clients at once at a frozen container, all answered by the same one" "$(grep -cxF -- "$A" /run/frz.* | grep -c ':1$')" 20
+rm -f /run/frz.*
+eq "freeze: one container for all of it" "$(journalctl -b --no-pager -q -o cat BERTH_SERVICE=frz BERTH_EVENT=started | wc -l)" 1
+check "freeze: idle_timeout stops the frozen container" wait_for 180 gone "$FS" "$FD"
+check "freeze: stopped for idle_timeout" eval 'journalctl -b --no-pager -q -o cat BERTH_CONTAINER="$id" BERTH_EVENT=stopped | grep -q "idle_timeout reached"'
+# (Namespace inodes are reused once freed: the new container is told by its scope.)
+C=$(frz_report)
+FS2=$(systemctl list-units --type=scope --plain --no-legend 'berth-frz-*.scope' 2>/dev/null | awk '$3=="active"{print $1}' | head -n1)
+check "freeze: after the stop a new container answers (scope $FS2, was $FS)" eval '[ -n "$C" ] && [ -n "$FS2" ] && [ "$FS2" != "$FS" ]'
+
 if out=$(dpkg -r berth 2>&1); then ok "dpkg -r berth with a container running"; else nok "dpkg -r berth"; fi
 echo "$out" | grep -i 'berth:' | sed 's/^/berth-vm: #   /'
 sleep 1
