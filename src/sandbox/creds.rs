@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use caps::{CapSet, Capability};
 use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
@@ -49,7 +50,26 @@ pub enum CredsError {
 /// capability newer than berth is not left in the bounding set.
 const CAP_LAST_CAP: &str = "/proc/sys/kernel/cap_last_cap";
 
+/// Read once per process and kept; the zygote reads it before it forks
+/// any stage ([`prepare`]).
 fn last_cap() -> Result<u32, CredsError> {
+    static LAST_CAP: OnceLock<u32> = OnceLock::new();
+    if let Some(n) = LAST_CAP.get() {
+        return Ok(*n);
+    }
+    let n = read_last_cap()?;
+    let _ = LAST_CAP.set(n);
+    Ok(n)
+}
+
+/// Read what every container needs from the host once, ahead of the forks
+/// (the zygote calls this at start). Errors are left for the container to
+/// report.
+pub fn prepare() {
+    let _ = last_cap();
+}
+
+fn read_last_cap() -> Result<u32, CredsError> {
     let text = std::fs::read_to_string(CAP_LAST_CAP).map_err(CredsError::LastCap)?;
     match text.trim().parse::<u32>() {
         Ok(n) if n < 64 => Ok(n),
@@ -58,7 +78,10 @@ fn last_cap() -> Result<u32, CredsError> {
 }
 
 /// Drop every capability but `keep` from the bounding set (needs
-/// CAP_SETPCAP, so it runs while still root).
+/// CAP_SETPCAP, so it runs while still root). PID 1 drops it before it
+/// forks the application ([`drop_bounding_for_app`]), so the application
+/// and PID 1's lock-down find little left: each drop replaces the
+/// process's credentials, a read does not.
 fn drop_bounding(keep: &HashSet<Capability>) -> Result<(), CredsError> {
     let kept: HashSet<u8> = keep.iter().map(|c| c.index()).collect();
     for cap in 0..=last_cap()? {
@@ -66,10 +89,22 @@ fn drop_bounding(keep: &HashSet<Capability>) -> Result<(), CredsError> {
             continue;
         }
         let set = rustix::thread::CapabilitySet::from_bits_retain(1 << cap);
+        // An error reading is no reason to skip the drop.
+        if rustix::thread::capability_is_in_bounding_set(set) == Ok(false) {
+            continue;
+        }
         rustix::thread::remove_capability_from_bounding_set(set)
             .map_err(|source| CredsError::DropBounding { cap, source })?;
     }
     Ok(())
+}
+
+/// PID 1 before it forks the application: the bounding set down to what
+/// the application keeps. PID 1 execs nothing, so its own work is
+/// unchanged; the application inherits the smaller set, and
+/// [`drop_to`] and [`drop_reaper`] still drop whatever is left.
+pub fn drop_bounding_for_app(keep: &HashSet<Capability>) -> Result<(), CredsError> {
+    drop_bounding(keep)
 }
 
 /// PID 1 after it forked the application: an empty bounding set, no

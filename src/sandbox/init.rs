@@ -61,6 +61,9 @@ pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
     // Everything that can fail is prepared before the application's fork.
     let filters = seccomp::filters(spec.seccomp)?;
     let keep = creds::parse_caps(&spec.capabilities)?;
+    // Once here, not in the application and again in the lock-down, both
+    // of which are on the way to the exec.
+    creds::drop_bounding_for_app(&keep)?;
     let domain = exec::prepare_domain(&keep)?;
     let reaper_filter = seccomp::reaper_filter()?;
     // An application that can change its uid may move to one PID 1 could

@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 
 use super::proto::{self, FromZygote, StageFailure, ToZygote};
 use super::stage::{self, CONTROL_FD, EXIT_SETUP_FAILED};
+use super::{creds, seccomp};
 
 /// Entry point of `berth sandbox-zygote`.
 pub fn main() -> ExitCode {
@@ -27,6 +28,9 @@ pub fn main() -> ExitCode {
         eprintln!("berth sandbox-zygote: prctl(PR_SET_PDEATHSIG): {e}");
         return ExitCode::from(EXIT_SETUP_FAILED);
     }
+    // Built once here, copied by every stage forked below.
+    seccomp::prepare();
+    creds::prepare();
     // SAFETY: fd 0 is the zygote channel the supervisor passed; from here on
     // this process owns it.
     let channel = unsafe { OwnedFd::from_raw_fd(0) };
