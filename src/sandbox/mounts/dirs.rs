@@ -96,7 +96,15 @@ pub(super) fn state_dir(
     if (st.st_uid, st.st_gid) != owner {
         set_owner(&fd, owner).map_err(err(&path))?;
     }
-    bind(root, &fd, &path, dest, Attrs::BIND_RW, Propagation::Private)
+    bind(
+        root,
+        &fd,
+        &path,
+        dest,
+        Attrs::BIND_RW,
+        Propagation::Private,
+        None,
+    )
 }
 
 /// The contents of one credential file on the host: a regular file (a

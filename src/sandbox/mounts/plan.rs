@@ -105,6 +105,9 @@ pub enum MountStep {
         dest: PathBuf,
         attrs: Attrs,
         propagation: Propagation,
+        /// Idmapped through the container's user namespace (configured
+        /// binds with `private_users`): files keep their owners inside.
+        idmap: bool,
     },
     /// A top-level directory of the host (`bin`, `lib64` ...): a link where
     /// the host has a link (merged /usr), a read-only bind where it has a
@@ -217,6 +220,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
         dest: "usr".into(),
         attrs: Attrs::BIND_RO,
         propagation: Propagation::Private,
+        idmap: false,
     });
     steps.extend(HOST_TOPS.map(|name| MountStep::HostTop { name }));
 
@@ -243,7 +247,8 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
         attrs: Attrs::TMPFS,
     });
     let service = one_name("service name", &spec.service)?;
-    let owner = (spec.uid, spec.gid);
+    // Owners on the host: shifted into the block with private users.
+    let owner = spec.host_ids((spec.uid, spec.gid));
     steps.push(MountStep::Dir {
         path: Path::new("run").join(one_name("runtime directory", &spec.runtime_directory)?),
         mode: 0o755,
@@ -276,6 +281,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
             dest: Path::new("dev").join(node),
             attrs: Attrs::DEVICE,
             propagation: Propagation::Private,
+            idmap: false,
         });
     }
     steps.push(MountStep::Devpts {
@@ -308,6 +314,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
             dest: "dev/log".into(),
             attrs: Attrs::NOTHING,
             propagation: Propagation::Private,
+            idmap: false,
         });
     }
     // Nothing may add device nodes or files later.
@@ -342,6 +349,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
                     Attrs::BIND_RW
                 },
                 propagation: spec.propagation,
+                idmap: b.idmap && spec.private_users.is_some(),
             },
         ));
     }
@@ -387,6 +395,7 @@ mod tests {
                     source: s.into(),
                     dest: d.into(),
                     read_only: *ro,
+                    idmap: true,
                 })
                 .collect(),
             propagation: Propagation::Slave,
@@ -404,6 +413,7 @@ mod tests {
             runtime_directory: "t".into(),
             state_directory: false,
             credentials: Vec::new(),
+            private_users: None,
         }
     }
 
@@ -679,6 +689,49 @@ mod tests {
         assert!(steps.iter().all(|st| !matches!(
             st,
             MountStep::Dir { path, owner: Some(_), .. } if path != Path::new("run/sshd")
+        )));
+    }
+
+    #[test]
+    fn plan_private_users_idmaps_configured_binds_and_shifts_owners() {
+        let mut s = spec(&[("/srv/a", "/a", false), ("/srv/b", "/b", true)]);
+        s.binds[1].idmap = false; // ":noidmap"
+        s.state_directory = true;
+        s.uid = 7;
+        s.gid = 8;
+        let idmapped = |steps: &[MountStep]| -> Vec<PathBuf> {
+            steps
+                .iter()
+                .filter_map(|st| match st {
+                    MountStep::Bind {
+                        dest, idmap: true, ..
+                    } => Some(dest.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Without private users nothing is idmapped, owners are as given.
+        let steps = plan(&s).expect("plan");
+        assert!(idmapped(&steps).is_empty());
+        assert!(steps.contains(&MountStep::Dir {
+            path: "run/t".into(),
+            mode: 0o755,
+            owner: Some((7, 8)),
+        }));
+        s.private_users = Some(0x7001_0000);
+        let steps = plan(&s).expect("plan");
+        // Only the configured bind without ":noidmap": /usr, /dev nodes,
+        // /etc entries and /dev/log stay the host's (nobody inside).
+        assert_eq!(idmapped(&steps), vec![PathBuf::from("a")]);
+        let host = (0x7001_0000 + 7, 0x7001_0000 + 8);
+        assert!(steps.contains(&MountStep::Dir {
+            path: "run/t".into(),
+            mode: 0o755,
+            owner: Some(host),
+        }));
+        assert!(steps.iter().any(|st| matches!(
+            st,
+            MountStep::StateDir { owner, .. } if *owner == host
         )));
     }
 
