@@ -1,0 +1,256 @@
+//! `private_users = true`: each container in its own user namespace, uid
+//! and gid 0-65535 inside mapped to a 65536-wide block of host ids that no
+//! other live container has; configured binds idmapped so files keep their
+//! owners; `:noidmap` binds (and everything berth binds itself) keep the
+//! host's owners, which root inside has no power over.
+//!
+//! Each test runs `/bin/sh -c` scripts as root in inetd containers; what a
+//! container prints is the answer to its connection.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use common::Berth;
+
+const T: Duration = Duration::from_secs(15);
+/// berth's default `private_users_range` (SPEC: above nspawn's range).
+const DEFAULT_FIRST: u64 = 0x7000_0000;
+const DEFAULT_LAST: u64 = 0x7fff_ffff;
+const NOBODY: u32 = 65534;
+
+fn service(script: &str, top: &str, sandbox: &str) -> String {
+    format!(
+        "mode = \"inetd\"\nuser = \"root\"\nexec = [\"/bin/sh\", \"-c\", {script:?}]\n{top}\n\
+         [sandbox]\nprivate_users = true\n{sandbox}\n"
+    )
+}
+
+fn request(addr: &str) -> String {
+    common::tcp_request(addr, "")
+}
+
+/// The host base of a `uid_map` line `0 BASE 65536`, checked to be a whole
+/// block of the default range.
+fn block(line: &str) -> u64 {
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| {
+            x.parse()
+                .unwrap_or_else(|_| panic!("uid_map line {line:?}"))
+        })
+        .collect();
+    assert_eq!(f.len(), 3, "{line:?}");
+    assert_eq!((f[0], f[2]), (0, 65536), "{line:?}");
+    assert_eq!(f[1] % 65536, 0, "{line:?}");
+    assert!(
+        f[1] >= DEFAULT_FIRST && f[1] + 65535 <= DEFAULT_LAST,
+        "{line:?} outside the default range"
+    );
+    f[1]
+}
+
+fn file(dir: &Path, name: &str, text: &str, mode: u32) {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn root_inside_is_uid_0_of_a_block_of_the_range() {
+    if !common::require_root() {
+        return;
+    }
+    let script = "id -u; id -g; head -1 /proc/self/uid_map; head -1 /proc/self/gid_map; \
+                  grep -c . /proc/self/uid_map";
+    let (_b, addr) = Berth::start_tcp("pu-id", &service(script, "", ""));
+    let out = request(&addr);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(&lines[..2], ["0", "0"], "{out}");
+    let uid_base = block(lines[2]);
+    assert_eq!(
+        block(lines[3]),
+        uid_base,
+        "gid block differs from uid block: {out}"
+    );
+    assert_eq!(lines[4], "1", "one mapping line only: {out}");
+}
+
+#[test]
+fn idmapped_binds_keep_owners_and_store_what_is_created_with_its_inside_owner() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    file(dir.path(), "own", "secret", 0o600);
+    std::os::unix::fs::chown(dir.path().join("own"), Some(0), Some(0)).expect("chown");
+    file(dir.path(), "theirs", "x", 0o644);
+    std::os::unix::fs::chown(dir.path().join("theirs"), Some(4242), Some(4243)).expect("chown");
+    let src = dir.path().display();
+    let script = "stat -c '%u %g' /data/own /data/theirs; cat /data/own; echo; \
+                  echo made > /data/by-root; \
+                  setpriv --reuid=4242 --regid=4243 --clear-groups sh -c 'echo t >> /data/theirs' \
+                    && echo their-write-ok; \
+                  setpriv --reuid=1000 --regid=1000 --clear-groups touch /data/by-1000 \
+                    2>/dev/null && echo 1000-CREATED || echo 1000-denied";
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (_b, addr) = Berth::start_tcp(
+        "pu-idmap",
+        &service(
+            script,
+            "",
+            &format!(
+                "read_write = [\"{src}:/data\"]\ncapabilities = [\"CAP_SETUID\", \"CAP_SETGID\"]"
+            ),
+        ),
+    );
+    assert_eq!(
+        request(&addr),
+        "0 0\n4242 4243\nsecret\ntheir-write-ok\n1000-denied\n",
+        "owners are the host's, unshifted, inside an idmapped bind"
+    );
+    // What root inside created is owned by root on the host: an idmapped
+    // bind stores the inside owner unshifted (docs/security.md).
+    let made = std::fs::metadata(dir.path().join("by-root")).expect("by-root on the host");
+    assert_eq!((made.uid(), made.gid()), (0, 0));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("theirs")).expect("theirs"),
+        "xt\n"
+    );
+}
+
+#[test]
+fn without_idmap_root_inside_reaches_nothing_of_the_host() {
+    if !common::require_root() {
+        return;
+    }
+    // A host directory root owns, with a root-only file and a world-readable
+    // one, and a sticky world-writable one to see who creates files.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    file(dir.path(), "own", "secret", 0o600);
+    file(dir.path(), "pub", "public", 0o644);
+    let open = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let script = "stat -c '%u %g' /data/own; \
+                  cat /data/own 2>/dev/null && echo READ || echo read-denied; \
+                  cat /data/pub; echo; \
+                  echo x >> /data/pub 2>/dev/null && echo APPENDED || echo write-denied; \
+                  chmod 666 /data/pub 2>/dev/null && echo CHMOD || echo chmod-denied; \
+                  chown 0 /data/pub 2>/dev/null && echo CHOWN || echo chown-denied; \
+                  rm -f /data/pub 2>/dev/null; test -e /data/pub && echo rm-denied; \
+                  touch /data/new 2>/dev/null && echo CREATED || echo create-denied; \
+                  echo mine > /open/made && stat -c '%u %g' /open/made; \
+                  mount -t tmpfs none /tmp 2>/dev/null && echo MOUNTED || echo mount-denied; \
+                  hostname evil 2>/dev/null && echo HOSTNAME || echo hostname-denied";
+    let (_b, addr) = Berth::start_tcp(
+        "pu-noidmap",
+        &service(
+            script,
+            "",
+            &format!(
+                "read_write = [\"{}:/data:noidmap\", \"{}:/open:noidmap\"]\n\
+                 capabilities = [\"CAP_DAC_OVERRIDE\", \"CAP_FOWNER\", \"CAP_CHOWN\", \
+                 \"CAP_SYS_ADMIN\"]\nseccomp = \"off\"",
+                dir.path().display(),
+                open.path().display()
+            ),
+        ),
+    );
+    let out = request(&addr);
+    assert_eq!(
+        out,
+        format!(
+            "{NOBODY} {NOBODY}\nread-denied\npublic\nwrite-denied\nchmod-denied\nchown-denied\n\
+             rm-denied\ncreate-denied\n0 0\nmount-denied\nhostname-denied\n"
+        ),
+        "root inside with CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_CHOWN, CAP_SYS_ADMIN and no \
+         seccomp must not reach host-owned files on a bind without idmap"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("pub")).expect("pub"),
+        "public"
+    );
+    // On a bind without idmap, what root inside creates is owned on the host
+    // by the container's block: uid 0 inside is BASE outside.
+    let made = std::fs::metadata(open.path().join("made")).expect("made on the host");
+    assert!(
+        u64::from(made.uid()) >= DEFAULT_FIRST && made.uid() % 65536 == 0,
+        "created by host uid {}",
+        made.uid()
+    );
+    assert_eq!(made.uid(), made.gid());
+}
+
+/// A connection whose container prints its `uid_map` and then waits.
+struct Held {
+    stream: TcpStream,
+    base: u64,
+}
+
+fn hold(addr: &str) -> Held {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(T)).expect("timeout");
+    let mut line = String::new();
+    BufReader::new(stream.try_clone().expect("clone"))
+        .read_line(&mut line)
+        .expect("uid_map line");
+    Held {
+        base: block(&line),
+        stream,
+    }
+}
+
+#[test]
+fn concurrent_containers_never_share_a_block_warm_ones_included() {
+    if !common::require_root() {
+        return;
+    }
+    let script = "head -1 /proc/self/uid_map; read x; echo bye";
+    // warm = 1: the sandboxes built ahead hold blocks of their own too.
+    let (b, addr) = Berth::start_tcp("pu-many", &service(script, "warm = 1", ""));
+    let held: Vec<Held> = (0..4).map(|_| hold(&addr)).collect();
+    let mut bases: Vec<u64> = held.iter().map(|h| h.base).collect();
+    bases.sort_unstable();
+    bases.dedup();
+    assert_eq!(bases.len(), 4, "blocks shared: {bases:?}");
+    for mut h in held {
+        h.stream.write_all(b"\n").expect("release");
+        let mut rest = String::new();
+        BufReader::new(h.stream)
+            .read_line(&mut rest)
+            .expect("answer");
+        assert_eq!(rest, "bye\n");
+    }
+    b.log.wait_count("container stopped", 4, T);
+}
+
+#[test]
+fn a_file_system_without_idmapped_mounts_is_refused_not_bound_weaker() {
+    if !common::require_root() {
+        return;
+    }
+    // sysfs does not support idmapped mounts.
+    let (b, addr) = Berth::start_tcp(
+        "pu-refuse",
+        &service("echo RAN", "", "read_only = [\"/sys/kernel:/k\"]"),
+    );
+    let out = request(&addr);
+    assert!(!out.contains("RAN"), "ran without the idmap: {out}");
+    let line = b.log.wait_for("container failed to start", T);
+    assert!(
+        line.contains("/sys/kernel cannot be idmapped") && line.contains("private_users"),
+        "{line}"
+    );
+    // Bound as the host's files on purpose, it runs.
+    let (_b, addr) = Berth::start_tcp(
+        "pu-refuse2",
+        &service("echo RAN", "", "read_only = [\"/sys/kernel:/k:noidmap\"]"),
+    );
+    assert_eq!(request(&addr), "RAN\n");
+}
