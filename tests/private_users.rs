@@ -254,3 +254,48 @@ fn a_file_system_without_idmapped_mounts_is_refused_not_bound_weaker() {
     );
     assert_eq!(request(&addr), "RAN\n");
 }
+
+#[test]
+fn the_state_directory_is_idmapped_so_the_next_block_still_owns_it() {
+    if !common::require_root() {
+        return;
+    }
+    let name = format!("pustate{}", std::process::id());
+    let host = Path::new("/var/lib/berth").join(&name);
+    let _ = std::fs::remove_dir_all(&host);
+    let script = "head -1 /proc/self/uid_map; f=\"$STATE_DIRECTORY/v\"; \
+                  if [ -e \"$f\" ]; then cat \"$f\"; echo more >> \"$f\" && echo appended; \
+                  else echo one > \"$f\" && chmod 600 \"$f\" && echo wrote; fi; read x";
+    let (_b, addr) = Berth::start_tcp(&name, &service(script, "", "state_directory = true"));
+    let read_to = |s: &TcpStream, n: usize| -> Vec<String> {
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        (0..n)
+            .map(|_| {
+                let mut l = String::new();
+                r.read_line(&mut l).expect("line");
+                l.trim_end().to_owned()
+            })
+            .collect()
+    };
+    // The first stays open, so the second has another block.
+    let first = TcpStream::connect(&addr).expect("connect");
+    first.set_read_timeout(Some(T)).expect("timeout");
+    let a = read_to(&first, 2);
+    assert_eq!(a[1], "wrote", "{a:?}");
+    let second = TcpStream::connect(&addr).expect("connect");
+    second.set_read_timeout(Some(T)).expect("timeout");
+    let b = read_to(&second, 3);
+    assert_ne!(
+        block(&a[0]),
+        block(&b[0]),
+        "same block for two live containers"
+    );
+    assert_eq!(&b[1..], ["one", "appended"], "{b:?}");
+    // Stored with the inside owner (root), unshifted, in a 0700 directory.
+    let meta = std::fs::metadata(host.join("v")).expect("v on the host");
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (0, 0, 0o600));
+    let dir = std::fs::metadata(&host).expect("state dir");
+    assert_eq!((dir.uid(), dir.mode() & 0o777), (0, 0o700));
+    drop((first, second));
+    let _ = std::fs::remove_dir_all(&host);
+}

@@ -4,10 +4,9 @@
 //! Per container rather than per service: two containers of one service
 //! in one block would be the same uid on the host, so one could signal,
 //! ptrace (with the other's help) or read the files of the other; a block
-//! of its own makes every container a stranger to every other. The cost
-//! is that files a container leaves on a non-idmapped writable bind (the
-//! state directory) belong to whichever block it had, which is why the
-//! state directory is chowned to the block of each container at its start.
+//! of its own makes every container a stranger to every other. What must
+//! outlive a block (the state directory, configured binds) is idmapped, so
+//! it is stored with its owner inside, whatever block wrote it.
 //!
 //! The set of blocks in use lives in the supervisor ([`BLOCKS`]); a
 //! [`Lease`] holds one until the container it was taken for is gone. After

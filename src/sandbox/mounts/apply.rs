@@ -649,7 +649,17 @@ pub fn apply(
                 name,
                 dest,
                 owner,
-            } => state_dir(r, base, name, dest, *owner)?,
+                idmap,
+            } => {
+                let ns = if *idmap { userns } else { None };
+                if *idmap && ns.is_none() {
+                    return Err(MountError::Idmap {
+                        path: base.join(name),
+                        source: io::ErrorKind::InvalidInput.into(),
+                    });
+                }
+                state_dir(r, base, name, dest, *owner, ns)?
+            }
             MountStep::Credentials { path, files, owner } => credentials(r, path, files, *owner)?,
             MountStep::Tmpfs {
                 path,

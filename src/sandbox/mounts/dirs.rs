@@ -38,6 +38,7 @@ pub(super) fn state_dir(
     name: &str,
     dest: &Path,
     owner: (u32, u32),
+    idmap: Option<&OwnedFd>,
 ) -> Result<(), MountError> {
     let path = base.join(name);
     let err = |p: &Path| {
@@ -103,7 +104,7 @@ pub(super) fn state_dir(
         dest,
         Attrs::BIND_RW,
         Propagation::Private,
-        None,
+        idmap,
     )
 }
 

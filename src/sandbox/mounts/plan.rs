@@ -86,6 +86,10 @@ pub enum MountStep {
         name: String,
         dest: PathBuf,
         owner: (u32, u32),
+        /// Idmapped (`private_users`): `owner` is then the in-container
+        /// owner, stored unshifted, so the data outlives the block of the
+        /// container that wrote it.
+        idmap: bool,
     },
     /// A read-only tmpfs at `path` holding a copy of each file (0400, in a
     /// 0500 directory, all owned by `owner`), filled before it is attached.
@@ -331,7 +335,10 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
                 base: STATE_BASE.into(),
                 name: service.clone(),
                 dest,
-                owner,
+                // Idmapped with private users: the next container has
+                // another block, and must still own what this one wrote.
+                owner: (spec.uid, spec.gid),
+                idmap: spec.private_users.is_some(),
             },
         ));
     }
@@ -729,9 +736,14 @@ mod tests {
             mode: 0o755,
             owner: Some(host),
         }));
+        // The state directory is idmapped, owned as inside.
         assert!(steps.iter().any(|st| matches!(
             st,
-            MountStep::StateDir { owner, .. } if *owner == host
+            MountStep::StateDir {
+                owner: (7, 8),
+                idmap: true,
+                ..
+            }
         )));
     }
 
@@ -756,6 +768,7 @@ mod tests {
                 name: "t".into(),
                 dest: "var/lib/t".into(),
                 owner: (65534, 65534),
+                idmap: false,
             }
         });
         let dest_of = |d: &str| {
