@@ -299,3 +299,45 @@ fn the_state_directory_is_idmapped_so_the_next_block_still_owns_it() {
     drop((first, second));
     let _ = std::fs::remove_dir_all(&host);
 }
+
+/// The probe in listen mode, as root with private users.
+fn listen_probe(extra: &str) -> String {
+    format!(
+        "mode = \"listen\"\nuser = \"root\"\nexec = [\"/probe\"]\n{extra}\n[sandbox]\n\
+         private_users = true\nread_only = [\"{}\"]\n",
+        common::probe_bind()
+    )
+}
+
+#[test]
+fn listen_mode_gets_its_sockets_idles_out_and_wakes_in_a_new_namespace() {
+    if !common::require_root() {
+        return;
+    }
+    let (b, addr) = Berth::start_tcp(
+        "pu-listen",
+        &listen_probe("warm = 1\nidle_timeout = \"400ms\""),
+    );
+    let report = |s: &str| common::json(s);
+    let host_user = common::host_ns("user");
+    let first = report(&common::tcp_request(&addr, "report"));
+    assert_eq!(first["uid"], 0, "{first}");
+    assert_eq!(first["listen_fds"], 1, "{first}");
+    assert_eq!(first["env"]["LISTEN_FDNAMES"], "pu-listen", "{first}");
+    let user = first["namespaces"]["user"]
+        .as_str()
+        .expect("user ns")
+        .to_owned();
+    assert_ne!(
+        user, host_user,
+        "the application is in the host's user namespace"
+    );
+    // The default seccomp filter is in force inside the namespace too.
+    assert_eq!(first["status"]["Seccomp"], "2", "{first}");
+    b.log.wait_for("idle_timeout reached", T);
+    let woken = report(&common::tcp_request(&addr, "report"));
+    assert_eq!(woken["uid"], 0);
+    let again = woken["namespaces"]["user"].as_str().expect("user ns");
+    assert_ne!(again, user, "a new container, a new user namespace");
+    assert_ne!(again, host_user);
+}
