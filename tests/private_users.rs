@@ -341,3 +341,37 @@ fn listen_mode_gets_its_sockets_idles_out_and_wakes_in_a_new_namespace() {
     assert_ne!(again, user, "a new container, a new user namespace");
     assert_ne!(again, host_user);
 }
+
+#[test]
+fn a_full_range_refuses_the_next_container_until_a_block_is_freed() {
+    if !common::require_root() {
+        return;
+    }
+    let script = "head -1 /proc/self/uid_map; read x; echo bye";
+    let (dir, file) = common::service_dir("pu-full", &service(script, "", ""));
+    // One block only.
+    std::fs::write(
+        dir.path().join("berth.toml"),
+        "private_users_range = \"1879048192-1879113727\"\n",
+    )
+    .expect("berth.toml");
+    let b = Berth::start_file(dir, file, &["127.0.0.1:0".to_string()]);
+    let line = b.log.wait_for("listening on 127.0.0.1:", T);
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("address")
+        .to_owned();
+    let mut first = hold(&addr);
+    assert_eq!(first.base, 1_879_048_192);
+    // The second container has no block: refused, never given a shared one.
+    assert_eq!(request(&addr), "", "a second container ran in a full range");
+    let failed = b.log.wait_for("container failed to start", T);
+    assert!(failed.contains("all 1 blocks"), "{failed}");
+    first.stream.write_all(b"\n").expect("release");
+    b.log.wait_for("container stopped", T);
+    // Freed with the container: the next one gets it.
+    let again = hold(&addr);
+    assert_eq!(again.base, 1_879_048_192);
+}
