@@ -375,3 +375,26 @@ fn a_full_range_refuses_the_next_container_until_a_block_is_freed() {
     let again = hold(&addr);
     assert_eq!(again.base, 1_879_048_192);
 }
+
+#[test]
+fn a_service_user_inside_the_block_works_one_outside_is_refused() {
+    if !common::require_root() {
+        return;
+    }
+    let script = "id -u; stat -c '%u %g' \"$RUNTIME_DIRECTORY\"; \
+                  echo x > \"$RUNTIME_DIRECTORY/f\" && echo wrote";
+    let toml = service(script, "", "").replace("user = \"root\"", "user = \"nobody\"");
+    let (_b, addr) = Berth::start_tcp("pu-nobody", &toml);
+    assert_eq!(
+        request(&addr),
+        format!("{NOBODY}\n{NOBODY} {NOBODY}\nwrote\n")
+    );
+    let toml = service("echo RAN", "", "").replace("user = \"root\"", "user = 100000");
+    let (b, addr) = Berth::start_tcp("pu-far", &toml);
+    assert_eq!(request(&addr), "");
+    let line = b.log.wait_for("container failed to start", T);
+    assert!(
+        line.contains("uid 100000") && line.contains("0-65535"),
+        "{line}"
+    );
+}

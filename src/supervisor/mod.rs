@@ -32,6 +32,11 @@ pub enum LaunchError {
     Spawn(#[from] SpawnError),
     #[error("{0}")]
     Userns(#[from] userns::UsernsError),
+    #[error(
+        "private_users: the service runs as uid {uid} gid {gid}, outside the 0-65535 a container's \
+         user namespace maps; choose a user and group below 65536"
+    )]
+    UnmappedUser { uid: u32, gid: u32 },
     #[error("{0}")]
     Scope(#[from] ScopeError),
     #[error("duplicating a descriptor for the container: {0}")]
@@ -362,6 +367,14 @@ impl Launcher {
     ) -> Result<Parked, LaunchError> {
         let svc = self.service();
         let creds = config::resolve_credentials(&svc.user, svc.group.as_ref())?;
+        if svc.sandbox.private_users
+            && (creds.uid >= config::USERNS_BLOCK || creds.gid >= config::USERNS_BLOCK)
+        {
+            return Err(LaunchError::UnmappedUser {
+                uid: creds.uid,
+                gid: creds.gid,
+            });
+        }
         let lease = if svc.sandbox.private_users {
             Some(userns::BLOCKS.allocate(svc.private_users_range)?)
         } else {
