@@ -398,3 +398,19 @@ fn a_service_user_inside_the_block_works_one_outside_is_refused() {
         "{line}"
     );
 }
+
+#[test]
+fn cap_net_bind_service_still_binds_low_ports_in_a_private_network() {
+    if !common::require_root() {
+        return;
+    }
+    let script = "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 80)); \
+                  print(\"bound\")' 2>/dev/null || echo bind-denied; \
+                  cat /proc/sys/net/ipv4/ip_unprivileged_port_start";
+    let kept = service(script, "", "capabilities = [\"CAP_NET_BIND_SERVICE\"]");
+    let (_b, addr) = Berth::start_tcp("pu-bind", &kept);
+    assert_eq!(request(&addr), "bound\n0\n");
+    // Without the capability, root inside binds no port below 1024.
+    let (_b, addr) = Berth::start_tcp("pu-nobind", &service(script, "", ""));
+    assert_eq!(request(&addr), "bind-denied\n1024\n");
+}

@@ -55,6 +55,14 @@ pub(super) fn run(
     })?;
     if spec.private_network {
         net::loopback_up()?;
+        if spec.private_users.is_some()
+            && spec
+                .capabilities
+                .iter()
+                .any(|c| c == "CAP_NET_BIND_SERVICE")
+        {
+            net::all_ports_unprivileged()?;
+        }
     }
     // journald's stream socket is outside the new root: hold it by an
     // O_PATH descriptor and connect through /proc/self/fd once inside the
