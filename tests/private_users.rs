@@ -342,6 +342,19 @@ fn listen_mode_gets_its_sockets_idles_out_and_wakes_in_a_new_namespace() {
     assert_ne!(again, host_user);
 }
 
+/// Like [`hold`] for a block outside the default range: `0 BASE 65536`.
+fn held_in(addr: &str, base: u64) -> Held {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(T)).expect("timeout");
+    let mut line = String::new();
+    BufReader::new(stream.try_clone().expect("clone"))
+        .read_line(&mut line)
+        .expect("uid_map line");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(f, ["0", &base.to_string(), "65536"], "{line:?}");
+    Held { stream, base }
+}
+
 #[test]
 fn a_full_range_refuses_the_next_container_until_a_block_is_freed() {
     if !common::require_root() {
@@ -349,10 +362,10 @@ fn a_full_range_refuses_the_next_container_until_a_block_is_freed() {
     }
     let script = "head -1 /proc/self/uid_map; read x; echo bye";
     let (dir, file) = common::service_dir("pu-full", &service(script, "", ""));
-    // One block only.
+    // One block only, outside the default range other tests use.
     std::fs::write(
         dir.path().join("berth.toml"),
-        "private_users_range = \"1879048192-1879113727\"\n",
+        "private_users_range = \"2147483648-2147549183\"\n",
     )
     .expect("berth.toml");
     let b = Berth::start_file(dir, file, &["127.0.0.1:0".to_string()]);
@@ -363,8 +376,7 @@ fn a_full_range_refuses_the_next_container_until_a_block_is_freed() {
         .and_then(|r| r.split_whitespace().next())
         .expect("address")
         .to_owned();
-    let mut first = hold(&addr);
-    assert_eq!(first.base, 1_879_048_192);
+    let mut first = held_in(&addr, 2_147_483_648);
     // The second container has no block: refused, never given a shared one.
     assert_eq!(request(&addr), "", "a second container ran in a full range");
     let failed = b.log.wait_for("container failed to start", T);
@@ -372,8 +384,7 @@ fn a_full_range_refuses_the_next_container_until_a_block_is_freed() {
     first.stream.write_all(b"\n").expect("release");
     b.log.wait_for("container stopped", T);
     // Freed with the container: the next one gets it.
-    let again = hold(&addr);
-    assert_eq!(again.base, 1_879_048_192);
+    held_in(&addr, 2_147_483_648);
 }
 
 #[test]
@@ -413,4 +424,21 @@ fn cap_net_bind_service_still_binds_low_ports_in_a_private_network() {
     // Without the capability, root inside binds no port below 1024.
     let (_b, addr) = Berth::start_tcp("pu-nobind", &service(script, "", ""));
     assert_eq!(request(&addr), "bind-denied\n1024\n");
+}
+
+#[test]
+fn two_berth_processes_never_share_a_block() {
+    if !common::require_root() {
+        return;
+    }
+    // As `berth inetd` per connection next to `berth serve`: separate
+    // processes, coordinated by the block locks in /run/berth/userns.
+    let script = "head -1 /proc/self/uid_map; read x; echo bye";
+    let (_a, addr_a) = Berth::start_tcp("pu-proc-a", &service(script, "", ""));
+    let (_b, addr_b) = Berth::start_tcp("pu-proc-b", &service(script, "", ""));
+    let held = [hold(&addr_a), hold(&addr_b), hold(&addr_a), hold(&addr_b)];
+    let mut bases: Vec<u64> = held.iter().map(|h| h.base).collect();
+    bases.sort_unstable();
+    bases.dedup();
+    assert_eq!(bases.len(), 4, "blocks shared across processes: {bases:?}");
 }

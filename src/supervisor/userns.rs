@@ -9,10 +9,14 @@
 //! it is stored with its owner inside, whatever block wrote it.
 //!
 //! The set of blocks in use lives in the supervisor ([`BLOCKS`]); a
-//! [`Lease`] holds one until the container it was taken for is gone. After
-//! a restart the blocks of adopted containers are read back from the
-//! `uid_map` of their processes ([`adopt`]) before any new container
-//! starts, so a restarted supervisor cannot hand out a block still in use.
+//! [`Lease`] holds one until the container it was taken for is gone. Each
+//! lease also holds an exclusive `flock` on `/run/berth/userns/BASE`, so
+//! separate berth processes (`berth inetd`, one per connection of an
+//! `Accept=yes` socket, next to `berth serve`) never take the same block.
+//! After a restart the blocks of adopted containers are read back from the
+//! `uid_map` of their processes ([`adopt`]) and locked again before any new
+//! container starts, so a restarted supervisor cannot hand out a block
+//! still in use.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -21,6 +25,11 @@ use crate::config::{USERNS_BLOCK, UidRange};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsernsError {
+    #[error("private_users: the block lock {path}: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(
         "private_users: all {blocks} blocks of private_users_range {first}-{last} are in use by \
          running containers (widen the range in berth.toml)"
@@ -31,15 +40,52 @@ pub enum UsernsError {
 /// The blocks in use, by first host id.
 pub struct Blocks {
     used: Mutex<BTreeSet<u32>>,
+    /// Where the per-block lock files are (`None`: this process alone, for
+    /// unit tests).
+    lock_dir: Option<&'static str>,
 }
 
-/// The supervisor's blocks (one process, one set).
-pub static BLOCKS: Blocks = Blocks::new();
+/// Where the block locks shared by every berth process live.
+pub const LOCK_DIR: &str = "/run/berth/userns";
+
+/// The supervisor's blocks (one process, one set; other berth processes
+/// through the locks).
+pub static BLOCKS: Blocks = Blocks {
+    used: Mutex::new(BTreeSet::new()),
+    lock_dir: Some(LOCK_DIR),
+};
 
 impl Blocks {
+    /// A set of this process only, without lock files.
     pub const fn new() -> Blocks {
         Blocks {
             used: Mutex::new(BTreeSet::new()),
+            lock_dir: None,
+        }
+    }
+
+    /// Lock `base` against other processes: `Ok(None)` if one holds it.
+    fn lock(&self, base: u32) -> Result<Option<Option<std::fs::File>>, UsernsError> {
+        let Some(dir) = self.lock_dir else {
+            return Ok(Some(None));
+        };
+        let path = format!("{dir}/{base}");
+        let err = |source| UsernsError::Lock {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        // O_CLOEXEC (std's default): no stage inherits the lock.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(Some(file))),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(err(e.into())),
         }
     }
 
@@ -60,8 +106,15 @@ impl Blocks {
                     last: range.last,
                 });
             }
-            if used.insert(base) {
-                return Ok(Lease { base, pool: self });
+            if !used.contains(&base)
+                && let Some(lock) = self.lock(base)?
+            {
+                used.insert(base);
+                return Ok(Lease {
+                    base,
+                    pool: self,
+                    _lock: lock,
+                });
             }
             base += USERNS_BLOCK;
         }
@@ -70,7 +123,26 @@ impl Blocks {
     /// Mark `base` in use (an adopted container's block).
     pub fn claim(&'static self, base: u32) -> Lease {
         self.used().insert(base);
-        Lease { base, pool: self }
+        // Best effort: a block another berth process holds is still this
+        // container's, and stays out of this process's allocations.
+        let lock = match self.lock(base) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                tracing::warn!(
+                    "private_users: block {base} of an adopted container is locked by another berth process"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        };
+        Lease {
+            base,
+            pool: self,
+            _lock: lock,
+        }
     }
 
     /// How many blocks are in use.
@@ -89,6 +161,8 @@ impl Default for Blocks {
 pub struct Lease {
     base: u32,
     pool: &'static Blocks,
+    /// The flock on the block's lock file, released with the lease.
+    _lock: Option<std::fs::File>,
 }
 
 impl Lease {
