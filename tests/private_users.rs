@@ -442,3 +442,39 @@ fn two_berth_processes_never_share_a_block() {
     bases.dedup();
     assert_eq!(bases.len(), 4, "blocks shared across processes: {bases:?}");
 }
+
+#[test]
+fn berth_security_counts_root_with_private_users_as_contained() {
+    // No root needed: `berth security` reads the configuration only.
+    let run = |private: bool| -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("services")).expect("mkdir");
+        let text = format!(
+            "mode = \"inetd\"\nexec = [\"/bin/cat\"]\nuser = \"root\"\n[sandbox]\n\
+             private_users = {private}\n"
+        );
+        std::fs::write(dir.path().join("services/r.toml"), text).expect("write");
+        let out = std::process::Command::new(common::BERTH)
+            .arg("--config-dir")
+            .arg(dir.path())
+            .args(["security", "r"])
+            .output()
+            .expect("berth security");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let row = |out: &str| -> String {
+        out.lines()
+            .find(|l| l.contains("user = \"root\""))
+            .unwrap_or_else(|| panic!("no user row in {out}"))
+            .to_owned()
+    };
+    let host_root = run(false);
+    assert!(row(&host_root).starts_with('✗'), "{host_root}");
+    let contained = run(true);
+    assert!(row(&contained).starts_with('✓'), "{contained}");
+    assert!(
+        contained.contains("Overall exposure level for r: 0.0 SAFE"),
+        "{contained}"
+    );
+}
