@@ -478,3 +478,29 @@ fn berth_security_counts_root_with_private_users_as_contained() {
         "{contained}"
     );
 }
+
+#[test]
+fn root_inside_with_cap_sys_ptrace_has_no_hold_on_pid_1() {
+    if !common::require_root() {
+        return;
+    }
+    // PID 1 stays in the host's user namespace (euid 0 there): capabilities
+    // of the container's namespace do not reach it.
+    let script = "cat /proc/1/environ >/dev/null 2>&1 && echo ENVIRON || echo environ-denied; \
+                  readlink /proc/1/exe >/dev/null 2>&1 && echo EXE || echo exe-denied; \
+                  head -c1 /proc/1/mem >/dev/null 2>&1 && echo MEM || echo mem-denied; \
+                  ls /proc/1/root/ >/dev/null 2>&1 && echo ROOT || echo root-denied";
+    let (_b, addr) = Berth::start_tcp(
+        "pu-pid1",
+        &service(
+            script,
+            "",
+            "capabilities = [\"CAP_SYS_PTRACE\", \"CAP_DAC_OVERRIDE\", \"CAP_DAC_READ_SEARCH\"]\n\
+             seccomp = \"off\"",
+        ),
+    );
+    assert_eq!(
+        request(&addr),
+        "environ-denied\nexe-denied\nmem-denied\nroot-denied\n"
+    );
+}
