@@ -188,15 +188,24 @@ impl Drop for Lease {
 /// processes (the application is in the container's user namespace; its
 /// PID 1 is not). `None` for a container without private users.
 pub fn adopt(pids: &[u32]) -> Option<Lease> {
+    // Only a process in another user namespace than berth's: the stage and
+    // PID 1 share berth's, whose map (not the identity when berth itself
+    // runs in a container) is no block. Read from another namespace, a map
+    // is shown in berth's own ids.
+    let own = std::fs::read_link("/proc/self/ns/user").ok()?;
     pids.iter()
         .find_map(|p| {
+            let ns = std::fs::read_link(format!("/proc/{p}/ns/user")).ok()?;
+            if ns == own {
+                return None;
+            }
             let map = std::fs::read_to_string(format!("/proc/{p}/uid_map")).ok()?;
             block_of(&map)
         })
         .map(|base| BLOCKS.claim(base))
 }
 
-/// The block a `uid_map` (as the host sees it) lies in; `None` for the
+/// The block a `uid_map` (as berth sees it) lies in; `None` for the
 /// host's own identity map.
 pub fn block_of(uid_map: &str) -> Option<u32> {
     let line = uid_map.lines().next()?;
