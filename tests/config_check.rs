@@ -349,7 +349,7 @@ fn bind_with_relative_path_is_rejected() {
         &file,
         4,
         14,
-        "read_only: expected \"SRC[:DST]\" with absolute paths",
+        "read_only: expected \"SRC[:DST[:noidmap]]\" with absolute paths",
     );
 }
 
@@ -736,4 +736,33 @@ fn missing_config_dir() {
         stderr.starts_with(&format!("{}: no such file or directory", dir.display())),
         "{stderr}"
     );
+}
+
+#[test]
+fn private_users_keys() {
+    let (_c, _file, out) = check_service(
+        "[sandbox]\nprivate_users = true\nread_write = [\"/tmp:/t:noidmap\", \"/tmp:/u\"]\n",
+    );
+    out.ok();
+    let (_c, file, out) = check_service("[sandbox]\nread_only = [\"/usr:/u:idmapp\"]\n");
+    out.error_at(&file, 4, 14, "expected \"SRC[:DST[:noidmap]]\"");
+    let (_c, file, out) = check_service("[sandbox]\nprivate_users = 1\n");
+    out.error_at(&file, 4, 17, "true or false");
+    // The range is one for the supervisor: berth.toml only, whole blocks.
+    let (_c, file, out) = check_service("private_users_range = \"1879048192-1879179263\"\n");
+    out.error_at(&file, 3, 1, "expected it in berth.toml");
+    let c = Conf::new();
+    let d = c.defaults("private_users_range = \"1879048192-1879179263\"\n");
+    c.check(&[&d]).ok();
+    for bad in [
+        "0-65535",
+        "65536-65536",
+        "65537-131072",
+        "65536-131070",
+        "x-y",
+    ] {
+        let c = Conf::new();
+        let d = c.defaults(&format!("private_users_range = \"{bad}\"\n"));
+        c.check(&[&d]).error_at(&d, 1, 23, "multiple of 65536");
+    }
 }

@@ -33,8 +33,8 @@ pub use load::{
     load_service_all,
 };
 pub use schema::{
-    Bind, CredentialFile, GroupRef, IpRule, Mode, Network, Propagation, RateLimit, Resources,
-    Sandbox, Seccomp, Service, SliceLimits, UserRef,
+    Bind, CredentialFile, DEFAULT_USERNS_RANGE, GroupRef, IpRule, Mode, Network, Propagation,
+    RateLimit, Resources, Sandbox, Seccomp, Service, SliceLimits, USERNS_BLOCK, UidRange, UserRef,
 };
 pub use units::{parse_duration, parse_size};
 pub use validate::without_host_checks;

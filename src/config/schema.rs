@@ -29,12 +29,33 @@ pub enum GroupRef {
     Id(u32),
 }
 
-/// A bind mount `SRC[:DST]`; `dest` defaults to `source`.
+/// A bind mount `SRC[:DST[:noidmap]]`; `dest` defaults to `source`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     pub source: PathBuf,
     pub dest: PathBuf,
+    /// With `private_users`: bound idmapped (files keep their owners
+    /// inside); `:noidmap` turns it off for this bind.
+    pub idmap: bool,
 }
+
+/// `private_users_range = "FIRST-LAST"` (berth.toml): the host uids and
+/// gids berth hands out in blocks of [`USERNS_BLOCK`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    pub first: u32,
+    pub last: u32,
+}
+
+/// The width of one container's block of host ids: uid/gid 0-65535 inside.
+pub const USERNS_BLOCK: u32 = 65536;
+
+/// Above nspawn's 524288-1879048191 and systemd's DynamicUser= range
+/// (61184-65519): 0x70000000-0x7fffffff, 4096 blocks.
+pub const DEFAULT_USERNS_RANGE: UidRange = UidRange {
+    first: 0x7000_0000,
+    last: 0x7fff_ffff,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
@@ -88,6 +109,9 @@ pub struct Sandbox {
     pub state_directory: bool,
     /// Copied at start into `/run/credentials/SERVICE`.
     pub credentials: Vec<CredentialFile>,
+    /// Own user namespace: ids 0-65535 inside map to a block of
+    /// `private_users_range` on the host.
+    pub private_users: bool,
 }
 
 /// One entry of `[sandbox] credentials`: `NAME[:PATH]`.
@@ -177,6 +201,8 @@ pub struct Service {
     pub sandbox: Sandbox,
     pub resources: Resources,
     pub slice: SliceLimits,
+    /// berth.toml's `private_users_range` (the same for every service).
+    pub private_users_range: UidRange,
 }
 
 /// One entry of `ip_allow`/`ip_deny`, as systemd's IPAddressAllow= takes it.

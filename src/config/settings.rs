@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::error::{ConfigError, Location};
 use super::schema::{
-    Bind, CredentialFile, GroupRef, IpRule, Mode, Network, Propagation, RateLimit, Resources,
-    Sandbox, Seccomp, Service, SliceLimits, UserRef,
+    Bind, CredentialFile, DEFAULT_USERNS_RANGE, GroupRef, IpRule, Mode, Network, Propagation,
+    RateLimit, Resources, Sandbox, Seccomp, Service, SliceLimits, UidRange, UserRef,
 };
 use crate::activation::ListenAddr;
 
@@ -66,6 +66,8 @@ pub(super) struct FileSettings {
     pub(super) runtime_directory: Option<String>,
     pub(super) state_directory: Option<bool>,
     pub(super) credentials: Option<Vec<CredentialFile>>,
+    pub(super) private_users: Option<bool>,
+    pub(super) private_users_range: Option<UidRange>,
     pub(super) memory_max: Option<u64>,
     pub(super) memory_high: Option<u64>,
     pub(super) cpu_weight: Option<u64>,
@@ -155,6 +157,8 @@ impl FileSettings {
             runtime_directory,
             state_directory,
             credentials,
+            private_users,
+            private_users_range,
             memory_max,
             memory_high,
             cpu_weight,
@@ -290,6 +294,7 @@ impl FileSettings {
                 runtime_directory: self.runtime_directory.unwrap_or_else(|| name.to_string()),
                 state_directory: self.state_directory.unwrap_or(false),
                 credentials: self.credentials.unwrap_or_default(),
+                private_users: self.private_users.unwrap_or(false),
             },
             resources: Resources {
                 memory_max: self.memory_max,
@@ -305,6 +310,7 @@ impl FileSettings {
                 cpu_quota: self.slice_cpu_quota,
                 cpu_weight: self.slice_cpu_weight,
             },
+            private_users_range: self.private_users_range.unwrap_or(DEFAULT_USERNS_RANGE),
         })
     }
 }

@@ -39,6 +39,7 @@ const TOP_KEYS: &[&str] = &[
     "sandbox",
     "resources",
     "slice",
+    "private_users_range",
 ];
 const SANDBOX_KEYS: &[&str] = &[
     "network",
@@ -53,6 +54,7 @@ const SANDBOX_KEYS: &[&str] = &[
     "runtime_directory",
     "state_directory",
     "credentials",
+    "private_users",
 ];
 const RESOURCES_KEYS: &[&str] = &[
     "memory_max",
@@ -344,6 +346,16 @@ impl<'a> FileValidator<'a> {
                         s.ip_deny = list;
                     }
                 }
+                // One allocation for all containers of one supervisor.
+                "private_users_range" if !is_defaults => self.errors.push(self.invalid(
+                    k,
+                    key.span(),
+                    "not allowed in a service file, expected it in berth.toml".to_string(),
+                )),
+                "private_users_range" => {
+                    let r = self.uid_range(k, value);
+                    s.private_users_range = self.ok_or_record(r);
+                }
                 "sandbox" => match value.get_ref() {
                     DeValue::Table(table) => self.sandbox(table, &mut s),
                     _ => self
@@ -440,6 +452,10 @@ impl<'a> FileValidator<'a> {
                     let r = self.credentials(value);
                     s.credentials = self.ok_or_record(r);
                 }
+                "private_users" => match value.get_ref() {
+                    DeValue::Boolean(b) => s.private_users = Some(*b),
+                    _ => self.errors.push(self.wrong_type(k, value, "true or false")),
+                },
                 _ => self
                     .errors
                     .push(self.unknown_key(key, "[sandbox]", SANDBOX_KEYS)),

@@ -9,7 +9,9 @@ use std::time::Duration;
 use toml::de::{DeInteger, DeValue};
 
 use super::error::ConfigError;
-use super::schema::{Bind, CredentialFile, GroupRef, IpRule, RateLimit, UserRef};
+use super::schema::{
+    Bind, CredentialFile, GroupRef, IpRule, RateLimit, USERNS_BLOCK, UidRange, UserRef,
+};
 use super::units::{parse_duration, parse_size};
 use super::validate::{FileValidator, TomlValue, host_checks};
 use crate::activation::ListenAddr;
@@ -339,16 +341,23 @@ impl FileValidator<'_> {
 
     pub(super) fn binds(&mut self, key: &str, value: &TomlValue) -> Checked<Vec<Bind>> {
         const EXPECTED: &str =
-            "an array of \"SRC[:DST]\" absolute paths such as [\"/srv/data:/data\"]";
+            "an array of \"SRC[:DST[:noidmap]]\" absolute paths such as [\"/srv/data:/data\"]";
         let items = self.array(key, value, EXPECTED)?;
         let results = items.iter().map(|entry| self.bind(key, entry)).collect();
         self.all_ok(results)
     }
 
     fn bind(&self, key: &str, value: &TomlValue) -> Checked<Bind> {
-        const EXPECTED: &str = "\"SRC[:DST]\" with absolute paths";
+        const EXPECTED: &str = "\"SRC[:DST[:noidmap]]\" with absolute paths";
         let s = self.string(key, value, EXPECTED)?;
-        let (src, dst) = s.split_once(':').unwrap_or((s, s));
+        let mut parts = s.splitn(3, ':');
+        let src = parts.next().unwrap_or(s);
+        let dst = parts.next().unwrap_or(src);
+        let idmap = match parts.next() {
+            None => true,
+            Some("noidmap") => false,
+            Some(_) => return Err(self.bad_value(key, value, EXPECTED)),
+        };
         if !src.starts_with('/') || !dst.starts_with('/') {
             return Err(self.bad_value(key, value, EXPECTED));
         }
@@ -378,7 +387,11 @@ impl FileValidator<'_> {
             ));
         }
         if !host_checks() {
-            return Ok(Bind { source, dest });
+            return Ok(Bind {
+                source,
+                dest,
+                idmap,
+            });
         }
         match std::fs::metadata(&source) {
             Ok(_) => match symlink_on_path(&source) {
@@ -396,7 +409,11 @@ impl FileValidator<'_> {
                             .unwrap_or_default()
                     ),
                 )),
-                None => Ok(Bind { source, dest }),
+                None => Ok(Bind {
+                    source,
+                    dest,
+                    idmap,
+                }),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(ConfigError::MissingBindSource {
@@ -410,6 +427,29 @@ impl FileValidator<'_> {
                 value.span(),
                 format!("cannot access bind source {}: {e}", source.display()),
             )),
+        }
+    }
+
+    /// `"FIRST-LAST"`: whole blocks of 65536 host ids, above 0 and below
+    /// 2^32 - 1 (the kernel's "no id").
+    pub(super) fn uid_range(&self, key: &str, value: &TomlValue) -> Checked<UidRange> {
+        const EXPECTED: &str = "\"FIRST-LAST\" host ids, FIRST a multiple of 65536 above 0 and LAST+1 a \
+             multiple of 65536 above FIRST, such as \"1879048192-2147483647\"";
+        let s = self.string(key, value, EXPECTED)?;
+        let parsed = s.split_once('-').and_then(|(a, b)| {
+            Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?))
+        });
+        match parsed {
+            Some((first, last))
+                if first > 0
+                    && first % USERNS_BLOCK == 0
+                    && last > first
+                    && last < u32::MAX
+                    && (u64::from(last) + 1) % u64::from(USERNS_BLOCK) == 0 =>
+            {
+                Ok(UidRange { first, last })
+            }
+            _ => Err(self.bad_value(key, value, EXPECTED)),
         }
     }
 

@@ -16,7 +16,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::unistd::{chdir, execve, getpid, setsid};
 
 use super::stage::{CONTROL_FD, StageError};
-use super::{DEFAULT_PATH, Spec, creds, seccomp};
+use super::{DEFAULT_PATH, Spec, creds, seccomp, userns};
 
 /// Everything the application's process needs, prepared by PID 1 before
 /// the fork so that failures are reported as setup errors.
@@ -33,6 +33,9 @@ pub(super) struct App<'a> {
     pub domain: Option<RulesetCreated>,
     /// Read end of a pipe PID 1 closes once it has dropped its privileges.
     pub reaper_locked: OwnedFd,
+    /// The container's user namespace (`private_users`), entered before
+    /// the uid change.
+    pub userns: Option<&'a OwnedFd>,
 }
 
 /// The filesystem rights the fallback ruleset handles, all granted on "/"
@@ -131,6 +134,12 @@ fn setup(app: App<'_>) -> Result<Vec<CString>, StageError> {
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(StageError::SigMask)?;
     setsid().map_err(StageError::Setsid)?;
+    // Before arrange_fds, which may reuse the namespace's descriptor number.
+    // From here on uids and capabilities are the namespace's: `drop_to`
+    // below takes uid N inside, which is base+N on the host.
+    if let Some(ns) = app.userns {
+        userns::enter(ns)?;
+    }
     arrange_fds(app.fds)?;
 
     let mut env: Vec<String> = Vec::new();

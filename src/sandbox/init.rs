@@ -30,7 +30,13 @@ use super::stage::{CONTROL_FD, StageError, report};
 
 /// Build the container, start the application and reap until it exits;
 /// the application's status (128+N for signal N) is PID 1's exit status.
-pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
+/// `userns`: the container's user namespace (`private_users`), which the
+/// binds are idmapped through and the application enters.
+pub(super) fn run(
+    control: &OwnedFd,
+    spec: &Spec,
+    userns: Option<&OwnedFd>,
+) -> Result<u8, StageError> {
     if spec.die_with_supervisor {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
             .map_err(|e| StageError::Prctl("PR_SET_PDEATHSIG", e))?;
@@ -49,6 +55,14 @@ pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
     })?;
     if spec.private_network {
         net::loopback_up()?;
+        if spec.private_users.is_some()
+            && spec
+                .capabilities
+                .iter()
+                .any(|c| c == "CAP_NET_BIND_SERVICE")
+        {
+            net::all_ports_unprivileged()?;
+        }
     }
     // journald's stream socket is outside the new root: hold it by an
     // O_PATH descriptor and connect through /proc/self/fd once inside the
@@ -57,7 +71,7 @@ pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
         Some(_) => Some(open_path(crate::journal::STDOUT_SOCKET)?),
         None => None,
     };
-    mounts::assemble(spec)?;
+    mounts::assemble(spec, userns)?;
     // Everything that can fail is prepared before the application's fork.
     let filters = seccomp::filters(spec.seccomp)?;
     let keep = creds::parse_caps(&spec.capabilities)?;
@@ -126,6 +140,7 @@ pub(super) fn run(control: &OwnedFd, spec: &Spec) -> Result<u8, StageError> {
         filters: &filters,
         domain,
         reaper_locked: locked_rx,
+        userns,
     };
     // SAFETY: PID 1 is single-threaded (forked from the single-threaded
     // stage, no runtime), so the child may do anything after fork.
@@ -181,7 +196,10 @@ fn lock_down(
     if keep_kill {
         creds::drop_reaper(None, &[Capability::CAP_KILL])?;
     } else {
-        creds::drop_reaper(Some(spec.uid), &[])?;
+        // The application's uid as the host sees it (in the block with
+        // private users): the uid the kill permission check compares.
+        let (uid, _) = spec.host_ids((spec.uid, spec.gid));
+        creds::drop_reaper(Some(uid), &[])?;
     }
     // Still not dumpable (set at the start; the effective uid is unchanged,
     // so nothing reset it), said again so no later edit can lose it.

@@ -26,7 +26,8 @@
 //! is outside of (see `init`).
 //!
 //! One module per process role: [`zygote`], [`stage`] (outer), `init`
-//! (PID 1), `exec` (the application up to execve).
+//! (PID 1), `exec` (the application up to execve); `userns` makes the
+//! user namespace of `private_users` (in the stage, before the others).
 
 pub mod proto;
 pub mod spawn;
@@ -39,6 +40,7 @@ mod init;
 mod mounts;
 mod net;
 mod seccomp;
+mod userns;
 
 use std::path::PathBuf;
 
@@ -102,6 +104,20 @@ pub struct Spec {
     /// The stage reads them on the host before the pivot: the bytes never
     /// travel through the spec (nor touch a disk).
     pub credentials: Vec<CredentialSpec>,
+    /// `private_users`: the first host id of the container's block; ids
+    /// 0-65535 inside are `base`..`base+65535` outside.
+    pub private_users: Option<u32>,
+}
+
+impl Spec {
+    /// The host uid and gid of in-container `(uid, gid)`: the same without
+    /// private users, shifted into the block with them.
+    pub fn host_ids(&self, (uid, gid): (u32, u32)) -> (u32, u32) {
+        match self.private_users {
+            Some(base) => (base.saturating_add(uid), base.saturating_add(gid)),
+            None => (uid, gid),
+        }
+    }
 }
 
 /// One credential: a host file copied into the container at start.
@@ -131,6 +147,8 @@ pub struct BindSpec {
     pub source: PathBuf,
     pub dest: PathBuf,
     pub read_only: bool,
+    /// With private users: idmapped through the container's user namespace.
+    pub idmap: bool,
 }
 
 /// How the container's output is attributed in the journal.

@@ -6,6 +6,8 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
+    #[error("writing 0 to {UNPRIVILEGED_PORT_START}: {0}")]
+    PortStart(#[source] std::io::Error),
     #[error("socket(AF_INET) to configure lo: {0}")]
     Socket(#[source] nix::Error),
     #[error("ioctl(SIOCGIFFLAGS, lo): {0}")]
@@ -42,4 +44,16 @@ pub fn loopback_up() -> Result<(), NetError> {
         return Err(NetError::SetFlags(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Where a network namespace keeps its first privileged port.
+const UNPRIVILEGED_PORT_START: &str = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+
+/// Let every uid of this (private) network namespace bind any port. For
+/// `private_users` with `CAP_NET_BIND_SERVICE`: the namespace belongs to
+/// the host's user namespace, where the application's capability does not
+/// count, so the kept capability is honoured this way; in a network
+/// namespace of its own no one else is there to bind them.
+pub fn all_ports_unprivileged() -> Result<(), NetError> {
+    std::fs::write(UNPRIVILEGED_PORT_START, "0").map_err(NetError::PortStart)
 }

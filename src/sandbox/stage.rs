@@ -30,6 +30,7 @@ use super::mounts::MountError;
 use super::net::NetError;
 use super::proto::{self, FromStage, ProtoError, StageFailure, ToStage};
 use super::seccomp::SeccompError;
+use super::userns::{self, UsernsError};
 
 /// Exit status of a stage that failed before the application ran.
 pub const EXIT_SETUP_FAILED: u8 = 125;
@@ -65,6 +66,8 @@ pub enum StageError {
     Seccomp(#[from] SeccompError),
     #[error("{0}")]
     Creds(#[from] CredsError),
+    #[error("{0}")]
+    Userns(#[from] UsernsError),
     #[error("Start carried {got} file descriptors, expected {want}")]
     FdCount { got: usize, want: usize },
     #[error("arranging file descriptors: {0}")]
@@ -184,6 +187,9 @@ fn outer_setup(control: &OwnedFd) -> Result<Option<Pid>, StageError> {
         // PID 1 inherits it; the supervisor resets both before Start.
         set_policy(0, libc::SCHED_BATCH)?;
     }
+    // The user namespace first: its helper must not become PID 1 of the
+    // new pid namespace. Every namespace below stays the host's.
+    let userns = spec.private_users.map(userns::create).transpose()?;
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
@@ -202,7 +208,7 @@ fn outer_setup(control: &OwnedFd) -> Result<Option<Pid>, StageError> {
     // the child may do anything after fork.
     match unsafe { fork() }.map_err(StageError::Fork)? {
         ForkResult::Child => {
-            let code = match init::run(control, &spec) {
+            let code = match init::run(control, &spec, userns.as_ref()) {
                 Ok(code) => code,
                 Err(e) => fail(control, &e),
             };

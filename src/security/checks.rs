@@ -103,13 +103,11 @@ fn risky(setting: &str, severity: f64, description: &str) -> Check {
     check(setting.to_string(), severity, description.to_string())
 }
 
-/// Whether root in this service's containers is root on the host too.
-///
-/// Hook: `private_users = true` (SPEC) maps root inside to an unprivileged
-/// host uid; once `Sandbox` has that field this returns it, and root becomes
-/// a safe row.
-pub(super) fn root_is_contained(_service: &Service) -> bool {
-    false
+/// Whether root in this service's containers is contained: with
+/// `private_users = true` uid 0 inside is an unprivileged uid of berth's
+/// range on the host, with capabilities only in its own user namespace.
+pub(super) fn root_is_contained(service: &Service) -> bool {
+    service.sandbox.private_users
 }
 
 fn user_check(service: &Service) -> Check {

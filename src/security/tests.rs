@@ -22,6 +22,7 @@ fn bind(spec: &str) -> Bind {
     Bind {
         source: s.into(),
         dest: d.into(),
+        idmap: true,
     }
 }
 
@@ -236,7 +237,15 @@ fn secret_etc_entries_are_flagged() {
 fn root_hook_and_propagation() {
     let mut s = service();
     s.user = UserRef::Name("root".into());
-    assert!(!root_is_contained(&s), "private_users does not exist yet");
+    assert!(
+        !root_is_contained(&s),
+        "root without private_users is host root"
+    );
+    flagged(&analyze(&s), "user = \"root\"", 0.2);
+    s.sandbox.private_users = true;
+    assert!(root_is_contained(&s));
+    assert!(row(&analyze(&s), "user = \"root\"").safe);
+    s.sandbox.private_users = false;
     s.sandbox.read_only = vec![bind("/srv/www")];
     s.sandbox.propagation = Propagation::Shared;
     flagged(&analyze(&s), "propagation = \"shared\"", 0.1);

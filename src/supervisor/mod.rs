@@ -11,6 +11,7 @@ pub mod listen;
 pub mod registry;
 pub mod run;
 pub mod serve;
+pub mod userns;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -30,6 +31,13 @@ pub enum LaunchError {
     Credentials(#[from] CredentialsError),
     #[error("{0}")]
     Spawn(#[from] SpawnError),
+    #[error("{0}")]
+    Userns(#[from] userns::UsernsError),
+    #[error(
+        "private_users: the service runs as uid {uid} gid {gid}, outside the 0-65535 a container's \
+         user namespace maps; choose a user and group below 65536"
+    )]
+    UnmappedUser { uid: u32, gid: u32 },
     #[error("{0}")]
     Scope(#[from] ScopeError),
     #[error("duplicating a descriptor for the container: {0}")]
@@ -130,6 +138,8 @@ pub struct Parked {
     pub id: String,
     prepared: spawn::Prepared,
     pub unit: Option<String>,
+    /// Its block of host ids (`private_users`).
+    lease: Option<userns::Lease>,
 }
 
 impl Launcher {
@@ -207,6 +217,9 @@ pub struct Container {
     pub id: String,
     pub running: Running,
     pub unit: Option<String>,
+    /// Its block of host ids (`private_users`), free again once the
+    /// container is dropped after it ended.
+    pub lease: Option<userns::Lease>,
 }
 
 /// journald's syslog socket, bound at /dev/log when the service wants it.
@@ -266,7 +279,12 @@ impl Launcher {
         *self.service.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(new);
     }
 
-    fn spec(&self, creds: config::Credentials, id: &str) -> Result<Spec, LaunchError> {
+    fn spec(
+        &self,
+        creds: config::Credentials,
+        id: &str,
+        private_users: Option<u32>,
+    ) -> Result<Spec, LaunchError> {
         let svc = self.service();
         let s = &*svc;
         let mut env: Vec<(String, String)> = s
@@ -298,6 +316,7 @@ impl Launcher {
                 source: b.source.clone(),
                 dest: b.dest.clone(),
                 read_only: true,
+                idmap: b.idmap,
             });
         }
         for b in &s.sandbox.read_write {
@@ -305,6 +324,7 @@ impl Launcher {
                 source: b.source.clone(),
                 dest: b.dest.clone(),
                 read_only: false,
+                idmap: b.idmap,
             });
         }
         let dev_log = (s.sandbox.syslog && std::path::Path::new(DEV_LOG).exists())
@@ -349,6 +369,7 @@ impl Launcher {
             runtime_directory: s.sandbox.runtime_directory.clone(),
             state_directory: s.sandbox.state_directory,
             credentials,
+            private_users,
         })
     }
 
@@ -381,7 +402,20 @@ impl Launcher {
     ) -> Result<Parked, LaunchError> {
         let svc = self.service();
         let creds = config::resolve_credentials(&svc.user, svc.group.as_ref())?;
-        let mut spec = self.spec(creds, id)?;
+        if svc.sandbox.private_users
+            && (creds.uid >= config::USERNS_BLOCK || creds.gid >= config::USERNS_BLOCK)
+        {
+            return Err(LaunchError::UnmappedUser {
+                uid: creds.uid,
+                gid: creds.gid,
+            });
+        }
+        let lease = if svc.sandbox.private_users {
+            Some(userns::BLOCKS.allocate(svc.private_users_range)?)
+        } else {
+            None
+        };
+        let mut spec = self.spec(creds, id, lease.as_ref().map(userns::Lease::base))?;
         spec.listen_fdnames = fdnames.to_vec();
         spec.low_priority = ahead;
         if let Some(scopes) = &self.scopes {
@@ -432,6 +466,7 @@ impl Launcher {
             id: id.to_owned(),
             prepared,
             unit,
+            lease,
         })
     }
 
@@ -469,6 +504,7 @@ impl Launcher {
             id: parked.id,
             running,
             unit: parked.unit,
+            lease: parked.lease,
         })
     }
 

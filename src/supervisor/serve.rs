@@ -110,6 +110,8 @@ async fn find_adoptable(scopes: &Scopes) -> BTreeMap<String, Vec<Container>> {
                 id: id.to_owned(),
                 running,
                 unit: Some(unit.clone()),
+                // Its block is in use again before any new container starts.
+                lease: super::userns::adopt(&pids),
             }),
             Err(e) => tracing::warn!("adopting {unit}: {e}"),
         }

@@ -15,7 +15,8 @@
 #   2223 dropbear (systemd Accept=yes -> berth inetd)   2291 bomb, 2292 hog,
 #   2293 probe, 2294 crash, 2297 warm, 2298 forger, 2299 victim, 2300-2301 gen,
 #   2302 dirs, 2303 stubborn, 2304 slicebomb, 2310 OpenSSH sshd -i (berth serve, inetd),
-#   2311 faults (blocks x, y), 2320 frz (freeze_after, listen, generated socket)
+#   2311 faults (blocks x, y), 2320 frz (freeze_after, listen, generated socket),
+#   2340 pu (private_users)
 #   9464 berth-metrics.socket (Accept=yes)
 #
 # Runs are serialized on a host by flock on /run/lock/berth-system-test.lock (the
@@ -1512,6 +1513,63 @@ TOML
     rm -f "$ROOT/etc/berth/services/frz.toml" "$S"/frz.*
 else
     not_ok "freeze_after" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- c. private users
+# A root service with private_users under the real systemd: the testbed maps two
+# blocks (0-131071) and berth.toml hands out the second, 65536-131071. Its block,
+# scope and journal line; a container held open across a restart of
+# berth.service is adopted with its block, so the next one is refused rather
+# than given the same block; once it ends the block is free again.
+PORT_PU=2340
+if [ $SERVE_UP = 1 ]; then
+    printf 'private_users_range = "65536-131071"\n' >>"$ROOT/etc/berth/berth.toml"
+    cat >"$ROOT/etc/berth/services/pu.toml" <<'TOML'
+mode = "inetd"
+user = "root"
+exec = ["/bin/sh", "-c", "echo map=$(head -n1 /proc/self/uid_map | xargs) id=$(id -u); echo pu-stderr-line >&2; read x; echo bye"]
+
+[sandbox]
+private_users = true
+TOML
+    [ $NET_FALLBACK = 1 ] && echo 'network = "host"' >>"$ROOT/etc/berth/services/pu.toml"
+    mkdir -p "$S/pu/systemd"
+    lib_add_socket "$S/pu" pu $PORT_PU
+    install -m644 "$S/pu/systemd/berth-pu.socket" "$ROOT/etc/systemd/system/"
+    IN systemctl daemon-reload
+    IN systemctl stop berth.service
+    IN systemctl start berth-pu.socket || note "berth-pu.socket did not start"
+    lib_start_serve || note "berth.service did not come back"
+    line=
+    if exec 8<>"/dev/tcp/127.0.0.1/$PORT_PU"; then
+        read -r -t 10 line <&8 || true
+    fi
+    check "private_users: root inside is uid 0 of the block 65536-131071" "got '$line'" \
+        [ "$line" = "map=0 65536 65536 id=0" ]
+    PS=$(scopes pu | head -n1)
+    check "private_users: the container runs in its scope" "no berth-pu-*.scope" [ -n "$PS" ]
+    check "private_users: its stderr is in the journal under its scope" \
+        "$(IN journalctl --no-pager -q -u "$PS" -o cat 2>&1 | tail -n 3 | tr '\n' '|')" \
+        wait_for 5 eval 'IN journalctl --no-pager -q -u "$PS" -o cat 2>/dev/null | grep -q pu-stderr-line'
+    IN systemctl restart berth.service
+    check "private_users: the container survives a restart of berth.service" "$PS not active" scope_active "$PS"
+    b=$(probe_cmd_port $PORT_PU "" 2>/dev/null)
+    check "private_users: the adopted container keeps its block (the next is refused, not given it)" \
+        "got '$b'; berth: $(IN journalctl --no-pager -q -u berth.service -o cat | grep -i 'private_users' | tail -n 1)" \
+        eval '[ -z "$b" ] && IN journalctl --no-pager -q -u berth.service -o cat | grep -q "all 1 blocks"'
+    printf '\n' >&8 2>/dev/null
+    exec 8>&-
+    check "private_users: the held container ends" "$PS still active" wait_for 10 scope_gone "$PS"
+    c=
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        c=$(probe_cmd_port $PORT_PU "" 2>/dev/null)
+        [ -n "$c" ] && break
+        sleep 0.5
+    done
+    check "private_users: its block is free again once it ended" "got '$c'" \
+        eval '[[ "$c" == "map=0 65536 65536 id=0"* ]]'
+else
+    not_ok "private users" "berth.service is not up"
 fi
 
 # ---------------------------------------------------------------- the end

@@ -297,6 +297,40 @@ pub(super) fn setattr(
     Ok(())
 }
 
+/// Idmap the detached tree `fd` (and every mount below it) through the
+/// user namespace `ns`: a file owned by host uid N shows as N inside, and
+/// what the container creates is stored with its in-container owner. The
+/// kernel refuses it for a file system that does not support idmapped
+/// mounts; that is an error, never a bind without the mapping.
+fn set_idmap(fd: &OwnedFd, ns: &OwnedFd, path: &Path) -> Result<(), MountError> {
+    let attr = MountAttr {
+        attr_set: u64::from(MountAttrFlags::MOUNT_ATTR_IDMAP.bits()),
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: ns.as_raw_fd() as u64,
+    };
+    let flags = (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
+    // SAFETY: as in `setattr`: valid descriptors, an empty NUL-terminated
+    // path and a properly sized mount_attr, read only during the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(MountError::Idmap {
+            path: path.into(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
 pub(super) fn attach(tree: &OwnedFd, target: &OwnedFd, rel: &Path) -> Result<(), MountError> {
     move_mount(
         tree,
@@ -336,10 +370,14 @@ pub(super) fn bind(
     rel: &Path,
     attrs: Attrs,
     propagation: Propagation,
+    idmap: Option<&OwnedFd>,
 ) -> Result<(), MountError> {
     let dir = file_type(source, source_path)? == FileType::Directory;
     let target = mount_point(root, rel, dir)?;
     let tree = clone_tree(source, source_path)?;
+    if let Some(ns) = idmap {
+        set_idmap(&tree, ns, source_path)?;
+    }
     setattr(&tree, attr_flags(attrs), None, true, &shown(rel))?;
     attach(&tree, &target, rel)?;
     setattr(
@@ -437,6 +475,7 @@ fn host_top(root: &OwnedFd, name: &str) -> Result<(), MountError> {
                 Path::new(name),
                 Attrs::BIND_RO,
                 Propagation::Private,
+                None,
             )
         }
         _ => Ok(()),
@@ -478,6 +517,7 @@ fn etc_entry(root: &OwnedFd, name: &Path, required: bool) -> Result<(), MountErr
         &rel,
         Attrs::BIND_RO,
         Propagation::Private,
+        None,
     )
 }
 
@@ -568,7 +608,12 @@ fn dir(root: &OwnedFd, rel: &Path, mode: u32, owner: Option<(u32, u32)>) -> Resu
 
 /// Execute `steps` (starting with `Root`) on `staging_dir`; returns the
 /// descriptor of the new root's mount.
-pub fn apply(staging_dir: &Path, steps: &[MountStep]) -> Result<OwnedFd, MountError> {
+/// `userns`: the container's user namespace, for idmapped binds.
+pub fn apply(
+    staging_dir: &Path,
+    steps: &[MountStep],
+    userns: Option<&OwnedFd>,
+) -> Result<OwnedFd, MountError> {
     let mut root: Option<OwnedFd> = None;
     for step in steps {
         let r = match (&root, step) {
@@ -604,7 +649,17 @@ pub fn apply(staging_dir: &Path, steps: &[MountStep]) -> Result<OwnedFd, MountEr
                 name,
                 dest,
                 owner,
-            } => state_dir(r, base, name, dest, *owner)?,
+                idmap,
+            } => {
+                let ns = if *idmap { userns } else { None };
+                if *idmap && ns.is_none() {
+                    return Err(MountError::Idmap {
+                        path: base.join(name),
+                        source: io::ErrorKind::InvalidInput.into(),
+                    });
+                }
+                state_dir(r, base, name, dest, *owner, ns)?
+            }
             MountStep::Credentials { path, files, owner } => credentials(r, path, files, *owner)?,
             MountStep::Tmpfs {
                 path,
@@ -617,9 +672,20 @@ pub fn apply(staging_dir: &Path, steps: &[MountStep]) -> Result<OwnedFd, MountEr
                 dest,
                 attrs,
                 propagation,
+                idmap,
             } => {
+                let ns = match (idmap, userns) {
+                    (false, _) => None,
+                    (true, Some(ns)) => Some(ns),
+                    (true, None) => {
+                        return Err(MountError::Idmap {
+                            path: source.clone(),
+                            source: io::ErrorKind::InvalidInput.into(),
+                        });
+                    }
+                };
                 let src = open_source(source, *origin)?;
-                bind(r, &src, source, dest, *attrs, *propagation)?;
+                bind(r, &src, source, dest, *attrs, *propagation, ns)?;
             }
             MountStep::HostTop { name } => host_top(r, name)?,
             MountStep::Etc { name, required } => etc_entry(r, name, *required)?,

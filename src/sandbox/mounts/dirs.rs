@@ -38,6 +38,7 @@ pub(super) fn state_dir(
     name: &str,
     dest: &Path,
     owner: (u32, u32),
+    idmap: Option<&OwnedFd>,
 ) -> Result<(), MountError> {
     let path = base.join(name);
     let err = |p: &Path| {
@@ -96,7 +97,15 @@ pub(super) fn state_dir(
     if (st.st_uid, st.st_gid) != owner {
         set_owner(&fd, owner).map_err(err(&path))?;
     }
-    bind(root, &fd, &path, dest, Attrs::BIND_RW, Propagation::Private)
+    bind(
+        root,
+        &fd,
+        &path,
+        dest,
+        Attrs::BIND_RW,
+        Propagation::Private,
+        idmap,
+    )
 }
 
 /// The contents of one credential file on the host: a regular file (a

@@ -124,6 +124,15 @@ pub enum MountError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "private_users: {path} cannot be idmapped ({source}): the kernel or this file system \
+         lacks idmapped mounts; berth does not bind it without (mark the bind \":noidmap\" to \
+         bind it with its host owners, nobody inside)"
+    )]
+    Idmap {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("mount_setattr on {path}: {source}")]
     SetAttr {
         path: PathBuf,
@@ -161,7 +170,7 @@ fn inherited_hint(inherited: bool) -> &'static str {
 
 /// Build the tree on `spec.staging_dir` and pivot into it. The caller is
 /// PID 1 of a fresh pid namespace (for /proc) in a fresh mount namespace.
-pub fn assemble(spec: &Spec) -> Result<(), MountError> {
+pub fn assemble(spec: &Spec, userns: Option<&std::os::fd::OwnedFd>) -> Result<(), MountError> {
     let steps = plan(spec)?;
     // Nothing mounted from here on may reach the host; host mount events
     // still reach binds configured as "slave".
@@ -181,7 +190,7 @@ pub fn assemble(spec: &Spec) -> Result<(), MountError> {
             source: std::io::ErrorKind::NotFound.into(),
         });
     }
-    let root = apply::apply(staging, &steps)?;
+    let root = apply::apply(staging, &steps, userns)?;
 
     // pivot_root(".", ".") stacks the old root on top of the new one; the
     // lazy unmount then drops the whole host tree from this namespace.

@@ -86,6 +86,10 @@ pub enum MountStep {
         name: String,
         dest: PathBuf,
         owner: (u32, u32),
+        /// Idmapped (`private_users`): `owner` is then the in-container
+        /// owner, stored unshifted, so the data outlives the block of the
+        /// container that wrote it.
+        idmap: bool,
     },
     /// A read-only tmpfs at `path` holding a copy of each file (0400, in a
     /// 0500 directory, all owned by `owner`), filled before it is attached.
@@ -105,6 +109,9 @@ pub enum MountStep {
         dest: PathBuf,
         attrs: Attrs,
         propagation: Propagation,
+        /// Idmapped through the container's user namespace (configured
+        /// binds with `private_users`): files keep their owners inside.
+        idmap: bool,
     },
     /// A top-level directory of the host (`bin`, `lib64` ...): a link where
     /// the host has a link (merged /usr), a read-only bind where it has a
@@ -222,6 +229,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
         dest: "usr".into(),
         attrs: Attrs::BIND_RO,
         propagation: Propagation::Private,
+        idmap: false,
     });
     steps.extend(HOST_TOPS.map(|name| MountStep::HostTop { name }));
 
@@ -254,7 +262,8 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
         attrs: Attrs::TMPFS,
     });
     let service = one_name("service name", &spec.service)?;
-    let owner = (spec.uid, spec.gid);
+    // Owners on the host: shifted into the block with private users.
+    let owner = spec.host_ids((spec.uid, spec.gid));
     steps.push(MountStep::Dir {
         path: Path::new("run").join(one_name("runtime directory", &spec.runtime_directory)?),
         mode: 0o755,
@@ -287,6 +296,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
             dest: Path::new("dev").join(node),
             attrs: Attrs::DEVICE,
             propagation: Propagation::Private,
+            idmap: false,
         });
     }
     steps.push(MountStep::Devpts {
@@ -319,6 +329,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
             dest: "dev/log".into(),
             attrs: Attrs::NOTHING,
             propagation: Propagation::Private,
+            idmap: false,
         });
     }
     // Nothing may add device nodes or files later.
@@ -335,7 +346,10 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
                 base: STATE_BASE.into(),
                 name: service.clone(),
                 dest,
-                owner,
+                // Idmapped with private users: the next container has
+                // another block, and must still own what this one wrote.
+                owner: (spec.uid, spec.gid),
+                idmap: spec.private_users.is_some(),
             },
         ));
     }
@@ -353,6 +367,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
                     Attrs::BIND_RW
                 },
                 propagation: spec.propagation,
+                idmap: b.idmap && spec.private_users.is_some(),
             },
         ));
     }
@@ -398,6 +413,7 @@ mod tests {
                     source: s.into(),
                     dest: d.into(),
                     read_only: *ro,
+                    idmap: true,
                 })
                 .collect(),
             propagation: Propagation::Slave,
@@ -415,6 +431,7 @@ mod tests {
             runtime_directory: "t".into(),
             state_directory: false,
             credentials: Vec::new(),
+            private_users: None,
         }
     }
 
@@ -694,6 +711,54 @@ mod tests {
     }
 
     #[test]
+    fn plan_private_users_idmaps_configured_binds_and_shifts_owners() {
+        let mut s = spec(&[("/srv/a", "/a", false), ("/srv/b", "/b", true)]);
+        s.binds[1].idmap = false; // ":noidmap"
+        s.state_directory = true;
+        s.uid = 7;
+        s.gid = 8;
+        let idmapped = |steps: &[MountStep]| -> Vec<PathBuf> {
+            steps
+                .iter()
+                .filter_map(|st| match st {
+                    MountStep::Bind {
+                        dest, idmap: true, ..
+                    } => Some(dest.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        // Without private users nothing is idmapped, owners are as given.
+        let steps = plan(&s).expect("plan");
+        assert!(idmapped(&steps).is_empty());
+        assert!(steps.contains(&MountStep::Dir {
+            path: "run/t".into(),
+            mode: 0o755,
+            owner: Some((7, 8)),
+        }));
+        s.private_users = Some(0x7001_0000);
+        let steps = plan(&s).expect("plan");
+        // Only the configured bind without ":noidmap": /usr, /dev nodes,
+        // /etc entries and /dev/log stay the host's (nobody inside).
+        assert_eq!(idmapped(&steps), vec![PathBuf::from("a")]);
+        let host = (0x7001_0000 + 7, 0x7001_0000 + 8);
+        assert!(steps.contains(&MountStep::Dir {
+            path: "run/t".into(),
+            mode: 0o755,
+            owner: Some(host),
+        }));
+        // The state directory is idmapped, owned as inside.
+        assert!(steps.iter().any(|st| matches!(
+            st,
+            MountStep::StateDir {
+                owner: (7, 8),
+                idmap: true,
+                ..
+            }
+        )));
+    }
+
+    #[test]
     fn plan_state_directory_is_bound_at_var_lib_parents_first() {
         let mut s = spec(&[
             ("/srv/cache", "/var/lib/t/cache", false),
@@ -714,6 +779,7 @@ mod tests {
                 name: "t".into(),
                 dest: "var/lib/t".into(),
                 owner: (65534, 65534),
+                idmap: false,
             }
         });
         let dest_of = |d: &str| {
