@@ -111,6 +111,7 @@ async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
                     connections: 0,
                     idle_deadline_usec: 0,
                     peer: String::new(),
+                    generation: String::new(),
                 });
             }
         }
@@ -161,6 +162,7 @@ pub fn list(json: bool) -> Result<(), AdminError> {
     let now = now_usec();
     let header = [
         "UNIT", "SERVICE", "PID", "STATE", "UPTIME", "CONNS", "MEMORY", "CPU", "TASKS", "IDLE",
+        "DEF",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for r in &rows {
@@ -210,6 +212,11 @@ pub fn list(json: bool) -> Result<(), AdminError> {
             } else {
                 duration_usec(i.idle_deadline_usec.saturating_sub(now))
             },
+            if i.generation.is_empty() {
+                "-".into()
+            } else {
+                i.generation.clone()
+            },
         ]);
     }
     print_table(&table);
@@ -243,19 +250,21 @@ fn matches(r: &Row, name: &str) -> bool {
     }
 }
 
-/// The supervisor's throttle state of a service, if it runs.
-async fn throttle_of(name: &str) -> Option<crate::supervisor::registry::ServiceInfo> {
-    let conn = zbus::Connection::system().await.ok()?;
-    let p = Supervisor1Proxy::new(&conn).await.ok()?;
-    p.list_services()
-        .await
-        .ok()?
-        .into_iter()
-        .find(|s| s.name == name)
+/// The supervisor's view of every service (throttle, definition), if it runs.
+async fn services() -> Vec<ServiceInfo> {
+    let ask = async {
+        let conn = zbus::Connection::system().await.ok()?;
+        let p = Supervisor1Proxy::new(&conn).await.ok()?;
+        p.list_services().await.ok()
+    };
+    ask.await.unwrap_or_default()
 }
 
 fn print_throttle(t: &Option<crate::supervisor::registry::ServiceInfo>) {
     let Some(t) = t else { return };
+    if t.failures == 0 && t.throttled_until_usec == 0 {
+        return;
+    }
     let now = now_usec();
     if t.throttled_until_usec > now {
         println!(
@@ -271,11 +280,8 @@ fn print_throttle(t: &Option<crate::supervisor::registry::ServiceInfo>) {
 pub fn status(name: &str) -> Result<(), AdminError> {
     let rt = runtime();
     let (rows, live) = rt.block_on(rows())?;
-    let throttle = if is_container_name(name) {
-        None
-    } else {
-        rt.block_on(throttle_of(name))
-    };
+    let services = rt.block_on(services());
+    let info_of = |service: &str| services.iter().find(|s| s.name == service).cloned();
     let mine: Vec<&Row> = rows.iter().filter(|r| matches(r, name)).collect();
     if !live {
         println!("({FALLBACK})");
@@ -284,12 +290,12 @@ pub fn status(name: &str) -> Result<(), AdminError> {
         if is_container_name(name) {
             return Err(AdminError::NotFound(name.into()));
         }
-        print_idle_service(name, &throttle);
+        print_idle_service(name, &info_of(name));
         return Ok(());
     }
     let now = now_usec();
     for r in mine {
-        print_container(r, &throttle, live, now);
+        print_container(r, &info_of(&r.info.service), live, now);
         println!();
     }
     Ok(())
@@ -299,6 +305,9 @@ pub fn status(name: &str) -> Result<(), AdminError> {
 fn print_idle_service(name: &str, throttle: &Option<ServiceInfo>) {
     println!("Service:        {name}");
     println!("Containers:     none running");
+    if let Some(t) = throttle {
+        println!("Definition:     {} (current)", t.generation);
+    }
     print_throttle(throttle);
     recent_logs(&service_matches(name), 10);
 }
@@ -316,6 +325,7 @@ fn print_container(r: &Row, throttle: &Option<ServiceInfo>, live: bool, now: u64
     print_throttle(throttle);
     println!("Container:      {}", i.id);
     println!("State:          {}", i.state);
+    println!("Definition:     {}", definition(&i.generation, throttle));
     println!(
         "PID:            {}",
         if i.pid == 0 {
@@ -379,6 +389,19 @@ fn print_container(r: &Row, throttle: &Option<ServiceInfo>, live: bool, now: u64
     }
     if !i.unit.is_empty() {
         recent_logs(&[format!("_SYSTEMD_UNIT={}", i.unit)], 10);
+    }
+}
+
+/// Which definition a container runs, against the one in force.
+pub fn definition(generation: &str, service: &Option<ServiceInfo>) -> String {
+    match service {
+        _ if generation.is_empty() => "unknown (started by an earlier supervisor)".into(),
+        Some(s) if s.generation == generation => format!("{generation} (current)"),
+        Some(s) => format!(
+            "{generation} (old: reloaded since, new containers use {})",
+            s.generation
+        ),
+        None => generation.into(),
     }
 }
 

@@ -46,7 +46,7 @@ pub enum Command {
         /// The service (services/SERVICE.toml, mode = \"inetd\").
         service: String,
     },
-    /// One row per container: unit, service, pid, state, uptime, connections, memory, CPU, tasks, idle timer.
+    /// One row per container: unit, service, pid, state, uptime, connections, memory, CPU, tasks, idle timer, definition.
     #[command(
         after_help = "Examples:\n  berth list\n  berth list --json | jq '.containers[].unit'"
     )]

@@ -95,7 +95,7 @@ pub async fn stopping(rx: &mut tokio::sync::watch::Receiver<bool>) {
 pub struct Launcher {
     /// Swapped as a whole on reload; each container uses the definition
     /// current when it starts.
-    service: std::sync::RwLock<std::sync::Arc<Service>>,
+    service: std::sync::RwLock<Current>,
     pub staging_dir: PathBuf,
     /// Foreground run without scopes: containers die with the supervisor.
     pub die_with_supervisor: bool,
@@ -114,6 +114,24 @@ pub struct Launcher {
     /// The `[slice]` last set on the service's slice (`None`: never set by
     /// this supervisor); held across the call so no scope starts before it.
     slice_set: tokio::sync::Mutex<Option<config::SliceLimits>>,
+    /// Woken by `replace_service`: the warm pool drops what the old
+    /// definition built and resizes to the new `warm`.
+    pub reloaded: tokio::sync::Notify,
+}
+
+/// The definition in force and its short name, swapped together.
+struct Current {
+    service: std::sync::Arc<Service>,
+    generation: String,
+}
+
+impl Current {
+    fn new(service: Service) -> Current {
+        Current {
+            generation: registry::generation(&service),
+            service: std::sync::Arc::new(service),
+        }
+    }
 }
 
 /// A container built and waiting for its descriptors (`warm`).
@@ -121,6 +139,8 @@ pub struct Parked {
     pub id: String,
     prepared: spawn::Prepared,
     pub unit: Option<String>,
+    /// The definition it was built from (`registry::generation`).
+    pub generation: String,
 }
 
 impl Launcher {
@@ -149,6 +169,7 @@ impl Launcher {
             name: self.service().name.clone(),
             failures: self.throttle.consecutive_failures(),
             throttled_until_usec: self.throttle.remaining().map_or(0, registry::usec_after),
+            generation: self.generation(),
         });
     }
 
@@ -164,6 +185,7 @@ impl Launcher {
             connections: 0,
             idle_deadline_usec: 0,
             peer: peer.into(),
+            generation: c.generation.clone(),
         })
     }
 }
@@ -173,6 +195,9 @@ pub struct Container {
     pub id: String,
     pub running: Running,
     pub unit: Option<String>,
+    /// The definition it was built from; empty when adopted from an
+    /// earlier supervisor (which definition is not recorded anywhere).
+    pub generation: String,
 }
 
 /// journald's syslog socket, bound at /dev/log when the service wants it.
@@ -187,8 +212,8 @@ impl Launcher {
         registry: std::sync::Arc<registry::Registry>,
         stager: std::sync::Arc<spawn::Stager>,
     ) -> Launcher {
-        Launcher {
-            service: std::sync::RwLock::new(std::sync::Arc::new(service)),
+        let l = Launcher {
+            service: std::sync::RwLock::new(Current::new(service)),
             staging_dir: crate::sandbox::DEFAULT_STAGING_DIR.into(),
             die_with_supervisor: scopes.is_none(),
             output,
@@ -198,7 +223,11 @@ impl Launcher {
             registry,
             stager,
             slice_set: tokio::sync::Mutex::new(None),
-        }
+            reloaded: tokio::sync::Notify::new(),
+        };
+        // `berth status` compares each container's definition with this.
+        l.publish_throttle();
+        l
     }
 
     /// Bring `berth-NAME.slice` in line with `[slice]` before a scope joins
@@ -223,17 +252,33 @@ impl Launcher {
         self.service
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .service
             .clone()
     }
 
-    /// Use `new` for containers started from now on.
+    /// Use `new` for containers started from now on; sandboxes parked from
+    /// the old definition are replaced (their owners are woken).
     pub fn replace_service(&self, new: Service) {
-        *self.service.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(new);
+        *self.service.write().unwrap_or_else(|p| p.into_inner()) = Current::new(new);
+        self.publish_throttle();
+        self.reloaded.notify_waiters();
     }
 
-    fn spec(&self, creds: config::Credentials, id: &str) -> Result<Spec, LaunchError> {
-        let svc = self.service();
-        let s = &*svc;
+    /// The short name of the definition in force now.
+    pub fn generation(&self) -> String {
+        self.service
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation
+            .clone()
+    }
+
+    /// Whether a parked sandbox was built from the definition in force.
+    pub fn is_current(&self, p: &Parked) -> bool {
+        p.generation == self.generation()
+    }
+
+    fn spec(&self, s: &Service, creds: config::Credentials, id: &str) -> Result<Spec, LaunchError> {
         let mut env: Vec<(String, String)> = s
             .environment
             .iter()
@@ -344,9 +389,13 @@ impl Launcher {
         fdnames: &[String],
         ahead: bool,
     ) -> Result<Parked, LaunchError> {
-        let svc = self.service();
+        // One snapshot: the definition and its name cannot disagree.
+        let (svc, generation) = {
+            let c = self.service.read().unwrap_or_else(|p| p.into_inner());
+            (c.service.clone(), c.generation.clone())
+        };
         let creds = config::resolve_credentials(&svc.user, svc.group.as_ref())?;
-        let mut spec = self.spec(creds, id)?;
+        let mut spec = self.spec(&svc, creds, id)?;
         spec.listen_fdnames = fdnames.to_vec();
         spec.low_priority = ahead;
         if let Some(scopes) = &self.scopes {
@@ -397,6 +446,7 @@ impl Launcher {
             id: id.to_owned(),
             prepared,
             unit,
+            generation,
         })
     }
 
@@ -434,6 +484,7 @@ impl Launcher {
             id: parked.id,
             running,
             unit: parked.unit,
+            generation: parked.generation,
         })
     }
 
@@ -455,6 +506,7 @@ impl Launcher {
                     connections: 0,
                     idle_deadline_usec: 0,
                     peer: String::new(),
+                    generation: p.generation.clone(),
                 });
                 tracing::debug!(
                     service = %svc.name, container = %id, event = "warm",

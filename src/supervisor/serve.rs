@@ -110,6 +110,7 @@ async fn find_adoptable(scopes: &Scopes) -> BTreeMap<String, Vec<Container>> {
                 id: id.to_owned(),
                 running,
                 unit: Some(unit.clone()),
+                generation: String::new(),
             }),
             Err(e) => tracing::warn!("adopting {unit}: {e}"),
         }
