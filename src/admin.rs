@@ -81,7 +81,7 @@ fn num(n: u64) -> String {
 }
 
 /// Rows from the supervisor, or from systemd alone (the bool says which).
-async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
+pub(crate) async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
     let scopes = Scopes::connect().await?;
     let from_supervisor = match Supervisor1Proxy::new(scopes.connection()).await {
         Ok(p) => p.list_containers().await.ok(),
@@ -134,7 +134,7 @@ async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
     Ok((out, live))
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -296,6 +296,9 @@ pub fn status(name: &str) -> Result<(), AdminError> {
     let now = now_usec();
     for r in mine {
         print_container(r, &info_of(&r.info.service), live, now);
+        if live && r.info.state == ContainerState::Running {
+            print_history(&rt.block_on(history(&r.info.id)));
+        }
         println!();
     }
     Ok(())
@@ -390,6 +393,43 @@ fn print_container(r: &Row, throttle: &Option<ServiceInfo>, live: bool, now: u64
     if !i.unit.is_empty() {
         recent_logs(&[format!("_SYSTEMD_UNIT={}", i.unit)], 10);
     }
+}
+
+/// The supervisor's samples of one container (empty if it has none).
+async fn history(id: &str) -> crate::supervisor::history::Samples {
+    let ask = async {
+        let conn = zbus::Connection::system().await.ok()?;
+        let p = Supervisor1Proxy::new(&conn).await.ok()?;
+        p.history(id).await.ok()
+    };
+    ask.await.unwrap_or_default()
+}
+
+/// Sparklines of memory and CPU over the container's life.
+fn print_history(h: &crate::supervisor::history::Samples) {
+    if h.memory.is_empty() {
+        println!(
+            "History:        none yet (sampled every {:?})",
+            crate::supervisor::history::SAMPLE_EVERY
+        );
+        return;
+    }
+    let span = duration_usec(h.every_ms * 1000 * h.memory.len() as u64);
+    let peak_mem = h.memory.iter().copied().max().unwrap_or(0);
+    let cpu: Vec<u64> = h.cpu_permille.iter().map(|p| u64::from(*p)).collect();
+    let peak_cpu = cpu.iter().copied().max().unwrap_or(0);
+    println!(
+        "Memory history: {} now {}, peak {} (over {span})",
+        crate::top::sparkline(&h.memory, 40),
+        bytes(h.memory.last().copied().unwrap_or(0)),
+        bytes(peak_mem)
+    );
+    println!(
+        "CPU history:    {} now {:.1}%, peak {:.1}% (over {span})",
+        crate::top::sparkline(&cpu, 40),
+        cpu.last().copied().unwrap_or(0) as f64 / 10.0,
+        peak_cpu as f64 / 10.0
+    );
 }
 
 /// Which definition a container runs, against the one in force.

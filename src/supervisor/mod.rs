@@ -4,6 +4,7 @@
 //! and never the other way round.
 
 pub mod conns;
+pub mod history;
 pub mod inetd;
 pub mod limits;
 pub mod listen;

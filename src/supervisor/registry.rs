@@ -99,6 +99,8 @@ pub struct Registry {
     services: Mutex<BTreeMap<String, ServiceInfo>>,
     /// Counters for `berth metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Memory and CPU over each container's life (`berth status`).
+    pub history: super::history::History,
 }
 
 impl Registry {

@@ -137,6 +137,11 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
         let registry = Arc::new(super::registry::Registry::default());
         let mut tasks = tokio::task::JoinSet::new();
         let launchers = arm(services, by_name, &scopes, &registry, &rx, &mut tasks).await?;
+        tasks.spawn(super::history::sample(
+            registry.clone(),
+            scopes.clone(),
+            rx.clone(),
+        ));
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<crate::bus::ReloadRequest>(4);
         export_interface(&registry, &scopes, reload_tx).await;
         serve_until_signalled(&config_dir, &launchers, &registry, reload_rx).await?;
