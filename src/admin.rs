@@ -416,7 +416,16 @@ fn print_history(h: &crate::supervisor::history::Samples) {
     }
     let span = duration_usec(h.every_ms * 1000 * h.memory.len() as u64);
     let peak_mem = h.memory.iter().copied().max().unwrap_or(0);
-    let cpu: Vec<u64> = h.cpu_permille.iter().map(|p| u64::from(*p)).collect();
+    let unknown = crate::supervisor::history::UNKNOWN;
+    if h.cpu_permille.iter().all(|p| *p == unknown) {
+        println!("CPU history:    not accounted by systemd for this scope");
+        return;
+    }
+    let cpu: Vec<u64> = h
+        .cpu_permille
+        .iter()
+        .map(|p| if *p == unknown { 0 } else { u64::from(*p) })
+        .collect();
     let peak_cpu = cpu.iter().copied().max().unwrap_or(0);
     println!(
         "Memory history: {} now {}, peak {} (over {span})",

@@ -102,11 +102,16 @@ pub fn render(lines: &[Line], width: usize, order: Order) -> Vec<String> {
         }
         fit(s.trim_end(), width)
     };
-    let total_cpu: f64 = lines.iter().filter_map(|l| l.cpu).sum();
+    let cpus: Vec<f64> = lines.iter().filter_map(|l| l.cpu).collect();
+    let total_cpu = if cpus.is_empty() {
+        "-".to_owned()
+    } else {
+        format!("{:.1}%", cpus.iter().fold(0.0, |a, b| a + b))
+    };
     let total_mem: u64 = lines.iter().filter_map(|l| l.memory).sum();
     let mut out = vec![fit(
         &format!(
-            "berth: {} containers, CPU {total_cpu:.1}%, memory {}",
+            "berth: {} containers, CPU {total_cpu}, memory {}",
             lines.len(),
             bytes(total_mem)
         ),

@@ -23,7 +23,8 @@ pub struct Samples {
     pub every_ms: u64,
     /// Bytes (memory.current), oldest first.
     pub memory: Vec<u64>,
-    /// CPU use in per mille of one CPU, oldest first.
+    /// CPU use in per mille of one CPU, oldest first; `u32::MAX` where
+    /// systemd does not account CPU for the scope.
     pub cpu_permille: Vec<u32>,
 }
 
@@ -47,6 +48,7 @@ impl Series {
             self.stride = 1;
         }
         let permille = match self.last_cpu {
+            _ if cpu_nsec == u64::MAX => UNKNOWN,
             Some((ns, t)) if at > t && cpu_nsec >= ns => {
                 let wall = at.duration_since(t).as_nanos().max(1);
                 ((u128::from(cpu_nsec - ns) * 1000) / wall).min(u128::from(u32::MAX)) as u32
@@ -60,24 +62,41 @@ impl Series {
             return;
         }
         self.acc_mem = self.acc_mem.saturating_add(memory);
-        self.acc_cpu = self.acc_cpu.saturating_add(u64::from(permille));
+        self.acc_cpu = if permille == UNKNOWN || self.acc_cpu == u64::from(UNKNOWN) {
+            u64::from(UNKNOWN)
+        } else {
+            self.acc_cpu.saturating_add(u64::from(permille))
+        };
         self.acc_n += 1;
         if self.acc_n < self.stride {
             return;
         }
         let n = u64::from(self.acc_n);
         self.memory.push(self.acc_mem / n);
-        self.cpu.push((self.acc_cpu / n) as u32);
+        self.cpu.push(if self.acc_cpu == u64::from(UNKNOWN) {
+            UNKNOWN
+        } else {
+            (self.acc_cpu / n) as u32
+        });
         self.acc_mem = 0;
         self.acc_cpu = 0;
         self.acc_n = 0;
         if self.memory.len() >= POINTS {
             self.memory = halve(&self.memory, |a, b| a / 2 + b / 2 + (a % 2 + b % 2) / 2);
-            self.cpu = halve(&self.cpu, |a, b| ((u64::from(a) + u64::from(b)) / 2) as u32);
+            self.cpu = halve(&self.cpu, |a, b| {
+                if a == UNKNOWN || b == UNKNOWN {
+                    UNKNOWN
+                } else {
+                    ((u64::from(a) + u64::from(b)) / 2) as u32
+                }
+            });
             self.stride = self.stride.saturating_mul(2);
         }
     }
 }
+
+/// A CPU point systemd had no number for (CPUAccounting off).
+pub const UNKNOWN: u32 = u32::MAX;
 
 /// Neighbours merged: half the points, each for twice the time.
 fn halve<T: Copy>(v: &[T], merge: impl Fn(T, T) -> T) -> Vec<T> {
@@ -190,6 +209,18 @@ mod tests {
         );
         // Oldest first: memory rose over the life.
         assert!(s.memory.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn unaccounted_cpu_stays_unknown() {
+        let h = History::default();
+        let t0 = Instant::now();
+        for i in 0..200u64 {
+            h.record("a", 1, u64::MAX, t0 + Duration::from_secs(2 * i));
+        }
+        let s = h.get("a");
+        assert!(!s.cpu_permille.is_empty());
+        assert!(s.cpu_permille.iter().all(|p| *p == UNKNOWN));
     }
 
     #[test]
