@@ -165,3 +165,44 @@ fn listen_reload_replaces_the_parked_sandbox() {
     until("no parked stage", || stages(b.pid()).is_empty());
     assert_eq!(greeting(&addr), "zero");
 }
+
+#[test]
+fn a_storm_of_reloads_under_load_leaks_no_sandbox() {
+    if !require_root() {
+        return;
+    }
+    let (b, addr) = Berth::start_tcp("restorm", &toml("inetd", "warm = 2", "g0"));
+    b.log.wait_count("sandbox prepared ahead", 2, T);
+    // Clients keep connecting while the definition changes twenty times.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut served = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if tcp_request(&addr, "echo x") == "x\n" {
+                    served += 1;
+                }
+            }
+            served
+        })
+    };
+    for i in 1..=20 {
+        let warm = 1 + i % 3;
+        reload(
+            &b,
+            &toml("inetd", &format!("warm = {warm}"), &format!("g{i}")),
+            i,
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        client.join().unwrap() > 0,
+        "no connection served during the storm"
+    );
+    // The last definition had warm = 1 + 20 % 3 = 3: exactly three parked
+    // stages stay, nothing of the earlier pools.
+    until("three parked stages", || stages(b.pid()).len() == 3);
+    assert_eq!(greeting(&addr), "g20");
+    until("three parked stages again", || stages(b.pid()).len() == 3);
+}
