@@ -37,13 +37,17 @@ struct Series {
     /// Raw samples summed for the point being filled.
     acc_mem: u64,
     acc_cpu: u64,
+    /// Samples in `acc_cpu` (those with a known rate).
+    acc_cpu_n: u32,
     acc_n: u32,
     /// The last CPU counter and when it was read, for the rate.
     last_cpu: Option<(u64, Instant)>,
 }
 
 impl Series {
-    fn push(&mut self, memory: u64, cpu_nsec: u64, at: Instant) {
+    /// `lived`: how long the container has run, for the CPU rate of the
+    /// first sample (its counter started at zero then).
+    fn push(&mut self, memory: u64, cpu_nsec: u64, at: Instant, lived: Option<Duration>) {
         if self.stride == 0 {
             self.stride = 1;
         }
@@ -53,39 +57,42 @@ impl Series {
                 let wall = at.duration_since(t).as_nanos().max(1);
                 ((u128::from(cpu_nsec - ns) * 1000) / wall).min(u128::from(u32::MAX)) as u32
             }
+            None => match lived {
+                Some(d) if !d.is_zero() => ((u128::from(cpu_nsec) * 1000) / d.as_nanos())
+                    .min(u128::from(UNKNOWN - 1)) as u32,
+                _ => UNKNOWN,
+            },
             _ => 0,
         };
-        let first = self.last_cpu.is_none();
         self.last_cpu = Some((cpu_nsec, at));
-        if first {
-            // No rate yet: the first reading only starts the CPU counter.
-            return;
-        }
         self.acc_mem = self.acc_mem.saturating_add(memory);
-        self.acc_cpu = if permille == UNKNOWN || self.acc_cpu == u64::from(UNKNOWN) {
-            u64::from(UNKNOWN)
-        } else {
-            self.acc_cpu.saturating_add(u64::from(permille))
-        };
+        if permille != UNKNOWN {
+            self.acc_cpu = self.acc_cpu.saturating_add(u64::from(permille));
+            self.acc_cpu_n += 1;
+        }
         self.acc_n += 1;
         if self.acc_n < self.stride {
             return;
         }
         let n = u64::from(self.acc_n);
         self.memory.push(self.acc_mem / n);
-        self.cpu.push(if self.acc_cpu == u64::from(UNKNOWN) {
+        self.cpu.push(if self.acc_cpu_n == 0 {
             UNKNOWN
         } else {
-            (self.acc_cpu / n) as u32
+            (self.acc_cpu / u64::from(self.acc_cpu_n)) as u32
         });
         self.acc_mem = 0;
         self.acc_cpu = 0;
+        self.acc_cpu_n = 0;
         self.acc_n = 0;
         if self.memory.len() >= POINTS {
             self.memory = halve(&self.memory, |a, b| a / 2 + b / 2 + (a % 2 + b % 2) / 2);
             self.cpu = halve(&self.cpu, |a, b| {
-                if a == UNKNOWN || b == UNKNOWN {
-                    UNKNOWN
+                // Unknown only where both are.
+                if a == UNKNOWN {
+                    b
+                } else if b == UNKNOWN {
+                    a
                 } else {
                     ((u64::from(a) + u64::from(b)) / 2) as u32
                 }
@@ -116,11 +123,18 @@ impl History {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn record(&self, id: &str, memory: u64, cpu_nsec: u64, at: Instant) {
+    pub fn record(
+        &self,
+        id: &str,
+        memory: u64,
+        cpu_nsec: u64,
+        at: Instant,
+        lived: Option<Duration>,
+    ) {
         self.lock()
             .entry(id.to_owned())
             .or_default()
-            .push(memory, cpu_nsec, at);
+            .push(memory, cpu_nsec, at, lived);
     }
 
     /// Forget containers that are gone: the map holds only listed ones.
@@ -167,11 +181,17 @@ pub async fn sample(
                 continue;
             }
             if let Ok(st) = scopes.stats(&c.unit).await {
+                let lived = (c.started_usec != 0).then(|| {
+                    Duration::from_micros(
+                        super::registry::now_usec().saturating_sub(c.started_usec),
+                    )
+                });
                 registry.history.record(
                     &c.id,
                     st.memory_current,
                     st.cpu_usage_nsec,
                     Instant::now(),
+                    lived,
                 );
             }
         }
@@ -191,7 +211,13 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..100_000u64 {
             // 2 s apart, half a CPU: 1e9 ns per sample.
-            h.record("a", i, i * 1_000_000_000, t0 + Duration::from_secs(2 * i));
+            h.record(
+                "a",
+                i,
+                i * 1_000_000_000,
+                t0 + Duration::from_secs(2 * i),
+                None,
+            );
         }
         let s = h.get("a");
         assert!(
@@ -216,7 +242,7 @@ mod tests {
         let h = History::default();
         let t0 = Instant::now();
         for i in 0..200u64 {
-            h.record("a", 1, u64::MAX, t0 + Duration::from_secs(2 * i));
+            h.record("a", 1, u64::MAX, t0 + Duration::from_secs(2 * i), None);
         }
         let s = h.get("a");
         assert!(!s.cpu_permille.is_empty());
@@ -228,7 +254,7 @@ mod tests {
         let h = History::default();
         let t0 = Instant::now();
         for id in ["a", "b", "c"] {
-            h.record(id, 1, 1, t0);
+            h.record(id, 1, 1, t0, None);
         }
         h.retain(&|id| id == "b");
         assert_eq!(h.len(), 1);
@@ -239,8 +265,23 @@ mod tests {
     fn a_counter_going_backwards_is_no_spike() {
         let h = History::default();
         let t0 = Instant::now();
-        h.record("a", 1, 5_000_000_000, t0);
-        h.record("a", 1, 1_000, t0 + Duration::from_secs(2));
-        assert_eq!(h.get("a").cpu_permille, vec![0]);
+        h.record("a", 1, 5_000_000_000, t0, None);
+        h.record("a", 1, 1_000, t0 + Duration::from_secs(2), None);
+        assert_eq!(h.get("a").cpu_permille, vec![UNKNOWN, 0]);
+    }
+
+    #[test]
+    fn the_first_sample_is_a_point_with_the_rate_since_the_start() {
+        let h = History::default();
+        // 1 s of CPU over 4 s of life: 250 per mille, at once.
+        h.record(
+            "a",
+            7,
+            1_000_000_000,
+            Instant::now(),
+            Some(Duration::from_secs(4)),
+        );
+        let s = h.get("a");
+        assert_eq!((s.memory, s.cpu_permille), (vec![7], vec![250]));
     }
 }

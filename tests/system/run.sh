@@ -1291,10 +1291,10 @@ environment = { GREETING = "z-new" }'
     check "top-z: --order memory sorts largest first" "memory column: $mems" \
         eval '[ -n "$mems" ] && [ "$(tr " " "\n" <<<"$mems" | sort -rn | xargs)" = "$mems" ]'
 
-    # Sparklines: the supervisor samples every 2 s; two samples make a point.
+    # Sparklines: the supervisor samples every 2 s; the first sample is a point.
     spark() { IN berth status "$R" 2>/dev/null | grep -Eq "^Memory history: +[▁▂▃▄▅▆▇█]+ now [0-9.]+[BKMGT], peak" ; }
     check "spark-z: berth status shows a memory sparkline of the running container" \
-        "$(IN berth status "$R" 2>&1 | grep -i history | tr '\n' '|')" wait_for 15 spark
+        "$(IN berth status "$R" 2>&1 | grep -i history | tr '\n' '|')" wait_for 30 spark
     out=$(IN berth status "$R" 2>&1)
     check "spark-z: and a CPU sparkline" "$(grep -i history <<<"$out" | tr '\n' '|')" \
         eval 'grep -Eq "^CPU history: +([▁▂▃▄▅▆▇█]+ now [0-9.]+%, peak|not accounted by systemd)" <<<"$out"'
