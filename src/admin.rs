@@ -81,7 +81,7 @@ fn num(n: u64) -> String {
 }
 
 /// Rows from the supervisor, or from systemd alone (the bool says which).
-async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
+pub(crate) async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
     let scopes = Scopes::connect().await?;
     let from_supervisor = match Supervisor1Proxy::new(&scopes.connection().await?).await {
         Ok(p) => p.list_containers().await.ok(),
@@ -111,6 +111,7 @@ async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
                     connections: 0,
                     idle_deadline_usec: 0,
                     peer: String::new(),
+                    generation: String::new(),
                 });
             }
         }
@@ -133,7 +134,7 @@ async fn rows() -> Result<(Vec<Row>, bool), AdminError> {
     Ok((out, live))
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -161,6 +162,7 @@ pub fn list(json: bool) -> Result<(), AdminError> {
     let now = now_usec();
     let header = [
         "UNIT", "SERVICE", "PID", "STATE", "UPTIME", "CONNS", "MEMORY", "CPU", "TASKS", "IDLE",
+        "DEF",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for r in &rows {
@@ -210,6 +212,11 @@ pub fn list(json: bool) -> Result<(), AdminError> {
             } else {
                 duration_usec(i.idle_deadline_usec.saturating_sub(now))
             },
+            if i.generation.is_empty() {
+                "-".into()
+            } else {
+                i.generation.clone()
+            },
         ]);
     }
     print_table(&table);
@@ -243,19 +250,21 @@ fn matches(r: &Row, name: &str) -> bool {
     }
 }
 
-/// The supervisor's throttle state of a service, if it runs.
-async fn throttle_of(name: &str) -> Option<crate::supervisor::registry::ServiceInfo> {
-    let conn = zbus::Connection::system().await.ok()?;
-    let p = Supervisor1Proxy::new(&conn).await.ok()?;
-    p.list_services()
-        .await
-        .ok()?
-        .into_iter()
-        .find(|s| s.name == name)
+/// The supervisor's view of every service (throttle, definition), if it runs.
+async fn services() -> Vec<ServiceInfo> {
+    let ask = async {
+        let conn = zbus::Connection::system().await.ok()?;
+        let p = Supervisor1Proxy::new(&conn).await.ok()?;
+        p.list_services().await.ok()
+    };
+    ask.await.unwrap_or_default()
 }
 
 fn print_throttle(t: &Option<crate::supervisor::registry::ServiceInfo>) {
     let Some(t) = t else { return };
+    if t.failures == 0 && t.throttled_until_usec == 0 {
+        return;
+    }
     let now = now_usec();
     if t.throttled_until_usec > now {
         println!(
@@ -271,11 +280,8 @@ fn print_throttle(t: &Option<crate::supervisor::registry::ServiceInfo>) {
 pub fn status(name: &str) -> Result<(), AdminError> {
     let rt = runtime();
     let (rows, live) = rt.block_on(rows())?;
-    let throttle = if is_container_name(name) {
-        None
-    } else {
-        rt.block_on(throttle_of(name))
-    };
+    let services = rt.block_on(services());
+    let info_of = |service: &str| services.iter().find(|s| s.name == service).cloned();
     let mine: Vec<&Row> = rows.iter().filter(|r| matches(r, name)).collect();
     if !live {
         println!("({FALLBACK})");
@@ -284,12 +290,15 @@ pub fn status(name: &str) -> Result<(), AdminError> {
         if is_container_name(name) {
             return Err(AdminError::NotFound(name.into()));
         }
-        print_idle_service(name, &throttle);
+        print_idle_service(name, &info_of(name));
         return Ok(());
     }
     let now = now_usec();
     for r in mine {
-        print_container(r, &throttle, live, now);
+        print_container(r, &info_of(&r.info.service), live, now);
+        if live && r.info.state == ContainerState::Running {
+            print_history(&rt.block_on(history(&r.info.id)));
+        }
         println!();
     }
     Ok(())
@@ -299,6 +308,9 @@ pub fn status(name: &str) -> Result<(), AdminError> {
 fn print_idle_service(name: &str, throttle: &Option<ServiceInfo>) {
     println!("Service:        {name}");
     println!("Containers:     none running");
+    if let Some(t) = throttle {
+        println!("Definition:     {} (current)", t.generation);
+    }
     print_throttle(throttle);
     recent_logs(&service_matches(name), 10);
 }
@@ -316,6 +328,7 @@ fn print_container(r: &Row, throttle: &Option<ServiceInfo>, live: bool, now: u64
     print_throttle(throttle);
     println!("Container:      {}", i.id);
     println!("State:          {}", i.state);
+    println!("Definition:     {}", definition(&i.generation, throttle));
     println!(
         "PID:            {}",
         if i.pid == 0 {
@@ -379,6 +392,65 @@ fn print_container(r: &Row, throttle: &Option<ServiceInfo>, live: bool, now: u64
     }
     if !i.unit.is_empty() {
         recent_logs(&[format!("_SYSTEMD_UNIT={}", i.unit)], 10);
+    }
+}
+
+/// The supervisor's samples of one container (empty if it has none).
+async fn history(id: &str) -> crate::supervisor::history::Samples {
+    let ask = async {
+        let conn = zbus::Connection::system().await.ok()?;
+        let p = Supervisor1Proxy::new(&conn).await.ok()?;
+        p.history(id).await.ok()
+    };
+    ask.await.unwrap_or_default()
+}
+
+/// Sparklines of memory and CPU over the container's life.
+fn print_history(h: &crate::supervisor::history::Samples) {
+    if h.memory.is_empty() {
+        println!(
+            "History:        none yet (sampled every {:?})",
+            crate::supervisor::history::SAMPLE_EVERY
+        );
+        return;
+    }
+    let span = duration_usec(h.every_ms * 1000 * h.memory.len() as u64);
+    let peak_mem = h.memory.iter().copied().max().unwrap_or(0);
+    let unknown = crate::supervisor::history::UNKNOWN;
+    if h.cpu_permille.iter().all(|p| *p == unknown) {
+        println!("CPU history:    not accounted by systemd for this scope");
+        return;
+    }
+    let cpu: Vec<u64> = h
+        .cpu_permille
+        .iter()
+        .map(|p| if *p == unknown { 0 } else { u64::from(*p) })
+        .collect();
+    let peak_cpu = cpu.iter().copied().max().unwrap_or(0);
+    println!(
+        "Memory history: {} now {}, peak {} (over {span})",
+        crate::top::sparkline(&h.memory, 40),
+        bytes(h.memory.last().copied().unwrap_or(0)),
+        bytes(peak_mem)
+    );
+    println!(
+        "CPU history:    {} now {:.1}%, peak {:.1}% (over {span})",
+        crate::top::sparkline(&cpu, 40),
+        cpu.last().copied().unwrap_or(0) as f64 / 10.0,
+        peak_cpu as f64 / 10.0
+    );
+}
+
+/// Which definition a container runs, against the one in force.
+pub fn definition(generation: &str, service: &Option<ServiceInfo>) -> String {
+    match service {
+        _ if generation.is_empty() => "unknown (started by an earlier supervisor)".into(),
+        Some(s) if s.generation == generation => format!("{generation} (current)"),
+        Some(s) => format!(
+            "{generation} (old: reloaded since, new containers use {})",
+            s.generation
+        ),
+        None => generation.into(),
     }
 }
 

@@ -94,6 +94,12 @@ impl Supervisor {
         self.registry.list()
     }
 
+    /// One container's memory and CPU over its life, as sampled by the
+    /// supervisor (empty for an unknown id).
+    async fn history(&self, id: &str) -> crate::supervisor::history::Samples {
+        self.registry.history.get(id)
+    }
+
     /// Services with failed starts: count in a row and the throttle's end.
     async fn list_services(&self) -> Vec<ServiceInfo> {
         self.registry.services()
@@ -192,4 +198,5 @@ pub trait Supervisor1 {
     fn stop_service(&self, name: &str) -> zbus::Result<u32>;
     fn reload(&self) -> zbus::Result<()>;
     fn metrics(&self) -> zbus::Result<Vec<ServiceMetrics>>;
+    fn history(&self, id: &str) -> zbus::Result<crate::supervisor::history::Samples>;
 }

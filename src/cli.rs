@@ -47,7 +47,7 @@ pub enum Command {
         /// The service (services/SERVICE.toml, mode = \"inetd\").
         service: String,
     },
-    /// One row per container: unit, service, pid, state, uptime, connections, memory, CPU, tasks, idle timer.
+    /// One row per container: unit, service, pid, state, uptime, connections, memory, CPU, tasks, idle timer, definition.
     #[command(
         after_help = "Examples:\n  berth list\n  berth list --json | jq '.containers[].unit'"
     )]
@@ -55,6 +55,24 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// A live table of the containers, redrawn in place (like systemd-cgtop): CPU, memory, tasks, connections, state, idle timer.
+    #[command(
+        after_help = "Examples:\n  berth top\n  berth top --order memory\n  berth top -n 1 --width 100 > snapshot.txt"
+    )]
+    Top {
+        /// Print this many tables, then exit (without a terminal, tables follow each other).
+        #[arg(short = 'n', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        iterations: Option<u64>,
+        /// Seconds between tables (CPU% is the use over this time).
+        #[arg(short, long, default_value_t = 1.0, value_name = "SECONDS", value_parser = parse_delay)]
+        delay: f64,
+        /// Sort by this column, largest first.
+        #[arg(short, long, value_enum, default_value_t = crate::top::Order::Cpu)]
+        order: crate::top::Order,
+        /// Line width (default: $COLUMNS, then the terminal's, then 80).
+        #[arg(long, value_name = "COLUMNS", value_parser = clap::value_parser!(u16).range(20..))]
+        width: Option<u16>,
     },
     /// OpenMetrics text: counters per service and each container's accounting.
     #[command(
@@ -116,4 +134,14 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+}
+
+/// A delay from 0.1 to 3600 seconds.
+fn parse_delay(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(d) if (0.1..=3600.0).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "{s:?}: expected seconds from 0.1 to 3600, such as 2 or 0.5"
+        )),
+    }
 }

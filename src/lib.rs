@@ -18,3 +18,4 @@ pub mod sandbox;
 pub mod scope;
 pub mod security;
 pub mod supervisor;
+pub mod top;

@@ -81,6 +81,17 @@ fn main() -> ExitCode {
         },
         Command::List { json } => admin_edge(berth::admin::list(json)),
         Command::Status { name } => admin_edge(berth::admin::status(&name)),
+        Command::Top {
+            iterations,
+            delay,
+            order,
+            width,
+        } => admin_edge(berth::top::run(
+            iterations,
+            std::time::Duration::from_secs_f64(delay),
+            order,
+            width.map(usize::from),
+        )),
         Command::Metrics { http } => admin_edge(berth::admin::metrics(http)),
         Command::Stop { name } => admin_edge(berth::admin::stop(&name).map(|n| {
             println!("stopped {n} container{}", if n == 1 { "" } else { "s" });

@@ -90,14 +90,46 @@ pub struct WarmPool {
     in_flight: std::sync::atomic::AtomicUsize,
     /// A preparation ended (parked, failed, or the pool closed).
     settled: tokio::sync::Notify,
+    /// Built from a definition a reload replaced, found by `take`; the
+    /// filler discards them (scope stopped, stage ended).
+    stale: Mutex<Vec<super::Parked>>,
 }
 
 impl WarmPool {
-    fn take(&self) -> Option<super::Parked> {
-        self.parked
+    /// The oldest parked sandbox of the definition `current`; older
+    /// definitions' ones are set aside for the filler to discard.
+    fn take(&self, current: &str) -> Option<super::Parked> {
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(p) = parked.pop_front() {
+            if p.generation == current {
+                return Some(p);
+            }
+            self.stale.lock().unwrap_or_else(|p| p.into_inner()).push(p);
+            self.taken.notify_one();
+        }
+        None
+    }
+
+    /// Take out what must go: sandboxes of an old definition, and those
+    /// beyond `want` (the newest first, the oldest are used next).
+    fn surplus(&self, current: &str, want: usize) -> Vec<super::Parked> {
+        let mut out: Vec<super::Parked> = self
+            .stale
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .pop_front()
+            .drain(..)
+            .collect();
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        let (keep, old): (std::collections::VecDeque<_>, std::collections::VecDeque<_>) =
+            parked.drain(..).partition(|p| p.generation == current);
+        *parked = keep;
+        out.extend(old);
+        while parked.len() > want {
+            if let Some(p) = parked.pop_back() {
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// A parked sandbox; if none is parked but some are being prepared, the
@@ -105,13 +137,13 @@ impl WarmPool {
     /// that is already under way is ready sooner than one started now would
     /// be (its scope job would queue behind the refills'). `None`: build one
     /// on demand.
-    async fn take_or_wait(&self) -> Option<super::Parked> {
+    async fn take_or_wait(&self, current: &str) -> Option<super::Parked> {
         use std::sync::atomic::Ordering;
         loop {
             let settled = self.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            if let Some(p) = self.take() {
+            if let Some(p) = self.take(current) {
                 // Its replacement counts as under way from now on, so the
                 // next connection waits for it rather than racing it.
                 self.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -146,6 +178,15 @@ impl WarmPool {
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
             let want = launcher.service().warm as usize;
+            // After a reload: what the old definition built, or more than
+            // the new `warm`, goes (scope stopped, stage ended).
+            for p in self.surplus(&launcher.generation(), want) {
+                tracing::info!(
+                    service = %launcher.service().name, container = %p.id, event = "warm-discarded",
+                    "warm sandbox discarded (definition {} replaced, or warm lowered)", p.generation
+                );
+                launcher.discard(p).await;
+            }
             let may_start = launcher.throttle.remaining().is_none()
                 && retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
             while may_start && self.len() + jobs.len() < want && jobs.len() < PARALLEL_REFILLS {
@@ -165,13 +206,16 @@ impl WarmPool {
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => {
                     self.set_in_flight(jobs.len());
                     match done {
-                        Ok(Some(p)) => self.park(p),
+                        Ok(Some(p)) if launcher.is_current(&p) => self.park(p),
+                        // Built from a definition replaced meanwhile.
+                        Ok(Some(p)) => launcher.discard(p).await,
                         _ => retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(500)),
                     }
                     self.settled.notify_waiters();
                 }
                 _ = retry => retry_at = None,
                 _ = self.taken.notified() => {}
+                _ = launcher.reloaded.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = super::stopping(&mut shutdown) => break,
             }
@@ -185,12 +229,7 @@ impl WarmPool {
                 self.park(p);
             }
         }
-        let all: Vec<_> = self
-            .parked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect();
+        let all = self.surplus("", 0);
         for p in all {
             launcher.discard(p).await;
         }
@@ -227,6 +266,7 @@ pub async fn serve(
         taken: tokio::sync::Notify::new(),
         in_flight: std::sync::atomic::AtomicUsize::new(0),
         settled: tokio::sync::Notify::new(),
+        stale: Mutex::default(),
     });
     let filler = tokio::spawn(warm.clone().keep_filled(launcher.clone(), shutdown.clone()));
     if launcher.service().idle_timeout.is_some() {
@@ -521,7 +561,10 @@ async fn launch(
     let svc = launcher.service();
     let pooled = pool.is_some();
     let parked = match pool {
-        Some(pool) => pool.take_or_wait().await.map(|p| (p, pool)),
+        Some(pool) => pool
+            .take_or_wait(&launcher.generation())
+            .await
+            .map(|p| (p, pool)),
         None => None,
     };
     let warm = match parked {

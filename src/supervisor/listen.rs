@@ -174,6 +174,18 @@ async fn next_container(
     }
     tokio::select! {
         _ = wait_readable(&sockets.watchers, &sockets.fds) => {}
+        _ = launcher.reloaded.notified() => {
+            // A new definition: the parked sandbox of the old one (or one
+            // `warm = 0` no longer wants) goes, and the loop parks anew.
+            if let Some(p) = parked.take() {
+                if launcher.is_current(&p) && launcher.service().warm > 0 {
+                    *parked = Some(p);
+                } else {
+                    launcher.discard(p).await;
+                }
+            }
+            return Next::Retry;
+        }
         _ = super::stopping(shutdown) => {
             if let Some(p) = parked.take() {
                 launcher.discard(p).await;
@@ -197,6 +209,11 @@ async fn next_container(
 async fn start(launcher: &Launcher, sockets: &Sockets, parked: Option<super::Parked>) -> Next {
     let name = &launcher.service().name;
     let warm = match parked {
+        Some(p) if !launcher.is_current(&p) => {
+            // Parked before a reload that raced this connection.
+            launcher.discard(p).await;
+            None
+        }
         Some(p) => {
             launcher
                 .start_warm(p, &sockets.devnull, None, &sockets.fds)

@@ -5,6 +5,7 @@
 
 pub mod conns;
 pub mod exhaustion;
+pub mod history;
 pub mod inetd;
 pub mod limits;
 pub mod listen;
@@ -110,7 +111,7 @@ pub async fn stopping(rx: &mut tokio::sync::watch::Receiver<bool>) {
 pub struct Launcher {
     /// Swapped as a whole on reload; each container uses the definition
     /// current when it starts.
-    service: std::sync::RwLock<std::sync::Arc<Service>>,
+    service: std::sync::RwLock<Current>,
     pub staging_dir: PathBuf,
     /// Foreground run without scopes: containers die with the supervisor.
     pub die_with_supervisor: bool,
@@ -131,6 +132,24 @@ pub struct Launcher {
     /// The `[slice]` last set on the service's slice (`None`: never set by
     /// this supervisor); held across the call so no scope starts before it.
     slice_set: tokio::sync::Mutex<Option<config::SliceLimits>>,
+    /// Woken by `replace_service`: the warm pool drops what the old
+    /// definition built and resizes to the new `warm`.
+    pub reloaded: tokio::sync::Notify,
+}
+
+/// The definition in force and its short name, swapped together.
+struct Current {
+    service: std::sync::Arc<Service>,
+    generation: String,
+}
+
+impl Current {
+    fn new(service: Service) -> Current {
+        Current {
+            generation: registry::generation(&service),
+            service: std::sync::Arc::new(service),
+        }
+    }
 }
 
 /// A container built and waiting for its descriptors (`warm`).
@@ -140,6 +159,8 @@ pub struct Parked {
     pub unit: Option<String>,
     /// Its block of host ids (`private_users`).
     lease: Option<userns::Lease>,
+    /// The definition it was built from (`registry::generation`).
+    pub generation: String,
 }
 
 impl Launcher {
@@ -193,6 +214,7 @@ impl Launcher {
             name: self.service().name.clone(),
             failures: self.throttle.consecutive_failures(),
             throttled_until_usec: self.throttle.remaining().map_or(0, registry::usec_after),
+            generation: self.generation(),
         });
     }
 
@@ -208,6 +230,7 @@ impl Launcher {
             connections: 0,
             idle_deadline_usec: 0,
             peer: peer.into(),
+            generation: c.generation.clone(),
         })
     }
 }
@@ -220,6 +243,9 @@ pub struct Container {
     /// Its block of host ids (`private_users`), free again once the
     /// container is dropped after it ended.
     pub lease: Option<userns::Lease>,
+    /// The definition it was built from; empty when adopted from an
+    /// earlier supervisor (which definition is not recorded anywhere).
+    pub generation: String,
 }
 
 /// journald's syslog socket, bound at /dev/log when the service wants it.
@@ -234,8 +260,8 @@ impl Launcher {
         registry: std::sync::Arc<registry::Registry>,
         stager: std::sync::Arc<spawn::Stager>,
     ) -> Launcher {
-        Launcher {
-            service: std::sync::RwLock::new(std::sync::Arc::new(service)),
+        let l = Launcher {
+            service: std::sync::RwLock::new(Current::new(service)),
             staging_dir: crate::sandbox::DEFAULT_STAGING_DIR.into(),
             die_with_supervisor: scopes.is_none(),
             output,
@@ -246,7 +272,11 @@ impl Launcher {
             registry,
             stager,
             slice_set: tokio::sync::Mutex::new(None),
-        }
+            reloaded: tokio::sync::Notify::new(),
+        };
+        // `berth status` compares each container's definition with this.
+        l.publish_throttle();
+        l
     }
 
     /// Bring `berth-NAME.slice` in line with `[slice]` before a scope joins
@@ -271,22 +301,39 @@ impl Launcher {
         self.service
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .service
             .clone()
     }
 
-    /// Use `new` for containers started from now on.
+    /// Use `new` for containers started from now on; sandboxes parked from
+    /// the old definition are replaced (their owners are woken).
     pub fn replace_service(&self, new: Service) {
-        *self.service.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(new);
+        *self.service.write().unwrap_or_else(|p| p.into_inner()) = Current::new(new);
+        self.publish_throttle();
+        self.reloaded.notify_waiters();
+    }
+
+    /// The short name of the definition in force now.
+    pub fn generation(&self) -> String {
+        self.service
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation
+            .clone()
+    }
+
+    /// Whether a parked sandbox was built from the definition in force.
+    pub fn is_current(&self, p: &Parked) -> bool {
+        p.generation == self.generation()
     }
 
     fn spec(
         &self,
+        s: &Service,
         creds: config::Credentials,
         id: &str,
         private_users: Option<u32>,
     ) -> Result<Spec, LaunchError> {
-        let svc = self.service();
-        let s = &*svc;
         let mut env: Vec<(String, String)> = s
             .environment
             .iter()
@@ -400,7 +447,11 @@ impl Launcher {
         fdnames: &[String],
         ahead: bool,
     ) -> Result<Parked, LaunchError> {
-        let svc = self.service();
+        // One snapshot: the definition and its name cannot disagree.
+        let (svc, generation) = {
+            let c = self.service.read().unwrap_or_else(|p| p.into_inner());
+            (c.service.clone(), c.generation.clone())
+        };
         let creds = config::resolve_credentials(&svc.user, svc.group.as_ref())?;
         if svc.sandbox.private_users
             && (creds.uid >= config::USERNS_BLOCK || creds.gid >= config::USERNS_BLOCK)
@@ -415,7 +466,7 @@ impl Launcher {
         } else {
             None
         };
-        let mut spec = self.spec(creds, id, lease.as_ref().map(userns::Lease::base))?;
+        let mut spec = self.spec(&svc, creds, id, lease.as_ref().map(userns::Lease::base))?;
         spec.listen_fdnames = fdnames.to_vec();
         spec.low_priority = ahead;
         if let Some(scopes) = &self.scopes {
@@ -467,6 +518,7 @@ impl Launcher {
             prepared,
             unit,
             lease,
+            generation,
         })
     }
 
@@ -505,6 +557,7 @@ impl Launcher {
             running,
             unit: parked.unit,
             lease: parked.lease,
+            generation: parked.generation,
         })
     }
 
@@ -526,6 +579,7 @@ impl Launcher {
                     connections: 0,
                     idle_deadline_usec: 0,
                     peer: String::new(),
+                    generation: p.generation.clone(),
                 });
                 tracing::debug!(
                     service = %svc.name, container = %id, event = "warm",

@@ -59,6 +59,8 @@ pub struct ContainerInfo {
     /// When the idle timer ends it, microseconds since the epoch (0: none).
     pub idle_deadline_usec: u64,
     pub peer: String,
+    /// The service definition it was built from ([`generation`]).
+    pub generation: String,
 }
 
 pub fn now_usec() -> u64 {
@@ -80,6 +82,24 @@ pub struct ServiceInfo {
     pub failures: u32,
     /// No new container before this (µs since the epoch; 0: not throttled).
     pub throttled_until_usec: u64,
+    /// The definition new containers are built from ([`generation`]).
+    pub generation: String,
+}
+
+/// A short name for one service definition: 8 hex digits of an FNV-1a hash
+/// of every validated setting but `warm` (the pool's size changes no
+/// container), so two containers show whether they run the same
+/// definition. Not a security boundary, only a label.
+pub fn generation(svc: &crate::config::Service) -> String {
+    let mut svc = svc.clone();
+    svc.warm = 0;
+    let text = format!("{svc:?}");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", (h >> 32) ^ (h & 0xffff_ffff))
 }
 
 #[derive(Default)]
@@ -88,6 +108,8 @@ pub struct Registry {
     services: Mutex<BTreeMap<String, ServiceInfo>>,
     /// Counters for `berth metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Memory and CPU over each container's life (`berth status`).
+    pub history: super::history::History,
 }
 
 impl Registry {
@@ -172,7 +194,7 @@ mod tests {
     #[test]
     fn state_is_a_string_on_dbus_and_in_json() {
         assert_eq!(ContainerState::SIGNATURE.to_string(), "s");
-        assert_eq!(ContainerInfo::SIGNATURE.to_string(), "(sssustuts)");
+        assert_eq!(ContainerInfo::SIGNATURE.to_string(), "(sssustutss)");
         assert_eq!(
             serde_json::to_string(&ContainerState::Warm).unwrap(),
             "\"warm\""

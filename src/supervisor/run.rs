@@ -13,6 +13,40 @@ use crate::activation::{self, ListenAddr};
 use crate::config::{self, Mode};
 use crate::sandbox::DEFAULT_STAGING_DIR;
 
+/// SIGHUP: read the service file (and berth.toml) again and use it for new
+/// containers and warm sandboxes; a broken file or a changed mode keeps the
+/// old definition, with the reason in the log.
+fn reload(config_dir: &Path, service_file: &Path, launcher: &Launcher) {
+    let defaults_path = config_dir.join("berth.toml");
+    let defaults = if defaults_path.exists() {
+        config::load_defaults(&defaults_path).map(Some)
+    } else {
+        Ok(None)
+    };
+    let loaded = match defaults {
+        Ok(d) => config::load_service(service_file, d.as_ref()),
+        Err(e) => Err(e),
+    };
+    let name = launcher.service().name.clone();
+    match loaded {
+        Ok(svc) if svc.mode != launcher.service().mode => tracing::error!(
+            service = %name, event = "reload-failed",
+            "reload refused, old configuration kept: the mode changed; restart berth run for that"
+        ),
+        Ok(svc) => {
+            launcher.replace_service(svc);
+            tracing::info!(
+                service = %name, event = "reloaded",
+                "configuration reloaded (definition {})", launcher.generation()
+            );
+        }
+        Err(e) => tracing::error!(
+            service = %name, event = "reload-failed",
+            "reload refused, old configuration kept: {e}"
+        ),
+    }
+}
+
 /// A usage error at the edge (exit code 2).
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
@@ -98,6 +132,8 @@ pub fn main(
         let (tx, rx) = watch::channel(false);
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let reloader = launcher.clone();
         let name = launcher.service().name.clone();
         let mode = launcher.service().mode;
         let server = tokio::spawn(async move {
@@ -107,9 +143,12 @@ pub fn main(
             }
         });
         tracing::info!(service = %name, event = "ready", "serving");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => reload(config_dir, service_file, &reloader),
+            }
         }
         tracing::info!(service = %name, "stopping: ending all containers");
         let _ = tx.send(true);

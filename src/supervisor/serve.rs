@@ -112,6 +112,7 @@ async fn find_adoptable(scopes: &Scopes) -> BTreeMap<String, Vec<Container>> {
                 unit: Some(unit.clone()),
                 // Its block is in use again before any new container starts.
                 lease: super::userns::adopt(&pids),
+                generation: String::new(),
             }),
             Err(e) => tracing::warn!("adopting {unit}: {e}"),
         }
@@ -138,6 +139,11 @@ pub fn main(config_dir: &Path) -> anyhow::Result<()> {
         let registry = Arc::new(super::registry::Registry::default());
         let mut tasks = tokio::task::JoinSet::new();
         let launchers = arm(services, by_name, &scopes, &registry, &rx, &mut tasks).await?;
+        tasks.spawn(super::history::sample(
+            registry.clone(),
+            scopes.clone(),
+            rx.clone(),
+        ));
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<crate::bus::ReloadRequest>(4);
         export_interface(&registry, &scopes, reload_tx).await;
         serve_until_signalled(&config_dir, &launchers, &registry, reload_rx).await?;

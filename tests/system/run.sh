@@ -17,6 +17,7 @@
 #   2302 dirs, 2303 stubborn, 2304 slicebomb, 2310 OpenSSH sshd -i (berth serve, inetd),
 #   2311 faults (blocks x, y), 2320 frz (freeze_after, listen, generated socket),
 #   2340 pu (private_users)
+#   2330 zed (block z: reload of the warm pool, berth top)
 #   9464 berth-metrics.socket (Accept=yes)
 #
 # Runs are serialized on a host by flock on /run/lock/berth-system-test.lock (the
@@ -1570,6 +1571,112 @@ TOML
         eval '[[ "$c" == "map=0 65536 65536 id=0"* ]]'
 else
     not_ok "private users" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- z. reload refreshes the pool; berth top; sparklines
+# Service zed (port 2330): warm sandboxes replaced on reload, warm resizes the pool,
+# a running container keeps its definition and `berth status` says so; `berth top
+# -n 1` without a terminal at a fixed width; the supervisor's memory/CPU sparklines.
+PORT_ZED=2330
+zed_json()  { IN berth list --json 2>/dev/null | jq -c '[.containers[] | select(.service == "zed")]'; }
+zed_warm()  { zed_json | jq -r '.[] | select(.state == "warm") | .id' | sort; }
+zed_warm_n_is() { [ "$(zed_warm | grep -c .)" = "$1" ]; }
+# zed_warm_gen_is N GEN: N warm sandboxes, all of definition GEN
+zed_warm_gen_is() { [ "$(zed_json | jq -r --arg g "$2" '[.[] | select(.state == "warm" and .generation == $g)] | length')" = "$1" ] && zed_warm_n_is "$1"; }
+zed_reload() { # TOML-EXTRA: rewrite zed.toml, systemctl reload, wait for the journal to say so
+    local n; probe_toml "$1" >"$ROOT/etc/berth/services/zed.toml"
+    n=$(jcount -u berth.service BERTH_EVENT=reloaded)
+    IN systemctl reload berth.service || note "systemctl reload berth.service failed"
+    wait_for 10 jcount_gt "$n" -u berth.service BERTH_EVENT=reloaded || note "no BERTH_EVENT=reloaded after reload"
+}
+# every line of $1 at most $2 characters (UTF-8 characters, not bytes)
+lines_fit() { local l; while IFS= read -r l; do [ "${#l}" -le "$2" ] || return 1; done <<<"$1"; }
+if [ $SERVE_UP = 1 ]; then
+    export LC_ALL=C.UTF-8
+    probe_toml 'warm = 2
+environment = { GREETING = "z-old" }' >"$ROOT/etc/berth/services/zed.toml"
+    mkdir -p "$S/zed/systemd"
+    lib_add_socket "$S/zed" zed $PORT_ZED
+    install -m644 "$S/zed/systemd/berth-zed.socket" "$ROOT/etc/systemd/system/"
+    IN systemctl daemon-reload
+    IN systemctl stop berth.service
+    IN systemctl start berth-zed.socket || note "berth-zed.socket did not start"
+    lib_start_serve || note "berth.service did not come back"
+    check "reload-z: 2 warm sandboxes before the reload" "zed: $(zed_json)" wait_for 20 zed_warm_n_is 2
+    # A held connection: its container keeps running across the reload.
+    exec 8<>"/dev/tcp/127.0.0.1/$PORT_ZED"; printf 'hold\n' >&8
+    zed_running() { zed_json | jq -r '.[] | select(.state == "running") | .id' | head -n1; }
+    wait_for 10 eval '[ -n "$(zed_running)" ]'
+    R=$(zed_running)
+    # The connection took one of the parked ones; the others are the old pool.
+    old_warm=$(zed_warm | xargs)
+    RGEN=$(zed_json | jq -r --arg id "$R" '.[] | select(.id == $id) | .generation')
+    check "reload-z: berth list --json carries the running container's definition" "generation '$RGEN'" \
+        eval '[[ "$RGEN" =~ ^[0-9a-f]{8}$ ]]'
+    zed_reload 'warm = 3
+environment = { GREETING = "z-new" }'
+    g=$(probe_cmd_port $PORT_ZED report 2>/dev/null | jq -r '.env.GREETING // empty' 2>/dev/null)
+    check "reload-z: right after the reload a connection gets the new definition (warm > 0)" "GREETING='$g'" [ "$g" = z-new ]
+    zed_ngen() { NGEN=$(IN berth status zed 2>/dev/null | sed -n 's/^Definition: *\([0-9a-f]*\) (current).*/\1/p' | head -n1); [ -n "$NGEN" ]; }
+    wait_for 20 zed_ngen
+    check "reload-z: the definition changed" "old '$RGEN', new '$NGEN'" eval '[ -n "$NGEN" ] && [ "$NGEN" != "$RGEN" ]'
+    check "reload-z: warm 2 -> 3: three warm sandboxes, all of the new definition" "zed: $(zed_json)" \
+        wait_for 20 zed_warm_gen_is 3 "$NGEN"
+    old_gone() { local id; for id in $old_warm; do scope_gone "berth-zed-$id.scope" || return 1; done; }
+    check "reload-z: the old parked sandboxes' scopes are stopped" "old: $old_warm; active: $(scopes zed | xargs)" wait_for 10 old_gone
+    out=$(IN berth status "$R" 2>&1)
+    check "reload-z: the running container keeps its old definition and berth status says so" \
+        "$(grep '^Definition' <<<"$out")" eval 'grep -Eq "^Definition: +$RGEN \(old: reloaded since, new containers use $NGEN\)" <<<"$out"'
+    check "reload-z: the running container still runs" "zed: $(zed_json)" eval '[ "$(zed_running)" = "$R" ]'
+    three=$(zed_warm | xargs)
+    zed_reload 'warm = 1
+environment = { GREETING = "z-new" }'
+    check "reload-z: warm 3 -> 1: one warm sandbox left" "zed: $(zed_json)" wait_for 20 zed_warm_gen_is 1 "$NGEN"
+    zed_scopes_are() { [ "$(scopes zed | grep -c .)" = "$1" ]; }
+    check "reload-z: the discarded sandboxes' scopes are stopped (1 warm + 1 running left)" \
+        "scopes: $(scopes zed | xargs)" wait_for 20 zed_scopes_are 2
+    check "reload-z: the unchanged definition kept a sandbox it had" "now $(zed_warm | xargs), before: $three" \
+        eval 'grep -qw -- "$(zed_warm)" <<<"$three"'
+
+    # berth top: stdout a pipe here, one table, fixed widths.
+    out=$(IN berth top -n 1 -d 0.5 --width 100 2>&1); rc=$?
+    why="exit $rc: $(echo "$out" | head -n 6 | tr -s ' ' | tr '\n' '|')"
+    check "top-z: berth top -n 1 works without a terminal" "$why" eval '[ $rc = 0 ] && [ "$(sed -n 2p <<<"$out" | awk "{print \$1}")" = CONTAINER ]'
+    check "top-z: every line at most --width 100" "$why" lines_fit "$out" 100
+    check "top-z: no terminal control sequences without a terminal" "$why" eval '! grep -q $'"'"'\e'"'"' <<<"$out"'
+    read -r cpu mem tasks < <(awk -v u="berth-zed-$R.scope" '$1==u{print $4, $5, $6}' <<<"$out")
+    check "top-z: the running container's row has CPU%, MEMORY and TASKS" "cpu='${cpu:-}' mem='${mem:-}' tasks='${tasks:-}'; $why" \
+        eval '[[ "${cpu:-}" =~ ^([0-9]+\.[0-9]|-)$ && "${mem:-}" =~ ^[0-9.]+[BKMGT]$ ]] && is_number "${tasks:-}"'
+    # CPU% is "-" only where systemd reports no CPUUsageNSec (as berth list shows it).
+    lcpu=$(IN berth list 2>/dev/null | awk -v u="berth-zed-$R.scope" 'NR==1{for(i=1;i<=NF;i++)c[$i]=i; next} $1==u{print $c["CPU"]}')
+    check "top-z: CPU% is a number exactly when berth list has the CPU time" "top '${cpu:-}', list '$lcpu'" \
+        eval '[ -n "$lcpu" ] && { { [ "${cpu:-}" = - ] && [ "$lcpu" = - ]; } || { [ "${cpu:-}" != - ] && [ "$lcpu" != - ]; }; }'
+    check "top-z: a row per zed container (1 running + 1 warm)" "$why" eval '[ "$(grep -c "^berth-zed-" <<<"$out")" = 2 ]'
+    out=$(IN env COLUMNS=50 berth top -n 1 -d 0.2 2>&1); rc=$?
+    check "top-z: COLUMNS=50: every line at most 50 characters" "exit $rc: $(echo "$out" | head -n 4 | tr '\n' '|')" \
+        eval '[ $rc = 0 ] && lines_fit "$out" 50 && grep -q "^CONTAINER" <<<"$out"'
+    out=$(IN berth top -n 2 -d 0.2 --order memory --width 120 2>&1); rc=$?
+    check "top-z: -n 2 prints two tables" "exit $rc: $(echo "$out" | grep -c '^CONTAINER') headers" \
+        eval '[ $rc = 0 ] && [ "$(grep -c "^CONTAINER" <<<"$out")" = 2 ]'
+    mems=$(awk '/^CONTAINER/{n++} n==1 && /^berth-/{v=$5; u=substr(v, length(v)); m=1
+        if (u=="K") m=1024; else if (u=="M") m=1048576; else if (u=="G") m=1073741824
+        printf "%d\n", (v+0)*m}' <<<"$out" | xargs)
+    check "top-z: --order memory sorts largest first" "memory column: $mems" \
+        eval '[ -n "$mems" ] && [ "$(tr " " "\n" <<<"$mems" | sort -rn | xargs)" = "$mems" ]'
+
+    # Sparklines: the supervisor samples every 2 s; the first sample is a point.
+    spark() { IN berth status "$R" 2>/dev/null | grep -Eq "^Memory history: +[▁▂▃▄▅▆▇█]+ now [0-9.]+[BKMGT], peak" ; }
+    check "spark-z: berth status shows a memory sparkline of the running container" \
+        "$(IN berth status "$R" 2>&1 | grep -i history | tr '\n' '|')" wait_for 30 spark
+    out=$(IN berth status "$R" 2>&1)
+    check "spark-z: and a CPU sparkline" "$(grep -i history <<<"$out" | tr '\n' '|')" \
+        eval 'grep -Eq "^CPU history: +([▁▂▃▄▅▆▇█]+ now [0-9.]+%, peak|not accounted by systemd)" <<<"$out"'
+    exec 8>&-
+    check "reload-z: the held container ends with its connection" "zed: $(zed_json)" \
+        wait_for 15 eval '[ -z "$(zed_running)" ]'
+    unset LC_ALL
+else
+    not_ok "reload-z, top-z" "berth.service is not up"
 fi
 
 # ---------------------------------------------------------------- the end
