@@ -1549,8 +1549,12 @@ if [ $F2_UP = 1 ]; then
     check "zygote killed: no failed berth unit" "failed: $v" [ -z "$v" ]
 
     # -- 6e: berth.service out of descriptors (a low LimitNOFILE in a drop-in)
+    # Room for some containers above berth's descriptors at rest, but no less than
+    # 128: the stages put their control channel on fd 100 (sandbox::stage::CONTROL_FD)
+    # with F_DUPFD, which fails with EINVAL at a lower limit, so every launch would fail
+    # instead of berth running out.
     base=$(IN ls "/proc/$PID_F2/fd" 2>/dev/null | wc -l)
-    LIM=$((base + 16))
+    LIM=$((base + 16)); [ "$LIM" -ge 128 ] || LIM=128
     mkdir -p "$ROOT/etc/systemd/system/berth.service.d"
     printf '[Service]\nLimitNOFILE=%s\n' "$LIM" >"$ROOT/etc/systemd/system/berth.service.d/f2-nofile.conf"
     IN systemctl daemon-reload
@@ -1562,14 +1566,17 @@ if [ $F2_UP = 1 ]; then
     check "nofile: berth.service restarted with LimitNOFILE=$LIM ($base descriptors at rest)" "Max open files $v" [ "$v" = "$LIM" ]
     # Hold connections (the probe's "hold") until berth runs out.
     HELD=()
-    while [ "$(f2_events "$t" exhausted)" = 0 ] && [ ${#HELD[@]} -lt 40 ]; do
+    while [ "$(f2_events "$t" exhausted)" = 0 ] && [ ${#HELD[@]} -lt 100 ]; do
         n=$(f2_events "$t" started)
         exec {fd}<>"/dev/tcp/127.0.0.1/$PORT_F2" || break
         echo hold >&$fd; HELD+=("$fd")
-        wait_for 15 eval '[ "$(f2_events "$t" started)" -gt "$n" ] || [ "$(f2_events "$t" exhausted)" != 0 ]' ||
+        wait_for 15 eval '[ "$(f2_events "$t" started)" -gt "$n" ] || [ "$(f2_events "$t" exhausted)" != 0 ] || [ "$(f2_events "$t" failed)" != 0 ]' ||
             note "nofile: held connection ${#HELD[@]} neither started nor exhausted berth"
+        if [ "$(f2_events "$t" failed)" != 0 ]; then jsince "$t" BERTH_SERVICE=f2 BERTH_EVENT=failed | head -n 3 | diag; break; fi
     done
     note "nofile: ${#HELD[@]} connections held, $(f2_events "$t" started) containers started"
+    v=$(f2_events "$t" failed)
+    check "nofile: no launch failed on the way (BERTH_EVENT=failed)" "$v failed" [ "$v" = 0 ]
     check "nofile: held connections exhaust berth (BERTH_EVENT=exhausted, EMFILE and RLIMIT_NOFILE named)" \
         "no entry after ${#HELD[@]} held connections" \
         eval 'jsince $t BERTH_SERVICE=f2 BERTH_EVENT=exhausted | grep -q "EMFILE.*RLIMIT_NOFILE"'
