@@ -15,9 +15,9 @@
 #   2223 dropbear (systemd Accept=yes -> berth inetd)   2291 bomb, 2292 hog,
 #   2293 probe, 2294 crash, 2297 warm, 2298 forger, 2299 victim, 2300-2301 gen,
 #   2302 dirs, 2303 stubborn, 2304 slicebomb, 2310 OpenSSH sshd -i (berth serve, inetd),
-#   2311 faults (blocks x, y), 2320 frz (freeze_after, listen, generated socket),
+#   2311 faults (blocks x, y), 2312 f2 (block f2.), 2320 frz (freeze_after, listen,
+#   generated socket), 2330 zed (block z: reload of the warm pool, berth top),
 #   2340 pu (private_users)
-#   2330 zed (block z: reload of the warm pool, berth top)
 #   9464 berth-metrics.socket (Accept=yes)
 #
 # Runs are serialized on a host by flock on /run/lock/berth-system-test.lock (the
@@ -1677,6 +1677,188 @@ environment = { GREETING = "z-new" }'
     unset LC_ALL
 else
     not_ok "reload-z, top-z" "berth.service is not up"
+fi
+
+# ---------------------------------------------------------------- f2. faults in berth.service: descriptors, a full /tmp, the zygote killed
+# issue 10, 6e-6g on testbed 1 (tests/faults.rs shows them with `berth run --no-scope`):
+# here under `berth serve`, each container in its scope. Service f2 is the probe,
+# inetd style, with a 4M /tmp. Order: f (/tmp full), g (zygote killed), e (out of
+# descriptors: berth.service restarted with a low LimitNOFILE, then without).
+PORT_F2=2312
+# f2_conn TOKEN: one "echo TOKEN" connection; prints ok, closed or hung
+f2_conn() {
+    timeout 20 bash -c '
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || { echo closed; exit; }
+        printf "echo %s\n" "$2" >&3 2>/dev/null
+        read -r -t 15 l <&3; rc=$?
+        if [ "$l" = "$2" ]; then echo ok; elif [ $rc -gt 128 ]; then echo hung; else echo closed; fi' \
+        _ "$PORT_F2" "$1" 2>/dev/null || echo hung
+}
+# f2_cmd CMD: the probe's answer to CMD (one line, 15 s at most)
+f2_cmd() {
+    timeout 20 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; printf "%s\n" "$2" >&3; read -r -t 15 l <&3; printf "%s\n" "$l"' \
+        _ "$PORT_F2" "$1" 2>/dev/null
+}
+# f2_events EPOCH EVENT: berth's entries of EVENT for f2 since EPOCH, counted
+f2_events() { IN journalctl --no-pager -q -o cat -S "@$1" BERTH_SERVICE=f2 "BERTH_EVENT=$2" 2>/dev/null | grep -c .; }
+# f2_loader ID FILE STOPFILE: connections back to back until STOPFILE exists
+f2_loader() {
+    local i=0 r
+    while [ ! -e "$3" ]; do i=$((i + 1)); r=$(f2_conn "$1-$i"); echo "$r $1-$i" >>"$2"; done
+}
+f2_n() { grep -c "^$1 " "$S/f2.res"; }
+f2_summary() { echo "$(f2_n ok) answered, $(f2_n closed) closed, $(f2_n hung) hung"; }
+f2_served_after() { [ "$(tail -n +$(($1 + 1)) "$S/f2.res" | grep -c '^ok ')" -gt "$2" ]; }   # LINE N
+# f2_zygote PID: berth's child named berth-zygote
+f2_zygote() { IN sh -c 'for p in $(cat /proc/$1/task/*/children 2>/dev/null); do [ "$(cat /proc/$p/comm 2>/dev/null)" = berth-zygote ] && echo $p; done' _ "$1" | head -n1; }
+f2_new_zygote() { local z; z=$(f2_zygote "$1"); [ -n "$z" ] && [[ " $2 " != *" $z "* ]]; }   # PID KILLED
+# f2_cpu PID: its CPU time (user + system) in ms, from the testbed's /proc
+f2_cpu() { IN cat "/proc/$1/stat" 2>/dev/null | sed 's/.*) //' | awk -v hz="$(getconf CLK_TCK)" '{print int(($12 + $13) * 1000 / hz)}'; }
+F2_UP=0
+if [ $SERVE_UP = 1 ]; then
+    cat >"$ROOT/etc/berth/services/f2.toml" <<'TOML'
+mode = "inetd"
+exec = ["/usr/lib/berth/berth-probe"]
+max_lifetime = "2min"
+stop_timeout = "2s"
+[sandbox]
+tmp_size = "4M"
+[resources]
+memory_max = "64M"
+tasks_max = 16
+TOML
+    [ $NET_FALLBACK = 1 ] && lib_net_host "$ROOT/etc/berth/services/f2.toml"
+    mkdir -p "$S/f2/systemd"
+    lib_add_socket "$S/f2" f2 $PORT_F2
+    install -m644 "$S/f2/systemd/berth-f2.socket" "$ROOT/etc/systemd/system/"
+    IN systemctl daemon-reload
+    IN systemctl stop berth.service
+    IN systemctl start berth-f2.socket || note "berth-f2.socket did not start"
+    lib_start_serve || note "berth.service did not come back"
+    if [ "$(f2_conn f2-0)" = ok ]; then F2_UP=1; else not_ok "f2: a connection is answered" "no 'f2-0' on :$PORT_F2"; fi
+fi
+if [ $F2_UP = 1 ]; then
+    PID_F2=$(prop berth.service MainPID)
+    # -- 6f: a container's /tmp full while another is served
+    t=$(date +%s)
+    a=
+    exec 7<>"/dev/tcp/127.0.0.1/$PORT_F2"
+    echo "fill-tmp keep" >&7; read -r -t 30 a <&7
+    w=$(jq -r '.written // empty' <<<"$a" 2>/dev/null)
+    check "/tmp full: the container filling its /tmp gets ENOSPC after 3-4M (its tmp_size)" "answer '$a'" \
+        eval '[ "$(jq -r .error <<<"$a" 2>/dev/null)" = ENOSPC ] && is_number "$w" && [ "$w" -ge $((3 << 20)) ] && [ "$w" -le $((4 << 20)) ]'
+    check "/tmp full: the full /tmp is the container's own (no /tmp/fill in the testbed)" "$(IN ls -l /tmp/fill 2>&1)" \
+        eval '! IN test -e /tmp/fill'
+    r=$(f2_cmd fill-tmp)
+    w=$(jq -r '.written // empty' <<<"$r" 2>/dev/null)
+    check "/tmp full: meanwhile another container has a /tmp of its own (3-4M written, then ENOSPC)" "answer '$r'" \
+        eval '[ "$(jq -r .error <<<"$r" 2>/dev/null)" = ENOSPC ] && is_number "$w" && [ "$w" -ge $((3 << 20)) ]'
+    r=$(f2_cmd fill-tmp-inodes)
+    w=$(jq -r '.files // empty' <<<"$r" 2>/dev/null)
+    check "/tmp full: and its own inodes (900-1024 files in 4M, then ENOSPC)" "answer '$r'" \
+        eval '[ "$(jq -r .error <<<"$r" 2>/dev/null)" = ENOSPC ] && is_number "$w" && [ "$w" -ge 900 ] && [ "$w" -le 1024 ]'
+    check "/tmp full: meanwhile berth serves another connection" "no answer" eval '[ "$(f2_conn tmp-still)" = ok ]'
+    check "/tmp full: the full container is still in its scope" "scopes: $(scopes f2 | xargs)" has_scope f2
+    exec 7>&-
+    check "/tmp full: its scope goes when the client closes" "scopes: $(scopes f2 | xargs)" wait_for 15 no_scope f2
+    r=$(f2_cmd report)
+    check "/tmp full: the next container's /tmp is empty" "report: $(echo "$r" | cut -c1-200)" \
+        eval '[ "$(jq -c .tmp_entries <<<"$r" 2>/dev/null)" = "[]" ]'
+    v=$(jsince "$t" BERTH_SERVICE=f2 BERTH_EVENT=failed; jsince "$t" BERTH_SERVICE=f2 BERTH_EVENT=throttled)
+    check "/tmp full: berth logs no failure (no BERTH_EVENT=failed or throttled for f2)" "$(echo "$v" | head -n 3 | tr '\n' ' ')" [ -z "$v" ]
+
+    # -- 6g: the zygote killed (SIGKILL) in a burst of connections
+    t=$(date +%s)
+    rm -f "$S/f2.stop"; : >"$S/f2.res"; F2_LOADERS=()
+    for k in 1 2 3 4; do f2_loader "g$k" "$S/f2.res" "$S/f2.stop" & F2_LOADERS+=($!); BG_PIDS+=($!); done
+    KILLED=
+    for round in 1 2 3; do
+        L=$(wc -l <"$S/f2.res")
+        wait_for 20 f2_served_after "$L" 3 || note "zygote round $round: $(f2_summary) before the kill"
+        if ! wait_for 10 eval '[ -n "$(f2_zygote "$PID_F2")" ]'; then note "no berth-zygote under MainPID $PID_F2"; break; fi
+        z=$(f2_zygote "$PID_F2")
+        IN kill -KILL "$z" && KILLED+=" $z"
+        wait_for 20 f2_new_zygote "$PID_F2" "$KILLED" || note "zygote round $round: no new zygote after killing $z"
+    done
+    L=$(wc -l <"$S/f2.res")
+    check "zygote killed: 3 times, each replaced (killed:$KILLED)" "zygote now '$(f2_zygote "$PID_F2")'" \
+        eval '[ "$(echo $KILLED | wc -w)" = 3 ] && f2_new_zygote "$PID_F2" "$KILLED"'
+    check "zygote killed: the burst is served after the last kill (5 answers)" "$(f2_summary)" wait_for 20 f2_served_after "$L" 5
+    touch "$S/f2.stop"; for p in "${F2_LOADERS[@]}"; do wait "$p" 2>/dev/null; done
+    note "zygote killed: $(f2_summary)"
+    check "zygote killed: every connection of the burst answered or closed, none left hanging" "$(f2_summary)" [ "$(f2_n hung)" = 0 ]
+    check "zygote killed: berth noticed (\"sandbox zygote unusable\")" "not in berth.service's journal" \
+        wait_for 10 eval 'jsince $t -u berth.service | grep -q "sandbox zygote unusable"'
+    check "zygote killed: later connections are served" "no answer" eval '[ "$(f2_conn g-later)" = ok ]'
+    check "zygote killed: the same berth.service process (MainPID $PID_F2), active" "MainPID $(prop berth.service MainPID), $(IN systemctl is-active berth.service)" \
+        eval '[ "$(prop berth.service MainPID)" = "$PID_F2" ] && berth_active'
+    check "zygote killed: no berth-stage or berth-init left in berth.service's cgroup" "$(half_built | xargs)" wait_for 10 no_half_built
+    check "zygote killed: no f2 scope left once the clients are done" "scopes: $(scopes f2 | xargs)" wait_for 20 no_scope f2
+    v=$(IN systemctl list-units --plain --no-legend --no-pager --state=failed 'berth-*' 2>/dev/null | awk '{print $1}' | xargs)
+    check "zygote killed: no failed berth unit" "failed: $v" [ -z "$v" ]
+
+    # -- 6e: berth.service out of descriptors (a low LimitNOFILE in a drop-in)
+    # Room for some containers above berth's descriptors at rest, but no less than
+    # 128: the stages put their control channel on fd 100 (sandbox::stage::CONTROL_FD)
+    # with F_DUPFD, which fails with EINVAL at a lower limit, so every launch would fail
+    # instead of berth running out.
+    base=$(IN ls "/proc/$PID_F2/fd" 2>/dev/null | wc -l)
+    LIM=$((base + 16)); [ "$LIM" -ge 128 ] || LIM=128
+    mkdir -p "$ROOT/etc/systemd/system/berth.service.d"
+    printf '[Service]\nLimitNOFILE=%s\n' "$LIM" >"$ROOT/etc/systemd/system/berth.service.d/f2-nofile.conf"
+    IN systemctl daemon-reload
+    t=$(date +%s)
+    IN systemctl restart berth.service
+    wait_for 15 berth_active || note "berth.service not active after the restart with LimitNOFILE=$LIM"
+    PID_E=$(prop berth.service MainPID)
+    v=$(IN sh -c 'grep "^Max open files" /proc/$1/limits' _ "$PID_E" | awk '{print $4}')
+    check "nofile: berth.service restarted with LimitNOFILE=$LIM ($base descriptors at rest)" "Max open files $v" [ "$v" = "$LIM" ]
+    # Hold connections (the probe's "hold") until berth runs out.
+    HELD=()
+    while [ "$(f2_events "$t" exhausted)" = 0 ] && [ ${#HELD[@]} -lt 100 ]; do
+        n=$(f2_events "$t" started)
+        exec {fd}<>"/dev/tcp/127.0.0.1/$PORT_F2" || break
+        echo hold >&$fd; HELD+=("$fd")
+        wait_for 15 eval '[ "$(f2_events "$t" started)" -gt "$n" ] || [ "$(f2_events "$t" exhausted)" != 0 ] || [ "$(f2_events "$t" failed)" != 0 ]' ||
+            note "nofile: held connection ${#HELD[@]} neither started nor exhausted berth"
+        if [ "$(f2_events "$t" failed)" != 0 ]; then jsince "$t" BERTH_SERVICE=f2 BERTH_EVENT=failed | head -n 3 | diag; break; fi
+    done
+    note "nofile: ${#HELD[@]} connections held, $(f2_events "$t" started) containers started"
+    v=$(f2_events "$t" failed)
+    check "nofile: no launch failed on the way (BERTH_EVENT=failed)" "$v failed" [ "$v" = 0 ]
+    check "nofile: held connections exhaust berth (BERTH_EVENT=exhausted, EMFILE and RLIMIT_NOFILE named)" \
+        "no entry after ${#HELD[@]} held connections" \
+        eval 'jsince $t BERTH_SERVICE=f2 BERTH_EVENT=exhausted | grep -q "EMFILE.*RLIMIT_NOFILE"'
+    jsince "$t" BERTH_SERVICE=f2 BERTH_EVENT=exhausted | head -n1 | diag
+    # A connection meanwhile waits in the backlog.
+    exec {wfd}<>"/dev/tcp/127.0.0.1/$PORT_F2"
+    echo "echo waited" >&$wfd
+    # While exhausted, berth backs off: over 4 s it uses far less than the whole window
+    # of CPU (a spinning accept loop would use it all). A resource bound, not a speed one.
+    c0=$(f2_cpu "$PID_E"); m0=$(now_ms)
+    sleep 4   # the measurement window, not a wait for readiness
+    c1=$(f2_cpu "$PID_E"); m1=$(now_ms)
+    note "nofile: berth used $((c1 - c0)) ms of CPU in $((m1 - m0)) ms while out of descriptors"
+    check "nofile: berth does not spin while exhausted (< 1000 ms of CPU in 4 s)" "$((c1 - c0)) ms in $((m1 - m0)) ms" \
+        eval 'is_number "$c0" && is_number "$c1" && [ $((c1 - c0)) -lt 1000 ]'
+    v=$(f2_events "$t" exhausted)
+    check "nofile: the exhaustion is logged once (per 10 s), not per attempt" "$v entries" [ "$v" = 1 ]
+    v=$(f2_events "$t" throttled)
+    check "nofile: not counted as the application's failure (no throttling)" "$v throttled entries" [ "$v" = 0 ]
+    for fd in "${HELD[@]}"; do exec {fd}>&-; done
+    w=; read -r -t 30 w <&$wfd; exec {wfd}>&-
+    check "nofile: once the held connections close, the connection that waited is served" "got '$w'" [ "$w" = waited ]
+    check "nofile: and a new connection is served" "no answer" eval '[ "$(f2_conn e-after)" = ok ]'
+    check "nofile: the same berth.service process (MainPID $PID_E), active" "MainPID $(prop berth.service MainPID), $(IN systemctl is-active berth.service)" \
+        eval '[ "$(prop berth.service MainPID)" = "$PID_E" ] && berth_active'
+    check "nofile: no f2 scope left once the clients are done" "scopes: $(scopes f2 | xargs)" wait_for 30 no_scope f2
+    # Leave berth.service as it was for what follows.
+    rm -f "$ROOT/etc/systemd/system/berth.service.d/f2-nofile.conf"
+    IN systemctl daemon-reload
+    IN systemctl restart berth.service
+    v=$(wait_for 15 berth_active && IN sh -c 'grep "^Max open files" /proc/$1/limits' _ "$(prop berth.service MainPID)" | awk '{print $4}')
+    check "nofile: berth.service back without the drop-in" "active: $(IN systemctl is-active berth.service), Max open files $v" \
+        eval '[ -n "$v" ] && [ "$v" != "$LIM" ]'
 fi
 
 # ---------------------------------------------------------------- the end
