@@ -147,6 +147,40 @@ fn main() -> ExitCode {
 /// container).
 fn preflight() -> anyhow::Result<()> {
     berth::sandbox::check_seccomp_architecture()?;
+    ensure_nofile()?;
+    Ok(())
+}
+
+/// Stages move their channel to descriptor 100 and the listeners above
+/// it: with a lower soft RLIMIT_NOFILE every launch would fail. Raised to
+/// this where the hard limit allows (the applications inherit it), else
+/// an error at start rather than a throttled service.
+const MIN_NOFILE: u64 = 128;
+
+fn ensure_nofile() -> anyhow::Result<()> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // None is RLIM_INFINITY.
+    let soft = lim.current.unwrap_or(u64::MAX);
+    let hard = lim.maximum.unwrap_or(u64::MAX);
+    if soft >= MIN_NOFILE {
+        return Ok(());
+    }
+    if hard < MIN_NOFILE {
+        anyhow::bail!(
+            "RLIMIT_NOFILE is {soft} (hard {hard}): berth needs at least {MIN_NOFILE} \
+             descriptors (LimitNOFILE= in berth.service, ulimit -n)"
+        );
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(MIN_NOFILE),
+            maximum: lim.maximum,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("raising RLIMIT_NOFILE from {soft} to {MIN_NOFILE}: {e}"))?;
+    tracing::warn!("RLIMIT_NOFILE raised from {soft} to {MIN_NOFILE}, the least berth needs");
     Ok(())
 }
 

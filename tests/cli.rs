@@ -183,3 +183,74 @@ fn good_listen_values_pass_the_parser() {
         assert!(err.contains("x.toml"), "{err}");
     }
 }
+
+/// A berth service file running `/bin/echo hi` per connection.
+fn echo_service(dir: &std::path::Path) -> String {
+    let svc = dir.join("echo.toml");
+    std::fs::write(&svc, "mode = \"inetd\"\nexec = [\"/bin/echo\", \"hi\"]\n").unwrap();
+    svc.to_string_lossy().into_owned()
+}
+
+#[test]
+fn too_few_descriptors_allowed_is_an_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = echo_service(dir.path());
+    let out = Command::new("prlimit")
+        .args(["--nofile=64:64", BERTH, "run", &svc])
+        .args(["--listen", "127.0.0.1:0", "--no-scope"])
+        .output()
+        .expect("prlimit (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("RLIMIT_NOFILE is 64 (hard 64): berth needs at least 128"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_low_soft_descriptor_limit_is_raised_and_containers_start() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: containers need root");
+        return;
+    }
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = echo_service(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=64:4096", BERTH, "run", &svc])
+        .args(["--listen", &addr, "--no-scope"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("prlimit (util-linux)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let answer = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            break out;
+        }
+        assert!(std::time::Instant::now() < deadline, "berth never listened");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let _ = child.wait();
+    assert_eq!(answer, "hi\n", "{err}");
+    assert!(err.contains("RLIMIT_NOFILE raised from 64 to 128"), "{err}");
+}

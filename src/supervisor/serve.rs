@@ -72,7 +72,10 @@ fn notify(state: &[NotifyState]) {
 
 /// Containers an earlier supervisor left running, by service: the outer
 /// stage (parent not in the scope) and PID 1 (child of the outer stage).
-async fn find_adoptable(scopes: &Scopes) -> BTreeMap<String, Vec<Container>> {
+async fn find_adoptable(
+    scopes: &Scopes,
+    serves: &dyn Fn(&str) -> bool,
+) -> BTreeMap<String, Vec<Container>> {
     let mut out: BTreeMap<String, Vec<Container>> = BTreeMap::new();
     let units = match scopes.list().await {
         Ok(u) => u,
@@ -101,8 +104,23 @@ async fn find_adoptable(scopes: &Scopes) -> BTreeMap<String, Vec<Container>> {
                 && std::fs::read_to_string(format!("/proc/{p}/comm"))
                     .is_ok_and(|c| c.trim_end() == "berth-stage")
         });
-        let Some(stage) = stage else { continue };
-        let Some(init) = pids.iter().copied().find(|p| ppid(*p) == Some(stage)) else {
+        let init = stage.and_then(|s| pids.iter().copied().find(|p| ppid(*p) == Some(s)));
+        let (Some(stage), Some(init)) = (stage, init) else {
+            if !serves(service) {
+                // Another berth's (`berth inetd`), perhaps mid-launch.
+                continue;
+            }
+            // Nothing to adopt: a scope whose process died before systemd
+            // attached it (systemd then starts it empty and keeps it until
+            // a reload) or a sandbox half-built when the last supervisor
+            // died. Nothing else would ever stop it.
+            tracing::warn!(
+                unit = %unit, event = "stopped",
+                "{unit}: no container to adopt in it ({} processes); stopping it", pids.len()
+            );
+            if let Err(e) = scopes.stop(&unit).await {
+                tracing::warn!("stopping {unit}: {e}");
+            }
             continue;
         };
         match Running::adopt(stage, init) {
@@ -187,7 +205,7 @@ async fn arm(
     shutdown: &watch::Receiver<bool>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<BTreeMap<String, Arc<Launcher>>> {
-    let mut adoptable = find_adoptable(scopes).await;
+    let mut adoptable = find_adoptable(scopes, &|name| by_name.contains_key(name)).await;
     // One zygote forks the stages of every service.
     let stager = Arc::new(crate::sandbox::spawn::Stager::zygote());
     let mut launchers: BTreeMap<String, Arc<Launcher>> = BTreeMap::new();
