@@ -99,6 +99,45 @@ def parallel_summary(pairs):
 
 
 
+def assemble_f(res, raw):
+    """f: first byte after a frozen idle period; memory frozen vs running."""
+    samples, errors = [], []
+    for line in open(raw):
+        _, _, js = line.partition(" ")
+        try:
+            r = json.loads(js)
+        except ValueError:
+            continue
+        if r.get("error"):
+            errors.append(r["error"])
+        else:
+            samples.append(r["first_byte_ms"])
+    mem = {}
+    for state in ("frozen", "running"):
+        rows = []
+        for name in sorted(os.listdir(res)):
+            if re.match(r"f_mem_%s_\d+\.json$" % state, name):
+                m = load(os.path.join(res, name), {})
+                rows.append({"state": m.get("state"), "unit": (m.get("scope") or {}).get("unit"),
+                             "memory_current_bytes": (m.get("scope") or {}).get("memory_current_bytes"),
+                             "app_rss_kib": (m.get("app") or {}).get("rss_kib"),
+                             "app_pss_kib": (m.get("app") or {}).get("pss_kib"),
+                             "app_count": (m.get("app") or {}).get("count"),
+                             "stage_pss_kib": (m.get("stage") or {}).get("pss_kib"),
+                             "slice_usage_bytes": (m.get("slice") or {}).get("usage_bytes")})
+        mem[state] = {"samples": rows,
+                      "median": {k: med([r[k] for r in rows]) for k in
+                                 ("memory_current_bytes", "app_rss_kib", "app_pss_kib", "stage_pss_kib",
+                                  "slice_usage_bytes")},
+                      "states_seen": sorted(set(str(r["state"]) for r in rows)),
+                      "units_seen": sorted(set(str(r["unit"]) for r in rows))}
+    return {"samples_ms": samples, "errors": errors,
+            "summary": {"n": len(samples), "p50": med(samples), "p90": pct(samples, 90),
+                        "min": min(samples) if samples else None, "max": max(samples) if samples else None},
+            "memory": mem, "list": load(os.path.join(res, "f_list.json"), {}),
+            "journal": load(os.path.join(res, "f_journal.json"), {})}
+
+
 def assemble(res):
     d = {"machine": load(os.path.join(res, "machine.json"), {}),
          "run": load(os.path.join(res, "end.json"), {})}
@@ -161,6 +200,11 @@ def assemble(res):
         summ = {k: {"n": len(v), "p50": med(v), "p90": pct(v, 90), "min": min(v) if v else None,
                     "max": max(v) if v else None} for k, v in samples.items()}
         d["c"] = {"samples_ms": samples, "summary": summ, "errors": errors}
+
+    # f
+    raw = os.path.join(res, "f_raw.txt")
+    if os.path.exists(raw):
+        d["f"] = assemble_f(res, raw)
 
     # d
     if os.path.exists(os.path.join(res, "d_held.json")):
@@ -286,6 +330,23 @@ def targets(d):
                          "berth": wb, "anchor": ws, "unit": "ms", "ratio": ratio(wb, ws), "target": "<= start-up + 5 ms",
                          "met": None if wb is None or ws is None else wb <= ws + 5.0,
                          "gap_ms": None if wb is None or ws is None else wb - ws})
+    fz = d.get("f")
+    if fz:
+        fp = fz["summary"]["p50"]
+        cs = d.get("c", {}).get("summary", {})
+        for key, label in (("ssa", "lighttpd's own start-up (p50, c)"), ("berthwarm", "berth warm = 1 after a stop (p50, c)"),
+                           ("berth", "berth warm = 0 after a stop (p50, c)")):
+            an = cs.get(key, {}).get("p50")
+            if an is None:
+                continue
+            rows.append({"id": "f-info", "figure": "f. frozen, not stopped: first byte after a frozen idle period (p50) vs %s"
+                         % label, "berth": fp, "anchor": an, "unit": "ms", "ratio": ratio(fp, an), "target": "-",
+                         "met": None})
+        mf, mr = (fz["memory"][s]["median"].get("memory_current_bytes") for s in ("frozen", "running"))
+        if mf is not None and mr is not None:
+            rows.append({"id": "f-info", "figure": "f. ... memory the frozen lighttpd's scope keeps (MemoryCurrent) vs the same one running",
+                         "berth": mf / 1048576.0, "anchor": mr / 1048576.0, "unit": "MB", "ratio": ratio(mf, mr),
+                         "target": "-", "met": None})
     dd = d.get("d")
     if dd:
         peak = dd["supervisor"]["peak_vmhwm_kib"]
@@ -338,6 +399,58 @@ def phase(tl, tgt, name_start):
     return None
 
 
+def render_f(fz, cs):
+    """f: frozen instead of stopped, next to c's variants of the same run."""
+    L = []
+    w = L.append
+    s = fz["summary"]
+    w("## f. frozen instead of stopped\n")
+    w("- **berth, frozen**: the same lighttpd service with `freeze_after = \"1s\"` and `idle_timeout = \"10min\"`: "
+      "idle for 1 s, its container is frozen through its scope's cgroup freezer and stays; the next connection "
+      "thaws the same container. The script polls `berth list --json` until the service's one container shows "
+      "`frozen`, then one HTTP/1.0 request: connect to first byte of the reply. Then it opens a silent connection, "
+      "which keeps the thawed container running, and measures the memory running; it closes it and the next "
+      "sample starts with the wait for `frozen`.")
+    w("- The other rows are c's, measured in the same run (when c ran).\n")
+    anc = cs.get("ssa", {}).get("p50")
+    anc2 = cs.get("direct", {}).get("p50")
+    rows = [["berth, frozen -> thawed (freeze_after)", s["n"], f(s["p50"], nd=2), f(s["p90"], nd=2), f(s["min"], nd=2),
+             f(s["max"], nd=2), f(ratio(s["p50"], anc), "x", 3), f(ratio(s["p50"], anc2), "x", 3)]]
+    for k, label in (("berthwarm", "berth warm = 1, after a stop (c)"), ("berth", "berth warm = 0, after a stop (c)"),
+                     ("ssa", "lighttpd start-up (systemd-socket-activate, c)"),
+                     ("direct", "systemd restarting lighttpd from its socket (c)")):
+        v = cs.get(k)
+        if v and v.get("n"):
+            rows.append([label, v["n"], f(v["p50"], nd=2), f(v["p90"], nd=2), f(v["min"], nd=2), f(v["max"], nd=2),
+                         f(ratio(v["p50"], anc), "x", 3), f(ratio(v["p50"], anc2), "x", 3)])
+    w(table(["variant", "n", "p50 ms", "p90 ms", "min ms", "max ms", "p50 / lighttpd start-up",
+             "p50 / systemd restart"], rows))
+    if fz.get("errors"):
+        w("\nErrors: %s" % "; ".join(fz["errors"][:5]))
+    w("")
+    mf, mr = fz["memory"]["frozen"], fz["memory"]["running"]
+    mb = lambda v: f(v / 1048576.0 if v is not None else None, " MB", 2)
+    kb = lambda v: f(float(v) if v is not None else None, " KiB", 0)
+    w("Memory of the one container, median of %s samples each (states seen: frozen %s, running %s; scopes seen: %s):\n"
+      % (len(mf["samples"]), "/".join(mf["states_seen"]), "/".join(mr["states_seen"]),
+         ", ".join(sorted(set(mf["units_seen"]) | set(mr["units_seen"])))))
+    w(table(["what", "frozen", "running", "frozen / running"], [
+        ["scope MemoryCurrent (systemd)", mb(mf["median"]["memory_current_bytes"]), mb(mr["median"]["memory_current_bytes"]),
+         f(ratio(mf["median"]["memory_current_bytes"], mr["median"]["memory_current_bytes"]), "x", 3)],
+        ["lighttpd RSS", kb(mf["median"]["app_rss_kib"]), kb(mr["median"]["app_rss_kib"]),
+         f(ratio(mf["median"]["app_rss_kib"], mr["median"]["app_rss_kib"]), "x", 3)],
+        ["lighttpd PSS", kb(mf["median"]["app_pss_kib"]), kb(mr["median"]["app_pss_kib"]),
+         f(ratio(mf["median"]["app_pss_kib"], mr["median"]["app_pss_kib"]), "x", 3)],
+        ["berth's stage processes PSS", kb(mf["median"]["stage_pss_kib"]), kb(mr["median"]["stage_pss_kib"]),
+         f(ratio(mf["median"]["stage_pss_kib"], mr["median"]["stage_pss_kib"]), "x", 3)],
+    ]))
+    msg = (fz.get("journal") or {}).get("last_frozen_message")
+    if msg:
+        w("\nberth's journal at the last freeze: `%s`" % msg)
+    w("")
+    return "\n".join(L)
+
+
 def render(d):
     m = d.get("machine", {})
     L = []
@@ -375,7 +488,7 @@ def render(d):
     w("It builds `target/release/berth` (`cargo build --release --bins`), builds or reuses the testbed tree "
       "(`tests/testbed/tree.sh`), boots testbed 1 with `--userns`, installs berth, `units/berth.service`, "
       "`units/berth-inetd@.service` and the benchmark's services and socket units (ports 19101-19131 on "
-      "127.0.0.1, 19190 for the client-overhead server), measures a, b, c, d and the profile, writes "
+      "127.0.0.1, 19190 for the client-overhead server), measures a, b, c, f, d and the profile, writes "
       "`docs/benchmarks.json` and this file, and stops the testbed. This run took %s after the build. "
       "`BERTH_BENCH_QUICK=1` makes a short run for development, `BERTH_BENCH_PHASES=\"a b\"` runs a subset, "
       "`BERTH_BENCH_OUT=DIR` writes elsewhere. It is not part of `tests/ci.sh`.\n"
@@ -491,6 +604,11 @@ def render(d):
         if c.get("errors"):
             w("\nErrors: %s" % "; ".join(c["errors"][:5]))
         w("")
+
+    # ---------------------------------------------------------------- f
+    fz = d.get("f")
+    if fz:
+        w(render_f(fz, (d.get("c") or {}).get("summary", {})))
 
     # ---------------------------------------------------------------- d
     dd = d.get("d")
