@@ -101,19 +101,23 @@ def parallel_summary(pairs):
 
 def assemble_f(res, raw):
     """f: first byte after a frozen idle period; memory frozen vs running."""
-    samples, errors = [], []
+    samples, running, twin, errors = [], [], [], []
     for line in open(raw):
-        _, _, js = line.partition(" ")
+        k, _, js = line.partition(" ")
         try:
             r = json.loads(js)
         except ValueError:
             continue
         if r.get("error"):
-            errors.append(r["error"])
-        else:
+            errors.append("%s: %s" % (k, r["error"]))
+        elif k == "frozen":
             samples.append(r["first_byte_ms"])
+        elif k == "running":
+            running.append(r["first_byte_ms"])
+        elif k == "twin":
+            twin.append(r["first_byte_ms"])
     mem = {}
-    for state in ("frozen", "running"):
+    for state in ("frozen", "running", "twin"):
         rows = []
         for name in sorted(os.listdir(res)):
             if re.match(r"f_mem_%s_\d+\.json$" % state, name):
@@ -131,9 +135,10 @@ def assemble_f(res, raw):
                                   "slice_usage_bytes")},
                       "states_seen": sorted(set(str(r["state"]) for r in rows)),
                       "units_seen": sorted(set(str(r["unit"]) for r in rows))}
-    return {"samples_ms": samples, "errors": errors,
-            "summary": {"n": len(samples), "p50": med(samples), "p90": pct(samples, 90),
-                        "min": min(samples) if samples else None, "max": max(samples) if samples else None},
+    summ = lambda v: {"n": len(v), "p50": med(v), "p90": pct(v, 90), "min": min(v) if v else None,
+                      "max": max(v) if v else None}
+    return {"samples_ms": samples, "running_samples_ms": running, "twin_samples_ms": twin, "errors": errors,
+            "summary": summ(samples), "running_summary": summ(running), "twin_summary": summ(twin),
             "memory": mem, "list": load(os.path.join(res, "f_list.json"), {}),
             "journal": load(os.path.join(res, "f_journal.json"), {})}
 
@@ -342,7 +347,8 @@ def targets(d):
             rows.append({"id": "f-info", "figure": "f. frozen, not stopped: first byte after a frozen idle period (p50) vs %s"
                          % label, "berth": fp, "anchor": an, "unit": "ms", "ratio": ratio(fp, an), "target": "-",
                          "met": None})
-        mf, mr = (fz["memory"][s]["median"].get("memory_current_bytes") for s in ("frozen", "running"))
+        mf = fz["memory"]["frozen"]["median"].get("memory_current_bytes")
+        mr = (fz["memory"].get("twin") or fz["memory"]["running"])["median"].get("memory_current_bytes")
         if mf is not None and mr is not None:
             rows.append({"id": "f-info", "figure": "f. ... memory the frozen lighttpd's scope keeps (MemoryCurrent) vs the same one running",
                          "berth": mf / 1048576.0, "anchor": mr / 1048576.0, "unit": "MB", "ratio": ratio(mf, mr),
@@ -409,13 +415,22 @@ def render_f(fz, cs):
       "idle for 1 s, its container is frozen through its scope's cgroup freezer and stays; the next connection "
       "thaws the same container. The script polls `berth list --json` until the service's one container shows "
       "`frozen`, then one HTTP/1.0 request: connect to first byte of the reply. Then it opens a silent connection, "
-      "which keeps the thawed container running, and measures the memory running; it closes it and the next "
+      "which keeps the thawed container running, measures the memory running and sends one more request to the running container (the same path without a thaw); it closes it and the next "
       "sample starts with the wait for `frozen`.")
+    w("- **twin**: the same lighttpd service without `freeze_after` (`idle_timeout = \"10min\"`), started at the "
+      "beginning of f and running idle throughout, with no connection open when its memory is read (each sample, "
+      "next to the frozen one); one request to it per sample.")
     w("- The other rows are c's, measured in the same run (when c ran).\n")
     anc = cs.get("ssa", {}).get("p50")
     anc2 = cs.get("direct", {}).get("p50")
     rows = [["berth, frozen -> thawed (freeze_after)", s["n"], f(s["p50"], nd=2), f(s["p90"], nd=2), f(s["min"], nd=2),
              f(s["max"], nd=2), f(ratio(s["p50"], anc), "x", 3), f(ratio(s["p50"], anc2), "x", 3)]]
+    for k, label in (("running_summary", "berth, the same container running (reference: no thaw)"),
+                     ("twin_summary", "berth, its twin without freeze_after, running idle (reference)")):
+        rs = fz.get(k) or {}
+        if rs.get("n"):
+            rows.append([label, rs["n"], f(rs["p50"], nd=2), f(rs["p90"], nd=2), f(rs["min"], nd=2), f(rs["max"], nd=2),
+                         f(ratio(rs["p50"], anc), "x", 3), f(ratio(rs["p50"], anc2), "x", 3)])
     for k, label in (("berthwarm", "berth warm = 1, after a stop (c)"), ("berth", "berth warm = 0, after a stop (c)"),
                      ("ssa", "lighttpd start-up (systemd-socket-activate, c)"),
                      ("direct", "systemd restarting lighttpd from its socket (c)")):
@@ -428,22 +443,19 @@ def render_f(fz, cs):
     if fz.get("errors"):
         w("\nErrors: %s" % "; ".join(fz["errors"][:5]))
     w("")
-    mf, mr = fz["memory"]["frozen"], fz["memory"]["running"]
+    mf, mr, mt = fz["memory"]["frozen"], fz["memory"]["running"], fz["memory"].get("twin") or {"median": {}}
     mb = lambda v: f(v / 1048576.0 if v is not None else None, " MB", 2)
     kb = lambda v: f(float(v) if v is not None else None, " KiB", 0)
-    w("Memory of the one container, median of %s samples each (states seen: frozen %s, running %s; scopes seen: %s):\n"
-      % (len(mf["samples"]), "/".join(mf["states_seen"]), "/".join(mr["states_seen"]),
-         ", ".join(sorted(set(mf["units_seen"]) | set(mr["units_seen"])))))
-    w(table(["what", "frozen", "running", "frozen / running"], [
-        ["scope MemoryCurrent (systemd)", mb(mf["median"]["memory_current_bytes"]), mb(mr["median"]["memory_current_bytes"]),
-         f(ratio(mf["median"]["memory_current_bytes"], mr["median"]["memory_current_bytes"]), "x", 3)],
-        ["lighttpd RSS", kb(mf["median"]["app_rss_kib"]), kb(mr["median"]["app_rss_kib"]),
-         f(ratio(mf["median"]["app_rss_kib"], mr["median"]["app_rss_kib"]), "x", 3)],
-        ["lighttpd PSS", kb(mf["median"]["app_pss_kib"]), kb(mr["median"]["app_pss_kib"]),
-         f(ratio(mf["median"]["app_pss_kib"], mr["median"]["app_pss_kib"]), "x", 3)],
-        ["berth's stage processes PSS", kb(mf["median"]["stage_pss_kib"]), kb(mr["median"]["stage_pss_kib"]),
-         f(ratio(mf["median"]["stage_pss_kib"], mr["median"]["stage_pss_kib"]), "x", 3)],
-    ]))
+    w("Memory, median of %s samples each (states seen: frozen %s, thawed %s, twin %s; scopes seen: %s):\n"
+      % (len(mf["samples"]), "/".join(mf["states_seen"]), "/".join(mr["states_seen"]), "/".join(mt.get("states_seen", [])),
+         ", ".join(sorted(set(mf["units_seen"]) | set(mr["units_seen"]) | set(mt.get("units_seen", []))))))
+    trs = []
+    for key, label, fmt in (("memory_current_bytes", "scope MemoryCurrent (systemd)", mb), ("app_rss_kib", "lighttpd RSS", kb),
+                            ("app_pss_kib", "lighttpd PSS", kb), ("stage_pss_kib", "berth's stage processes PSS", kb)):
+        a, b, c = mf["median"].get(key), mr["median"].get(key), mt["median"].get(key)
+        trs.append([label, fmt(a), fmt(b), fmt(c), f(ratio(a, c), "x", 3), f(ratio(a, b), "x", 3)])
+    w(table(["what", "frozen", "same container thawed (1 connection open)", "twin running idle",
+             "frozen / twin", "frozen / thawed"], trs))
     msg = (fz.get("journal") or {}).get("last_frozen_message")
     if msg:
         w("\nberth's journal at the last freeze: `%s`" % msg)

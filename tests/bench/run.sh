@@ -51,7 +51,7 @@ PY=/usr/bin/python3
 CLIENT=("$PY" "$BENCH/client.py")
 
 P_ECHO0=19101 P_ECHO8=19102 P_ECHOI=19103 P_BARE=19111 P_SANDBOXED=19112
-P_DIRECT=19121 P_WEBWARM=19122 P_WEBIDLE=19123 P_SSA=19124 P_WEBWAKE=19125 P_WEBFRZ=19126 P_HOLD=19131 P_FLOOR=19190
+P_DIRECT=19121 P_WEBWARM=19122 P_WEBIDLE=19123 P_SSA=19124 P_WEBWAKE=19125 P_WEBFRZ=19126 P_WEBRUN=19127 P_HOLD=19131 P_FLOOR=19190
 
 if [ "$QUICK" = 1 ]; then
     A_ROUNDS=2 A_PER1=15 A_PER8=24 WRK_D=2s WRK_ROUNDS=1 WRK_PAR_ROUNDS=2 C_N=4 PROF_N=5 PROF_WAKE_N=2 PROF_CPU_N=24
@@ -86,7 +86,7 @@ if [ ${#need[@]} -gt 0 ]; then
         die "apt-get install ${need[*]} failed"
 fi
 
-for p in $P_ECHO0 $P_ECHO8 $P_ECHOI $P_BARE $P_SANDBOXED $P_DIRECT $P_WEBWARM $P_WEBIDLE $P_SSA $P_WEBWAKE $P_WEBFRZ $P_HOLD $P_FLOOR; do
+for p in $P_ECHO0 $P_ECHO8 $P_ECHOI $P_BARE $P_SANDBOXED $P_DIRECT $P_WEBWARM $P_WEBIDLE $P_SSA $P_WEBWAKE $P_WEBFRZ $P_WEBRUN $P_HOLD $P_FLOOR; do
     if [ -z "${BERTH_BENCH_STATE:-}" ] && [ -n "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then
         die "port $p is already in use on this host (the testbed shares the host network)"
     fi
@@ -184,6 +184,8 @@ grep -q '^warm = 1$' "$SVC/webwake.toml" || die "could not set warm = 1 in webwa
 # f: the same lighttpd, frozen after 1 s idle instead of stopped (stopped only after 10 min)
 sed -E 's/^idle_timeout *=.*/idle_timeout = "10min"\nfreeze_after = "1s"/' "$REPO/config/services/web.toml" >"$SVC/webfrz.toml"
 grep -q '^freeze_after = "1s"$' "$SVC/webfrz.toml" || die "could not set freeze_after in webfrz.toml"
+# f's reference: its twin without freeze_after, running idle
+sed -E 's/^idle_timeout *=.*/idle_timeout = "10min"/' "$REPO/config/services/web.toml" >"$SVC/webrun.toml"
 
 berth_socket() { # NAME PORT
     cat >"$UNITS/berth-$1.socket" <<UNIT
@@ -201,6 +203,7 @@ berth_socket webwarm $P_WEBWARM
 berth_socket webidle $P_WEBIDLE
 berth_socket webwake $P_WEBWAKE
 berth_socket webfrz $P_WEBFRZ
+berth_socket webrun $P_WEBRUN
 
 accept_socket() { # NAME PORT
     cat >"$UNITS/$1.socket" <<UNIT
@@ -270,7 +273,7 @@ fi
 IN berth check >/dev/null || { IN berth check; die "berth check failed on the benchmark configuration"; }
 IN systemctl daemon-reload
 IN systemctl start berth-echo0.socket berth-echo8.socket berth-hold.socket \
-    berth-webwarm.socket berth-webidle.socket berth-webwake.socket berth-webfrz.socket bench-bare.socket bench-sandboxed.socket echoi.socket \
+    berth-webwarm.socket berth-webidle.socket berth-webwake.socket berth-webfrz.socket berth-webrun.socket bench-bare.socket bench-sandboxed.socket echoi.socket \
     lighttpd-direct.socket || die "starting the socket units failed"
 IN systemctl start berth.service || die "berth.service did not start: $(IN journalctl -u berth.service -n 20 -o cat --no-pager)"
 
@@ -415,32 +418,38 @@ if [[ "$PHASES" == *" c "* ]]; then
 fi
 
 # ---------------------------------------------------------------- f. frozen instead of stopped
-# Memory of the one webfrz container: the scope's MemoryCurrent (v1
-# memory.usage_in_bytes in this testbed) and memstat's RSS/PSS of lighttpd and
-# of berth's stage processes.
-webfrz_mem() { # OUT
+# Memory of a service's one container: the scope's MemoryCurrent (v1
+# memory.usage_in_bytes and kmem in this testbed) and memstat's RSS/PSS of
+# lighttpd and of berth's stage processes.
+web_mem() { # SERVICE OUT
     local unit cur
-    unit=$(IN systemctl list-units --plain --no-legend --no-pager --state=active 'berth-webfrz-*.scope' 2>/dev/null | awk 'NR==1{print $1}')
+    unit=$(IN systemctl list-units --plain --no-legend --no-pager --state=active "berth-$1-*.scope" 2>/dev/null | awk 'NR==1{print $1}')
     cur=$(IN systemctl show -p MemoryCurrent --value "${unit:-none}" 2>/dev/null)
     [[ "$cur" =~ ^[0-9]+$ ]] || cur=null
-    "${CLIENT[@]}" memstat --cgroup-marker "$TB_ID" --service webfrz --app lighttpd |
+    "${CLIENT[@]}" memstat --cgroup-marker "$TB_ID" --service "$1" --app lighttpd |
         "$PY" -c 'import json,sys; d=json.load(sys.stdin); d["scope"]={"unit": sys.argv[1], "memory_current_bytes": None if sys.argv[2]=="null" else int(sys.argv[2])}; d["state"]=sys.argv[3]; print(json.dumps(d))' \
-            "$unit" "$cur" "$(berth_states webfrz)" >"$1"
+            "$unit" "$cur" "$(berth_states "$1")" >"$2"
 }
 if [[ "$PHASES" == *" f "* ]]; then
     log "f: frozen instead of stopped, $F_N wakes (freeze_after 1s, idle_timeout 10min) and memory frozen vs running"
     : >"$RES/f_raw.txt"
     # the first request starts the container; it is frozen 1 s after it served
     "${CLIENT[@]}" first-byte --port $P_WEBFRZ --send "$HTTP_REQ" >/dev/null
+    "${CLIENT[@]}" first-byte --port $P_WEBRUN --send "$HTTP_REQ" >/dev/null
     for i in $(seq "$F_N"); do
         wait_until 20 webfrz_is frozen || log "warning: webfrz not frozen: '$(berth_states webfrz)'"
-        webfrz_mem "$RES/f_mem_frozen_$i.json"
+        web_mem webfrz "$RES/f_mem_frozen_$i.json"
+        web_mem webrun "$RES/f_mem_twin_$i.json"
         # berth watches the listeners of a frozen container: no pause needed once it shows frozen
         echo "frozen $("${CLIENT[@]}" first-byte --port $P_WEBFRZ --send "$HTTP_REQ")" >>"$RES/f_raw.txt"
         # running: a silent connection keeps the thawed container from freezing again
         exec 7<>"/dev/tcp/127.0.0.1/$P_WEBFRZ"
         wait_until 10 webfrz_is running || log "warning: webfrz not running: '$(berth_states webfrz)'"
-        webfrz_mem "$RES/f_mem_running_$i.json"
+        web_mem webfrz "$RES/f_mem_running_$i.json"
+        # for reference, the same request to the same container running (no thaw on the path)
+        echo "running $("${CLIENT[@]}" first-byte --port $P_WEBFRZ --send "$HTTP_REQ")" >>"$RES/f_raw.txt"
+        # and to its twin without freeze_after, which has run idle all along
+        echo "twin $("${CLIENT[@]}" first-byte --port $P_WEBRUN --send "$HTTP_REQ")" >>"$RES/f_raw.txt"
         exec 7>&-
     done
     # the whole phase was one container, thawed each time (berth list: started once)
