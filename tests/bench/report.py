@@ -99,6 +99,50 @@ def parallel_summary(pairs):
 
 
 
+def assemble_f(res, raw):
+    """f: first byte after a frozen idle period; memory frozen vs running."""
+    samples, running, twin, errors = [], [], [], []
+    for line in open(raw):
+        k, _, js = line.partition(" ")
+        try:
+            r = json.loads(js)
+        except ValueError:
+            continue
+        if r.get("error"):
+            errors.append("%s: %s" % (k, r["error"]))
+        elif k == "frozen":
+            samples.append(r["first_byte_ms"])
+        elif k == "running":
+            running.append(r["first_byte_ms"])
+        elif k == "twin":
+            twin.append(r["first_byte_ms"])
+    mem = {}
+    for state in ("frozen", "running", "twin"):
+        rows = []
+        for name in sorted(os.listdir(res)):
+            if re.match(r"f_mem_%s_\d+\.json$" % state, name):
+                m = load(os.path.join(res, name), {})
+                rows.append({"state": m.get("state"), "unit": (m.get("scope") or {}).get("unit"),
+                             "memory_current_bytes": (m.get("scope") or {}).get("memory_current_bytes"),
+                             "app_rss_kib": (m.get("app") or {}).get("rss_kib"),
+                             "app_pss_kib": (m.get("app") or {}).get("pss_kib"),
+                             "app_count": (m.get("app") or {}).get("count"),
+                             "stage_pss_kib": (m.get("stage") or {}).get("pss_kib"),
+                             "slice_usage_bytes": (m.get("slice") or {}).get("usage_bytes")})
+        mem[state] = {"samples": rows,
+                      "median": {k: med([r[k] for r in rows]) for k in
+                                 ("memory_current_bytes", "app_rss_kib", "app_pss_kib", "stage_pss_kib",
+                                  "slice_usage_bytes")},
+                      "states_seen": sorted(set(str(r["state"]) for r in rows)),
+                      "units_seen": sorted(set(str(r["unit"]) for r in rows))}
+    summ = lambda v: {"n": len(v), "p50": med(v), "p90": pct(v, 90), "min": min(v) if v else None,
+                      "max": max(v) if v else None}
+    return {"samples_ms": samples, "running_samples_ms": running, "twin_samples_ms": twin, "errors": errors,
+            "summary": summ(samples), "running_summary": summ(running), "twin_summary": summ(twin),
+            "memory": mem, "list": load(os.path.join(res, "f_list.json"), {}),
+            "journal": load(os.path.join(res, "f_journal.json"), {})}
+
+
 def assemble(res):
     d = {"machine": load(os.path.join(res, "machine.json"), {}),
          "run": load(os.path.join(res, "end.json"), {})}
@@ -161,6 +205,11 @@ def assemble(res):
         summ = {k: {"n": len(v), "p50": med(v), "p90": pct(v, 90), "min": min(v) if v else None,
                     "max": max(v) if v else None} for k, v in samples.items()}
         d["c"] = {"samples_ms": samples, "summary": summ, "errors": errors}
+
+    # f
+    raw = os.path.join(res, "f_raw.txt")
+    if os.path.exists(raw):
+        d["f"] = assemble_f(res, raw)
 
     # d
     if os.path.exists(os.path.join(res, "d_held.json")):
@@ -286,6 +335,24 @@ def targets(d):
                          "berth": wb, "anchor": ws, "unit": "ms", "ratio": ratio(wb, ws), "target": "<= start-up + 5 ms",
                          "met": None if wb is None or ws is None else wb <= ws + 5.0,
                          "gap_ms": None if wb is None or ws is None else wb - ws})
+    fz = d.get("f")
+    if fz:
+        fp = fz["summary"]["p50"]
+        cs = d.get("c", {}).get("summary", {})
+        for key, label in (("ssa", "lighttpd's own start-up (p50, c)"), ("berthwarm", "berth warm = 1 after a stop (p50, c)"),
+                           ("berth", "berth warm = 0 after a stop (p50, c)")):
+            an = cs.get(key, {}).get("p50")
+            if an is None:
+                continue
+            rows.append({"id": "f-info", "figure": "f. frozen, not stopped: first byte after a frozen idle period (p50) vs %s"
+                         % label, "berth": fp, "anchor": an, "unit": "ms", "ratio": ratio(fp, an), "target": "-",
+                         "met": None})
+        mf = fz["memory"]["frozen"]["median"].get("memory_current_bytes")
+        mr = (fz["memory"].get("twin") or fz["memory"]["running"])["median"].get("memory_current_bytes")
+        if mf is not None and mr is not None:
+            rows.append({"id": "f-info", "figure": "f. ... memory the frozen lighttpd's scope keeps (MemoryCurrent) vs the same one running",
+                         "berth": mf / 1048576.0, "anchor": mr / 1048576.0, "unit": "MB", "ratio": ratio(mf, mr),
+                         "target": "-", "met": None})
     dd = d.get("d")
     if dd:
         peak = dd["supervisor"]["peak_vmhwm_kib"]
@@ -338,6 +405,64 @@ def phase(tl, tgt, name_start):
     return None
 
 
+def render_f(fz, cs):
+    """f: frozen instead of stopped, next to c's variants of the same run."""
+    L = []
+    w = L.append
+    s = fz["summary"]
+    w("## f. frozen instead of stopped\n")
+    w("- **berth, frozen**: the same lighttpd service with `freeze_after = \"1s\"` and `idle_timeout = \"10min\"`: "
+      "idle for 1 s, its container is frozen through its scope's cgroup freezer and stays; the next connection "
+      "thaws the same container. The script polls `berth list --json` until the service's one container shows "
+      "`frozen`, then one HTTP/1.0 request: connect to first byte of the reply. Then it opens a silent connection, "
+      "which keeps the thawed container running, measures the memory running and sends one more request to the running container (the same path without a thaw); it closes it and the next "
+      "sample starts with the wait for `frozen`.")
+    w("- **twin**: the same lighttpd service without `freeze_after` (`idle_timeout = \"10min\"`), started at the "
+      "beginning of f and running idle throughout, with no connection open when its memory is read (each sample, "
+      "next to the frozen one); one request to it per sample.")
+    w("- The other rows are c's, measured in the same run (when c ran).\n")
+    anc = cs.get("ssa", {}).get("p50")
+    anc2 = cs.get("direct", {}).get("p50")
+    rows = [["berth, frozen -> thawed (freeze_after)", s["n"], f(s["p50"], nd=2), f(s["p90"], nd=2), f(s["min"], nd=2),
+             f(s["max"], nd=2), f(ratio(s["p50"], anc), "x", 3), f(ratio(s["p50"], anc2), "x", 3)]]
+    for k, label in (("running_summary", "berth, the same container running (reference: no thaw)"),
+                     ("twin_summary", "berth, its twin without freeze_after, running idle (reference)")):
+        rs = fz.get(k) or {}
+        if rs.get("n"):
+            rows.append([label, rs["n"], f(rs["p50"], nd=2), f(rs["p90"], nd=2), f(rs["min"], nd=2), f(rs["max"], nd=2),
+                         f(ratio(rs["p50"], anc), "x", 3), f(ratio(rs["p50"], anc2), "x", 3)])
+    for k, label in (("berthwarm", "berth warm = 1, after a stop (c)"), ("berth", "berth warm = 0, after a stop (c)"),
+                     ("ssa", "lighttpd start-up (systemd-socket-activate, c)"),
+                     ("direct", "systemd restarting lighttpd from its socket (c)")):
+        v = cs.get(k)
+        if v and v.get("n"):
+            rows.append([label, v["n"], f(v["p50"], nd=2), f(v["p90"], nd=2), f(v["min"], nd=2), f(v["max"], nd=2),
+                         f(ratio(v["p50"], anc), "x", 3), f(ratio(v["p50"], anc2), "x", 3)])
+    w(table(["variant", "n", "p50 ms", "p90 ms", "min ms", "max ms", "p50 / lighttpd start-up",
+             "p50 / systemd restart"], rows))
+    if fz.get("errors"):
+        w("\nErrors: %s" % "; ".join(fz["errors"][:5]))
+    w("")
+    mf, mr, mt = fz["memory"]["frozen"], fz["memory"]["running"], fz["memory"].get("twin") or {"median": {}}
+    mb = lambda v: f(v / 1048576.0 if v is not None else None, " MB", 2)
+    kb = lambda v: f(float(v) if v is not None else None, " KiB", 0)
+    w("Memory, median of %s samples each (states seen: frozen %s, thawed %s, twin %s; scopes seen: %s):\n"
+      % (len(mf["samples"]), "/".join(mf["states_seen"]), "/".join(mr["states_seen"]), "/".join(mt.get("states_seen", [])),
+         ", ".join(sorted(set(mf["units_seen"]) | set(mr["units_seen"]) | set(mt.get("units_seen", []))))))
+    trs = []
+    for key, label, fmt in (("memory_current_bytes", "scope MemoryCurrent (systemd)", mb), ("app_rss_kib", "lighttpd RSS", kb),
+                            ("app_pss_kib", "lighttpd PSS", kb), ("stage_pss_kib", "berth's stage processes PSS", kb)):
+        a, b, c = mf["median"].get(key), mr["median"].get(key), mt["median"].get(key)
+        trs.append([label, fmt(a), fmt(b), fmt(c), f(ratio(a, c), "x", 3), f(ratio(a, b), "x", 3)])
+    w(table(["what", "frozen", "same container thawed (1 connection open)", "twin running idle",
+             "frozen / twin", "frozen / thawed"], trs))
+    msg = (fz.get("journal") or {}).get("last_frozen_message")
+    if msg:
+        w("\nberth's journal at the last freeze: `%s`" % msg)
+    w("")
+    return "\n".join(L)
+
+
 def render(d):
     m = d.get("machine", {})
     L = []
@@ -375,7 +500,7 @@ def render(d):
     w("It builds `target/release/berth` (`cargo build --release --bins`), builds or reuses the testbed tree "
       "(`tests/testbed/tree.sh`), boots testbed 1 with `--userns`, installs berth, `units/berth.service`, "
       "`units/berth-inetd@.service` and the benchmark's services and socket units (ports 19101-19131 on "
-      "127.0.0.1, 19190 for the client-overhead server), measures a, b, c, d and the profile, writes "
+      "127.0.0.1, 19190 for the client-overhead server), measures a, b, c, f, d and the profile, writes "
       "`docs/benchmarks.json` and this file, and stops the testbed. This run took %s after the build. "
       "`BERTH_BENCH_QUICK=1` makes a short run for development, `BERTH_BENCH_PHASES=\"a b\"` runs a subset, "
       "`BERTH_BENCH_OUT=DIR` writes elsewhere. It is not part of `tests/ci.sh`.\n"
@@ -491,6 +616,11 @@ def render(d):
         if c.get("errors"):
             w("\nErrors: %s" % "; ".join(c["errors"][:5]))
         w("")
+
+    # ---------------------------------------------------------------- f
+    fz = d.get("f")
+    if fz:
+        w(render_f(fz, (d.get("c") or {}).get("summary", {})))
 
     # ---------------------------------------------------------------- d
     dd = d.get("d")

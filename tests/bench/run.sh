@@ -16,6 +16,10 @@
 #   c  wake from idle: first byte of the first request after the container
 #      idled out vs lighttpd's own start-up (systemd-socket-activate execs it
 #      on the first connection) and vs systemd restarting it from its socket.
+#   f  frozen instead of stopped (freeze_after): first byte of the first request
+#      after the container was frozen idle (the same container thawed), next to
+#      c's variants; and the memory the frozen lighttpd keeps vs the same one
+#      running (scope MemoryCurrent, lighttpd's RSS and PSS). Best run with c.
 #   d  1000 concurrent inetd containers (/bin/cat) held open: supervisor RSS,
 #      memory per container, start-all and teardown-all times, leftovers.
 #   profile  perf tracepoints (fork, exec, unshare, accept, sendmsg, recvmsg)
@@ -25,7 +29,8 @@
 #
 # Environment:
 #   BERTH_BENCH_QUICK=1     few samples per figure (minutes -> ~2 min)
-#   BERTH_BENCH_PHASES      subset of "a b c d profile" (default: all)
+#   BERTH_BENCH_PHASES      subset of "a b c f d profile" (default: all)
+#   BERTH_BENCH_WAKE_N      samples per variant in c and f (default 20, quick 4 / 10)
 #   BERTH_BENCH_OUT         where the results go (default: docs/)
 #   BERTH_BENCH_HOLD        containers for d (default 1000)
 #   BERTH_BENCH_STATE       reuse a testbed already booted by boot.sh in this
@@ -40,19 +45,21 @@ REPO=$PWD
 BENCH=$REPO/tests/bench
 OUT=${BERTH_BENCH_OUT:-$REPO/docs}
 QUICK=${BERTH_BENCH_QUICK:-0}
-PHASES=" ${BERTH_BENCH_PHASES:-a b c d profile} "
+PHASES=" ${BERTH_BENCH_PHASES:-a b c f d profile} "
 HOLD_N=${BERTH_BENCH_HOLD:-1000}
 PY=/usr/bin/python3
 CLIENT=("$PY" "$BENCH/client.py")
 
 P_ECHO0=19101 P_ECHO8=19102 P_ECHOI=19103 P_BARE=19111 P_SANDBOXED=19112
-P_DIRECT=19121 P_WEBWARM=19122 P_WEBIDLE=19123 P_SSA=19124 P_WEBWAKE=19125 P_HOLD=19131 P_FLOOR=19190
+P_DIRECT=19121 P_WEBWARM=19122 P_WEBIDLE=19123 P_SSA=19124 P_WEBWAKE=19125 P_WEBFRZ=19126 P_WEBRUN=19127 P_HOLD=19131 P_FLOOR=19190
 
 if [ "$QUICK" = 1 ]; then
     A_ROUNDS=2 A_PER1=15 A_PER8=24 WRK_D=2s WRK_ROUNDS=1 WRK_PAR_ROUNDS=2 C_N=4 PROF_N=5 PROF_WAKE_N=2 PROF_CPU_N=24
 else
     A_ROUNDS=3 A_PER1=100 A_PER8=120 WRK_D=3s WRK_ROUNDS=6 WRK_PAR_ROUNDS=10 C_N=20 PROF_N=12 PROF_WAKE_N=5 PROF_CPU_N=120
 fi
+F_N=$C_N; [ "$QUICK" = 1 ] && F_N=10
+if [ -n "${BERTH_BENCH_WAKE_N:-}" ]; then C_N=$BERTH_BENCH_WAKE_N F_N=$BERTH_BENCH_WAKE_N; fi
 
 log()  { echo "bench: $*" >&2; }
 die()  { echo "bench: ERROR: $*" >&2; exit 2; }
@@ -79,7 +86,7 @@ if [ ${#need[@]} -gt 0 ]; then
         die "apt-get install ${need[*]} failed"
 fi
 
-for p in $P_ECHO0 $P_ECHO8 $P_ECHOI $P_BARE $P_SANDBOXED $P_DIRECT $P_WEBWARM $P_WEBIDLE $P_SSA $P_WEBWAKE $P_HOLD $P_FLOOR; do
+for p in $P_ECHO0 $P_ECHO8 $P_ECHOI $P_BARE $P_SANDBOXED $P_DIRECT $P_WEBWARM $P_WEBIDLE $P_SSA $P_WEBWAKE $P_WEBFRZ $P_WEBRUN $P_HOLD $P_FLOOR; do
     if [ -z "${BERTH_BENCH_STATE:-}" ] && [ -n "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then
         die "port $p is already in use on this host (the testbed shares the host network)"
     fi
@@ -174,6 +181,11 @@ done
 # webwake: as webidle, with the next container prepared while idle (warm = 1)
 sed -i -E 's/^(idle_timeout *=.*)$/\1\nwarm = 1/' "$SVC/webwake.toml"
 grep -q '^warm = 1$' "$SVC/webwake.toml" || die "could not set warm = 1 in webwake.toml"
+# f: the same lighttpd, frozen after 1 s idle instead of stopped (stopped only after 10 min)
+sed -E 's/^idle_timeout *=.*/idle_timeout = "10min"\nfreeze_after = "1s"/' "$REPO/config/services/web.toml" >"$SVC/webfrz.toml"
+grep -q '^freeze_after = "1s"$' "$SVC/webfrz.toml" || die "could not set freeze_after in webfrz.toml"
+# f's reference: its twin without freeze_after, running idle
+sed -E 's/^idle_timeout *=.*/idle_timeout = "10min"/' "$REPO/config/services/web.toml" >"$SVC/webrun.toml"
 
 berth_socket() { # NAME PORT
     cat >"$UNITS/berth-$1.socket" <<UNIT
@@ -190,6 +202,8 @@ berth_socket hold $P_HOLD
 berth_socket webwarm $P_WEBWARM
 berth_socket webidle $P_WEBIDLE
 berth_socket webwake $P_WEBWAKE
+berth_socket webfrz $P_WEBFRZ
+berth_socket webrun $P_WEBRUN
 
 accept_socket() { # NAME PORT
     cat >"$UNITS/$1.socket" <<UNIT
@@ -259,7 +273,7 @@ fi
 IN berth check >/dev/null || { IN berth check; die "berth check failed on the benchmark configuration"; }
 IN systemctl daemon-reload
 IN systemctl start berth-echo0.socket berth-echo8.socket berth-hold.socket \
-    berth-webwarm.socket berth-webidle.socket berth-webwake.socket bench-bare.socket bench-sandboxed.socket echoi.socket \
+    berth-webwarm.socket berth-webidle.socket berth-webwake.socket berth-webfrz.socket berth-webrun.socket bench-bare.socket bench-sandboxed.socket echoi.socket \
     lighttpd-direct.socket || die "starting the socket units failed"
 IN systemctl start berth.service || die "berth.service did not start: $(IN journalctl -u berth.service -n 20 -o cat --no-pager)"
 
@@ -291,6 +305,13 @@ import json, sys
 c = [x for x in json.load(sys.stdin)["containers"] if x["service"] == "webwake"]
 sys.exit(0 if len(c) == 1 and c[0]["state"] == "warm" else 1)'
 }
+# the state of a service's containers in `berth list --json`, space-separated
+berth_states() { # SERVICE
+    IN berth list --json 2>/dev/null | "$PY" -c '
+import json, sys
+print(" ".join(x["state"] for x in json.load(sys.stdin)["containers"] if x["service"] == sys.argv[1]))' "$1"
+}
+webfrz_is() { [ "$(berth_states webfrz)" = "$1" ]; }   # STATE: one container, in that state
 listening() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 testbed_pids() { grep -l "$TB_ID" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3; }   # host pids of the testbed
 
@@ -394,6 +415,50 @@ if [[ "$PHASES" == *" c "* ]]; then
         sleep 0.1
         echo "direct $("${CLIENT[@]}" first-byte --port $P_DIRECT --send "$HTTP_REQ")" >>"$RES/c_raw.txt"
     done
+fi
+
+# ---------------------------------------------------------------- f. frozen instead of stopped
+# Memory of a service's one container: the scope's MemoryCurrent (v1
+# memory.usage_in_bytes and kmem in this testbed) and memstat's RSS/PSS of
+# lighttpd and of berth's stage processes.
+web_mem() { # SERVICE OUT
+    local unit cur
+    unit=$(IN systemctl list-units --plain --no-legend --no-pager --state=active "berth-$1-*.scope" 2>/dev/null | awk 'NR==1{print $1}')
+    cur=$(IN systemctl show -p MemoryCurrent --value "${unit:-none}" 2>/dev/null)
+    [[ "$cur" =~ ^[0-9]+$ ]] || cur=null
+    "${CLIENT[@]}" memstat --cgroup-marker "$TB_ID" --service "$1" --app lighttpd |
+        "$PY" -c 'import json,sys; d=json.load(sys.stdin); d["scope"]={"unit": sys.argv[1], "memory_current_bytes": None if sys.argv[2]=="null" else int(sys.argv[2])}; d["state"]=sys.argv[3]; print(json.dumps(d))' \
+            "$unit" "$cur" "$(berth_states "$1")" >"$2"
+}
+if [[ "$PHASES" == *" f "* ]]; then
+    log "f: frozen instead of stopped, $F_N wakes (freeze_after 1s, idle_timeout 10min) and memory frozen vs running"
+    : >"$RES/f_raw.txt"
+    # the first request starts the container; it is frozen 1 s after it served
+    "${CLIENT[@]}" first-byte --port $P_WEBFRZ --send "$HTTP_REQ" >/dev/null
+    "${CLIENT[@]}" first-byte --port $P_WEBRUN --send "$HTTP_REQ" >/dev/null
+    for i in $(seq "$F_N"); do
+        wait_until 20 webfrz_is frozen || log "warning: webfrz not frozen: '$(berth_states webfrz)'"
+        web_mem webfrz "$RES/f_mem_frozen_$i.json"
+        web_mem webrun "$RES/f_mem_twin_$i.json"
+        # berth watches the listeners of a frozen container: no pause needed once it shows frozen
+        echo "frozen $("${CLIENT[@]}" first-byte --port $P_WEBFRZ --send "$HTTP_REQ")" >>"$RES/f_raw.txt"
+        # running: a silent connection keeps the thawed container from freezing again
+        exec 7<>"/dev/tcp/127.0.0.1/$P_WEBFRZ"
+        wait_until 10 webfrz_is running || log "warning: webfrz not running: '$(berth_states webfrz)'"
+        web_mem webfrz "$RES/f_mem_running_$i.json"
+        # for reference, the same request to the same container running (no thaw on the path)
+        echo "running $("${CLIENT[@]}" first-byte --port $P_WEBFRZ --send "$HTTP_REQ")" >>"$RES/f_raw.txt"
+        # and to its twin without freeze_after, which has run idle all along
+        echo "twin $("${CLIENT[@]}" first-byte --port $P_WEBRUN --send "$HTTP_REQ")" >>"$RES/f_raw.txt"
+        exec 7>&-
+    done
+    # the whole phase was one container, thawed each time (berth list: started once)
+    IN berth list --json 2>/dev/null | "$PY" -c '
+import json, sys
+c = [x for x in json.load(sys.stdin)["containers"] if x["service"] == "webfrz"]
+print(json.dumps({"containers": c}))' >"$RES/f_list.json"
+    IN journalctl -u berth.service -o cat --no-pager 2>/dev/null | grep -F 'webfrz: idle container frozen' | tail -n1 |
+        "$PY" -c 'import json,sys; print(json.dumps({"last_frozen_message": sys.stdin.read().strip()}))' >"$RES/f_journal.json"
 fi
 
 # ---------------------------------------------------------------- d. 1000 containers held open
