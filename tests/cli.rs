@@ -187,7 +187,8 @@ fn good_listen_values_pass_the_parser() {
 /// A berth service file running `/bin/echo hi` per connection.
 fn echo_service(dir: &std::path::Path) -> String {
     let svc = dir.join("echo.toml");
-    std::fs::write(&svc, "mode = \"inetd\"\nexec = [\"/bin/echo\", \"hi\"]\n").unwrap();
+    std::fs::write(&svc, "mode = \"inetd\"\nexec = [\"/bin/echo\", \"hi\"]\n")
+        .expect("write the service file");
     svc.to_string_lossy().into_owned()
 }
 
