@@ -416,6 +416,12 @@ fn print_history(h: &crate::supervisor::history::Samples) {
     }
     let span = duration_usec(h.every_ms * 1000 * h.memory.len() as u64);
     let peak_mem = h.memory.iter().copied().max().unwrap_or(0);
+    println!(
+        "Memory history: {} now {}, peak {} (over {span})",
+        crate::top::sparkline(&h.memory, 40),
+        bytes(h.memory.last().copied().unwrap_or(0)),
+        bytes(peak_mem)
+    );
     let unknown = crate::supervisor::history::UNKNOWN;
     if h.cpu_permille.iter().all(|p| *p == unknown) {
         println!("CPU history:    not accounted by systemd for this scope");
@@ -427,12 +433,6 @@ fn print_history(h: &crate::supervisor::history::Samples) {
         .map(|p| if *p == unknown { 0 } else { u64::from(*p) })
         .collect();
     let peak_cpu = cpu.iter().copied().max().unwrap_or(0);
-    println!(
-        "Memory history: {} now {}, peak {} (over {span})",
-        crate::top::sparkline(&h.memory, 40),
-        bytes(h.memory.last().copied().unwrap_or(0)),
-        bytes(peak_mem)
-    );
     println!(
         "CPU history:    {} now {:.1}%, peak {:.1}% (over {span})",
         crate::top::sparkline(&cpu, 40),

@@ -568,7 +568,13 @@ impl Scopes {
                     })
                 },
             )
-            .await?;
+            .await;
+            let procs = match procs {
+                Ok(p) => p,
+                // Ended and collected between the two calls: not there.
+                Err(ScopeError::Processes { source, .. }) if is_no_such_unit(&source) => continue,
+                Err(e) => return Err(e),
+            };
             out.push((
                 name,
                 procs.into_iter().map(|(_, pid, cmd)| (pid, cmd)).collect(),
@@ -758,6 +764,12 @@ fn check(unit: &str, result: String) -> Result<(), ScopeError> {
             result,
         })
     }
+}
+
+/// systemd's answer for a unit that is not (or no longer) loaded.
+fn is_no_such_unit(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::MethodError(name, _, _)
+        if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit")
 }
 
 #[cfg(test)]
