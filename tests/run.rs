@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -709,14 +709,19 @@ fn listen_steady_short_connections_keep_one_container() {
     }
     // Each request takes about a millisecond, far less than the idle
     // sampling step (a tenth of idle_timeout); arriving every 100 ms they
-    // must still count as activity against the 1 s idle timeout (the
-    // margin is for loaded CI machines, where a 100 ms sleep can take
-    // several times that).
-    let (b, addr) = Berth::start_tcp("web", &listen_toml("idle_timeout = \"1s\""));
+    // must still count as activity against the 3 s idle timeout (the
+    // margin is for loaded machines, where a 100 ms sleep has been seen
+    // to take a second).
+    let (b, addr) = Berth::start_tcp("web", &listen_toml("idle_timeout = \"3s\""));
     let first = net_ns_of(&tcp_request(&addr, "report"));
-    for i in 0..20 {
+    // Twice the idle timeout at least: without the activity the
+    // container would be stopped within it.
+    let start = Instant::now();
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(7) {
         assert_eq!(tcp_request(&addr, &format!("echo s{i}")), format!("s{i}\n"));
         std::thread::sleep(Duration::from_millis(100));
+        i += 1;
     }
     let last = net_ns_of(&tcp_request(&addr, "report"));
     assert_eq!(
