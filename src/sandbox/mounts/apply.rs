@@ -275,6 +275,14 @@ pub(super) fn setattr(
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;
     }
+    mount_setattr(fd, &attr, flags).map_err(|source| MountError::SetAttr {
+        path: path.into(),
+        source,
+    })
+}
+
+/// `mount_setattr(2)` on the detached or attached tree `fd` itself.
+fn mount_setattr(fd: &OwnedFd, attr: &MountAttr, flags: libc::c_uint) -> io::Result<()> {
     // SAFETY: fd is an open descriptor, the path an empty NUL-terminated
     // string and attr a properly sized mount_attr; the kernel only reads
     // them during the call.
@@ -284,15 +292,12 @@ pub(super) fn setattr(
             fd.as_raw_fd(),
             c"".as_ptr(),
             flags,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
     if rc < 0 {
-        return Err(MountError::SetAttr {
-            path: path.into(),
-            source: io::Error::last_os_error(),
-        });
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -310,25 +315,10 @@ fn set_idmap(fd: &OwnedFd, ns: &OwnedFd, path: &Path) -> Result<(), MountError> 
         userns_fd: ns.as_raw_fd() as u64,
     };
     let flags = (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
-    // SAFETY: as in `setattr`: valid descriptors, an empty NUL-terminated
-    // path and a properly sized mount_attr, read only during the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(MountError::Idmap {
-            path: path.into(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    mount_setattr(fd, &attr, flags).map_err(|source| MountError::Idmap {
+        path: path.into(),
+        source,
+    })
 }
 
 pub(super) fn attach(tree: &OwnedFd, target: &OwnedFd, rel: &Path) -> Result<(), MountError> {
