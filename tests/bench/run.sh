@@ -149,19 +149,7 @@ UNITS=$ROOT/etc/systemd/system
 rm -f "$SVC"/*.toml
 
 # The inetd service of figure a: the same resources as the sandboxed systemd unit.
-echo_toml() { # WARM
-    cat <<TOML
-# benchmark: /bin/echo as an inetd service (tests/bench/run.sh)
-mode = "inetd"
-exec = ["/bin/echo", "hi"]
-warm = $1
-max_connections = 64
-
-[resources]
-memory_max = "64M"
-tasks_max = 16
-TOML
-}
+. "$REPO/tests/bench/lib.sh"   # echo_toml
 echo_toml 0 >"$SVC/echo0.toml"
 echo_toml 8 >"$SVC/echo8.toml"
 echo_toml 0 >"$SVC/echoi.toml"     # for `berth inetd echoi` under Accept=yes

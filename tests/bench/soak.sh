@@ -92,22 +92,10 @@ mkdir -p "$ROOT/etc/berth/services"
 SVC=$ROOT/etc/berth/services
 UNITS=$ROOT/etc/systemd/system
 rm -f "$SVC"/*.toml
-soak_toml() { # WARM
-    cat <<TOML
-# soak benchmark: /bin/echo as an inetd service (tests/bench/soak.sh)
-mode = "inetd"
-exec = ["/bin/echo", "hi"]
-warm = $1
-max_connections = 64
-
-[resources]
-memory_max = "64M"
-tasks_max = 16
-TOML
-}
+. "$REPO/tests/bench/lib.sh"   # echo_toml
 # Both launch paths: a sandbox built per connection, and one taken from a warm pool.
-soak_toml 0 >"$SVC/soakcold.toml"
-soak_toml $WARM_N >"$SVC/soakwarm.toml"
+echo_toml 0 >"$SVC/soakcold.toml"
+echo_toml $WARM_N >"$SVC/soakwarm.toml"
 for s in soakcold:$P_COLD soakwarm:$P_WARM; do
     cat >"$UNITS/berth-${s%%:*}.socket" <<UNIT
 [Socket]
