@@ -90,8 +90,8 @@ W1=$(scopes web | head -n1)
 echo "  -> served from $W1"
 
 step "ssh with a key into the dropbear container: what it sees"
-host ssh -p "$PORT_SSH" -i KEY root@127.0.0.1 sh "<<<'cat /proc/net/dev; ls -A /tmp; touch /usr/x; ps -ef; ls -d /proc/[0-9]*'"
-SEE='for c in "cat /proc/net/dev" "ls -A /tmp" "touch /usr/x" "ps -ef" "ls -d /proc/[0-9]*"; do
+host ssh -p "$PORT_SSH" -i KEY root@127.0.0.1 sh "<<<'cat /proc/net/dev; ls -A /tmp; touch /usr/x; ps -ef; ls -d /proc/[0-9]*; id; cat /proc/self/uid_map'"
+SEE='for c in "cat /proc/net/dev" "ls -A /tmp" "touch /usr/x" "ps -ef" "ls -d /proc/[0-9]*" "id" "cat /proc/self/uid_map"; do
     echo "container# $c"; sh -c "$c" 2>&1
 done'
 out=$(timeout 30 "${SSH[@]}" -p "$PORT_SSH" root@127.0.0.1 sh <<<"$SEE" 2>&1) || die "ssh failed: $out"
@@ -105,6 +105,10 @@ section "touch /usr/x" | grep -q "Read-only file system" || die "touch /usr/x di
 npids=$(section "ls -d /proc/[0-9]*" | wc -w)
 [ "$npids" -gt 0 ] && [ "$npids" -lt 10 ] || die "the container sees $npids processes"
 echo "  -> only lo, an empty private /tmp, a read-only /usr, and only $npids pids in its /proc"
+map=$(section "cat /proc/self/uid_map" | xargs)
+[[ "$map" =~ ^0\ ([0-9]+)\ 65536$ ]] && [ "${BASH_REMATCH[1]}" -ge 65536 ] ||
+    die "root in the container is not in a user namespace of its own: uid_map '$map'"
+echo "  -> root inside (private_users) is uid ${BASH_REMATCH[1]} outside (the testbed's own ids; nobody on the host)"
 
 step "while an ssh session is open: its scope, and berth list"
 sess_open "$PORT_SSH"

@@ -504,3 +504,43 @@ fn root_inside_with_cap_sys_ptrace_has_no_hold_on_pid_1() {
         "environ-denied\nexe-denied\nmem-denied\nroot-denied\n"
     );
 }
+
+#[test]
+fn the_container_skeleton_is_root_of_the_block_binds_keep_their_owners() {
+    if !common::require_root() {
+        return;
+    }
+    // A directory of the host, root's, bound without idmap below a mount
+    // point berth makes (/deep/er): the skeleton walk must not reach into
+    // it, in the container or on the host.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    let src = dir.path().display();
+    let script = "stat -c '%n %u:%g' / /tmp /run /etc /deep /deep/er /deep/er/sub /usr /run/pu-skel /dev; \
+                  touch /run/made && echo run-writable";
+    let (_b, addr) = Berth::start_tcp(
+        "pu-skel",
+        &service(
+            script,
+            "",
+            &format!("read_only = [\"{src}:/deep/er:noidmap\"]"),
+        ),
+    );
+    let out = request(&addr);
+    assert_eq!(
+        out,
+        "/ 0:0\n/tmp 0:0\n/run 0:0\n/etc 0:0\n/deep 0:0\n/deep/er 65534:65534\n\
+         /deep/er/sub 65534:65534\n/usr 65534:65534\n/run/pu-skel 0:0\n/dev 65534:65534\nrun-writable\n",
+        "berth's own tmpfs skeleton is root's inside; binds and /dev keep the host's owners"
+    );
+    for p in [dir.path().to_path_buf(), dir.path().join("sub")] {
+        let m = std::fs::metadata(&p).expect("stat");
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (0, 0),
+            "{} changed on the host",
+            p.display()
+        );
+    }
+}

@@ -168,9 +168,19 @@ lib_install() {
     install -m644 "$cfg"/services/*.toml "$ROOT/etc/berth/services/"
     # The package ships the web example's content; a test may stage its own.
     cp -r "$config/web/." "$ROOT/usr/share/berth/web/"
+    # The testbed maps seven blocks of ids for berth's user namespaces
+    # (tests/testbed/boot.sh --userns): the ssh examples use private_users.
+    printf 'private_users_range = "65536-524287"\n' >"$ROOT/etc/berth/berth.toml"
     rm -f "$S/key" "$S/key.pub"
     ssh-keygen -q -t ed25519 -N '' -C berth-system-test -f "$S/key" || die "ssh-keygen failed"
-    install -m644 "$S/key.pub" "$ROOT/etc/berth/ssh/authorized_keys"
+    # The ssh examples bind authorized_keys idmapped (private_users). The
+    # testbed's root file system belongs to the host's user namespace and
+    # cannot be idmapped from inside it; a tmpfs the testbed mounts itself
+    # can (as ext4, xfs, btrfs or tmpfs can on a real host).
+    IN mount -t tmpfs -o mode=0755,size=64k berth-ssh-keys /etc/berth/ssh ||
+        die "mount of a tmpfs on /etc/berth/ssh inside the testbed failed"
+    IN sh -c 'umask 022; cat >/etc/berth/ssh/authorized_keys' <"$S/key.pub" ||
+        die "writing /etc/berth/ssh/authorized_keys inside the testbed failed"
     # A minbase tree has no /etc/hosts (no netbase); every installed system has one.
     [ -e "$ROOT/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' >"$ROOT/etc/hosts"
     IN sh -c 'mkdir -p /etc/dropbear && dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key' \

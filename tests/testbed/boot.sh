@@ -24,11 +24,11 @@
 #           overlayfs cannot be idmapped, so not with --userns.
 #   copy    cp -a into STATE_DIR/rootfs on STATE_DIR's file system (0.5-7 s on ext4 here).
 #
-# --userns: --private-users=BASE:131072 --private-users-ownership=map with
+# --userns: --private-users=BASE:524288 --private-users-ownership=map with
 # BASE = (7 + random 0..1023) * 65536, i.e. 0x70000 .. 0x4070000 (clear of host
-# uids, a small chance two parallel testbeds overlap), two blocks of 65536: the
-# testbed's own ids 0-65535 and one block 65536-131071 for berth's nested user
-# namespaces (private_users, run.sh block c), and the cgroup
+# uids, a small chance two parallel testbeds overlap), eight blocks of 65536: the
+# testbed's own ids 0-65535 and seven, 65536-524287, for berth's nested user
+# namespaces (private_users: the ssh examples, run.sh block c), and the cgroup
 # directories chowned to BASE:BASE so the v1 controllers are writable inside:
 # MemoryMax/TasksMax enforced, MemoryCurrent/TasksCurrent reported. Without it
 # nspawn mounts the controllers read-only (limits recorded, not enforced,
@@ -147,7 +147,7 @@ if [ $USERNS = 1 ]; then
     BASE=$(( (7 + RANDOM % 1024) * 65536 ))
     echo "$BASE" >"$STATE/userns"
     while read -r d; do chown -R "$BASE:$BASE" "$d"; done <"$STATE/cgroup.list"
-    NSPAWN_ARGS+=(--private-users="$BASE:131072" --private-users-ownership=map)
+    NSPAWN_ARGS+=(--private-users="$BASE:524288" --private-users-ownership=map)
     # nspawn drops CAP_NET_ADMIN when it shares the host network; berth needs
     # it to bring lo up in each container's new network namespace. Inside its
     # own user namespace this grants nothing over the host's network.

@@ -13,8 +13,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{
-    AtFlags, CWD, FileType, Gid, Mode, OFlags, ResolveFlags, Uid, fchmod, fchown, fstat, mkdirat,
-    openat2, statat, symlinkat,
+    AtFlags, CWD, Dir, FileType, Gid, Mode, OFlags, ResolveFlags, Uid, chownat, fchmod, fchown,
+    fstat, mkdirat, openat2, statat, symlinkat,
 };
 use rustix::io::Errno;
 use rustix::mount::{
@@ -596,6 +596,89 @@ fn dir(root: &OwnedFd, rel: &Path, mode: u32, owner: Option<(u32, u32)>) -> Resu
     Ok(())
 }
 
+/// Shift host uid/gid 0 to `base` on the tmpfs mounted at `rel` and
+/// everything on it, seen through a non-recursive clone of that mount:
+/// the clone holds the tmpfs alone, so what is mounted on it (binds, other
+/// file systems) is neither seen nor changed. No container process exists
+/// yet, and the clone is private to this process.
+fn own_skeleton(root: &OwnedFd, rel: &Path, base: u32) -> Result<(), MountError> {
+    let at = resolve_dir(root, rel)?;
+    let view = open_tree(
+        &at,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|e| MountError::OpenTree {
+        path: shown(rel),
+        source: io_err(e),
+    })?;
+    shift_root_owned(&view, &shown(rel), base, 0)
+}
+
+/// Depth bound of the skeleton walk: berth's own directories are a few
+/// levels deep (`root/.ssh/authorized_keys`, `run/credentials/NAME`).
+const SKELETON_DEPTH: u32 = 32;
+
+fn shift_root_owned(dir: &OwnedFd, path: &Path, base: u32, depth: u32) -> Result<(), MountError> {
+    let shift = |fd: &OwnedFd, name: &str, p: &Path| -> Result<(), MountError> {
+        let st = statat(fd, name, AtFlags::SYMLINK_NOFOLLOW | AtFlags::EMPTY_PATH)
+            .map_err(chown_err(p))?;
+        let uid = (st.st_uid == 0).then(|| Uid::from_raw_unchecked(base));
+        let gid = (st.st_gid == 0).then(|| Gid::from_raw_unchecked(base));
+        if uid.is_some() || gid.is_some() {
+            chownat(
+                fd,
+                name,
+                uid,
+                gid,
+                AtFlags::SYMLINK_NOFOLLOW | AtFlags::EMPTY_PATH,
+            )
+            .map_err(chown_err(p))?;
+        }
+        Ok(())
+    };
+    shift(dir, "", path)?;
+    if depth >= SKELETON_DEPTH {
+        return Err(MountError::Owner {
+            path: path.into(),
+            source: io::ErrorKind::InvalidInput.into(),
+        });
+    }
+    let list = openat2(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ONE_NAME,
+    )
+    .map_err(chown_err(path))?;
+    let entries = Dir::read_from(&list).map_err(chown_err(path))?;
+    for entry in entries {
+        let entry = entry.map_err(chown_err(path))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "." || name == ".." {
+            continue;
+        }
+        let p = path.join(&name);
+        if entry.file_type() == FileType::Directory {
+            let sub = openat2(
+                dir,
+                name.as_str(),
+                o_path() | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+                Mode::empty(),
+                ONE_NAME,
+            )
+            .map_err(chown_err(&p))?;
+            shift_root_owned(&sub, &p, base, depth + 1)?;
+        } else {
+            shift(dir, name.as_str(), &p)?;
+        }
+    }
+    Ok(())
+}
+
 /// Execute `steps` (starting with `Root`) on `staging_dir`; returns the
 /// descriptor of the new root's mount.
 /// `userns`: the container's user namespace, for idmapped binds.
@@ -696,6 +779,7 @@ pub fn apply(
                 };
                 setattr(&fd, attr_flags(ro), None, false, &shown(path))?;
             }
+            MountStep::OwnSkeleton { path, base } => own_skeleton(r, path, *base)?,
             MountStep::Proc { path } => mount_new_fs(r, "proc", &[], Attrs::NOTHING, path)?,
             MountStep::ProcReadOnly { path } => proc_read_only(r, path)?,
             MountStep::ProcMask { path } => proc_mask(r, path)?,

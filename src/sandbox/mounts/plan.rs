@@ -136,6 +136,17 @@ pub enum MountStep {
     Seal {
         path: PathBuf,
     },
+    /// `private_users`: berth's own skeleton on the tmpfs at `path` (its
+    /// root, the directories and mount points berth made there as host
+    /// root) handed to root of the container's block, `base`, so it is root
+    /// inside as it would be without private users (dropbear refuses a home
+    /// or `~/.ssh` owned by nobody). Only host uid/gid 0 is shifted: a
+    /// runtime directory made for the service user keeps its owner. What is
+    /// mounted on the tmpfs is not touched.
+    OwnSkeleton {
+        path: PathBuf,
+        base: u32,
+    },
     Proc {
         path: PathBuf,
     },
@@ -374,6 +385,16 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
     binds.sort_by_key(|(dest, _)| dest.components().count());
     steps.extend(binds.into_iter().map(|(_, step)| step));
 
+    // Every mount point exists now.
+    if let Some(base) = spec.private_users {
+        for path in ["", "tmp", "run"] {
+            steps.push(MountStep::OwnSkeleton {
+                path: path.into(),
+                base,
+            });
+        }
+    }
+
     steps.push(MountStep::Proc {
         path: "proc".into(),
     });
@@ -517,6 +538,7 @@ mod tests {
                 | MountStep::Tmpfs { path, .. }
                 | MountStep::Devpts { path }
                 | MountStep::Seal { path }
+                | MountStep::OwnSkeleton { path, .. }
                 | MountStep::Proc { path }
                 | MountStep::ProcReadOnly { path }
                 | MountStep::ProcMask { path } => path.as_path(),
@@ -747,6 +769,34 @@ mod tests {
             mode: 0o755,
             owner: Some(host),
         }));
+        // berth's own tmpfs skeletons are root of the block inside, last
+        // (after every mount point was made); none without private users.
+        let skeletons: Vec<usize> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, st)| {
+                matches!(
+                    st,
+                    MountStep::OwnSkeleton {
+                        base: 0x7001_0000,
+                        ..
+                    }
+                )
+            })
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(skeletons.len(), 3, "{steps:?}");
+        let last_bind = steps
+            .iter()
+            .rposition(|st| matches!(st, MountStep::Bind { .. } | MountStep::StateDir { .. }))
+            .expect("binds");
+        assert!(skeletons[0] > last_bind);
+        assert!(
+            !plan(&spec(&[]))
+                .expect("plan")
+                .iter()
+                .any(|st| matches!(st, MountStep::OwnSkeleton { .. }))
+        );
         // The state directory is idmapped, owned as inside.
         assert!(steps.iter().any(|st| matches!(
             st,
