@@ -104,6 +104,7 @@ def testbed1(out):
     t = load(os.path.join(out, "benchmarks.json")) or {}
     a = t.get("a") or {}
     r = {"date": (t.get("machine") or {}).get("date"), "commit": (t.get("machine") or {}).get("berth_commit"),
+         "host_kernel": (t.get("machine") or {}).get("kernel"),
          "cgroups": (t.get("machine") or {}).get("cgroups"), "a": {}, "c": {}}
     for c in ("c1", "c8"):
         x = a.get(c) or {}
@@ -157,6 +158,8 @@ def render(d):
                 if any("c" in modes[m] for m in names) else "no wake from idle (c) in this run."))
     w.append("cgroup2 as systemd 252 mounted it: `%s`.\n" % (modes.get(names[0], {}).get("mount", {}).get(
         "cgroup2_mount_options") if names else "n/a"))
+
+    w.append(summary_text(d, names))
 
     # a: ratios
     t1a = t1.get("a") or {}
@@ -236,6 +239,8 @@ def render(d):
     w.append(table(["cgroup2 mount", "move after a 0.3 s pause, ms (median)", "(max)", "move back to back, ms (median)",
                     "fork+exit, us", "spawn /bin/true, us"], rows))
 
+    w.append(favordynmods_text(d, names))
+
     # c
     cm = [m for m in names if modes[m].get("c")]
     if cm:
@@ -253,6 +258,128 @@ def render(d):
                 rows.append([kl + (", %s" % label[m] if len(cm) > 1 else ""), s.get("n", 0), f(s.get("p50"), "", 1), f(s.get("p90"), "", 1),
                              f(ratio(s.get("p50"), ssa), "x"), f(ratio(t1c.get(k), t1c.get("ssa")), "x")])
         w.append(table(["variant", "n", "p50 ms", "p90 ms", "p50 / lighttpd start-up", "testbed 1"], rows))
+    return "\n".join(w)
+
+
+def pooled(modes, names, k, getter):
+    """All samples of getter(mode entry) over the modes of kind k."""
+    out = []
+    for m in names:
+        if kind(m) == k:
+            out += getter(modes[m]) or []
+    return out
+
+
+def a_ratio(modes, m, c, b, a, q="p50"):
+    r = ((modes[m].get("a") or {}).get(c) or {})
+    return ratio(((r.get(b) or {}).get("first_byte_ms") or {}).get(q),
+                 ((r.get(a) or {}).get("first_byte_ms") or {}).get(q if b != a else "p50"))
+
+
+def span(v, suffix="x"):
+    v = [x for x in v if x is not None]
+    if not v:
+        return "n/a"
+    lo, hi = min(v), max(v)
+    return f(lo, suffix) if "%.2f" % lo == "%.2f" % hi else "%s-%s" % (f(lo, ""), f(hi, suffix))
+
+
+def summary_text(d, names):
+    modes, t1a = d.get("modes", {}), (d.get("testbed1") or {}).get("a") or {}
+    rs = lambda k, c, b, a: [a_ratio(modes, m, c, b, a) for m in names if kind(m) == k]
+    t1r = lambda c, b, a: f(ratio(((t1a.get(c) or {}).get(b) or {}).get("p50"), ((t1a.get(c) or {}).get(a) or {}).get("p50")), "x")
+    cga = lambda k: pooled(modes, names, k, lambda e: ((e.get("cgattach") or {}).get("cgroup2") or {}).get("after_pause_ms"))
+    return (
+        "**Summary.** As systemd mounts the hierarchy (the two \"as mounted\" runs), berth warm = 0 answers at "
+        "%s of systemd bare `Accept=yes`'s p50 with 1 client and %s with 8 (testbed 1: %s and %s), and at %s and "
+        "%s of the sandboxed anchor (testbed 1: %s and %s); warm = 8 at %s and %s of bare (testbed 1: %s and %s), "
+        "its refills falling behind one busy client (its p99 %s of its p50 with 1 client). With `favordynmods` a "
+        "cgroup move after a pause takes %s ms instead of %s ms (medians); berth and the anchors, whose child is "
+        "moved the same way, both gain, and warm = 0 / bare becomes %s with 1 client and %s with 8. Each cell below is one run's ratio; the spread between the two runs of the same state (the "
+        "host's load changed during the run: see the client floor) is the resolution of this benchmark.\n"
+        % (span(rs("default", "c1", "berth_warm0", "systemd_bare")), span(rs("default", "c8", "berth_warm0", "systemd_bare")),
+           t1r("c1", "berth_warm0", "systemd_bare"), t1r("c8", "berth_warm0", "systemd_bare"),
+           span(rs("default", "c1", "berth_warm0", "systemd_sandboxed")), span(rs("default", "c8", "berth_warm0", "systemd_sandboxed")),
+           t1r("c1", "berth_warm0", "systemd_sandboxed"), t1r("c8", "berth_warm0", "systemd_sandboxed"),
+           span(rs("default", "c1", "berth_warm8", "systemd_bare")), span(rs("default", "c8", "berth_warm8", "systemd_bare")),
+           t1r("c1", "berth_warm8", "systemd_bare"), t1r("c8", "berth_warm8", "systemd_bare"),
+           span([a_ratio(modes, m, "c1", "berth_warm8", "berth_warm8", "p99") for m in names]),
+           f(med(cga("favordynmods")), "", 1), f(med(cga("default")), "", 1),
+           span(rs("favordynmods", "c1", "berth_warm0", "systemd_bare")), span(rs("favordynmods", "c8", "berth_warm0", "systemd_bare"))))
+
+
+def favordynmods_text(d, names):
+    modes, mc = d.get("modes", {}), d.get("machine", {})
+    cga = lambda k, key: pooled(modes, names, k, lambda e: ((e.get("cgattach") or {}).get("cgroup2") or {}).get(key))
+    fk = lambda k, key: [(e.get("fork") or {}).get(key) for m, e in modes.items() if kind(m) == k]
+    pd, pf = med(cga("default", "after_pause_ms")), med(cga("favordynmods", "after_pause_ms"))
+    bd, bf = med(cga("default", "back_to_back_ms")), med(cga("favordynmods", "back_to_back_ms"))
+    w = []
+    w.append("Over both runs of each state (%d moves each): a move after a pause took %s ms (median) as mounted "
+             "and %s ms with `favordynmods`; back to back %s and %s ms. Fork+exit of the Python process %s and "
+             "%s us, spawn of `/bin/true` %s and %s us (medians of the runs' medians): under TCG a fork costs "
+             "tens of milliseconds and the runs scatter by more than the difference `favordynmods` makes on "
+             "that path (an atomic operation and a barrier per fork and per exit), which is too small to see "
+             "here.\n"
+             % (len(cga("default", "after_pause_ms")), f(pd), f(pf), f(bd), f(bf),
+                f(med(fk("default", "fork_exit_us_median")), "", 0), f(med(fk("favordynmods", "fork_exit_us_median")), "", 0),
+                f(med(fk("default", "spawn_true_us_median")), "", 0), f(med(fk("favordynmods", "spawn_true_us_median")), "", 0)))
+    rows = []
+    for c in ("c1", "c8"):
+        for b, bl in (("berth_warm0", "warm = 0"), ("berth_warm8", "warm = 8")):
+            cells = []
+            for k in ("default", "favordynmods"):
+                v = [a_ratio(modes, m, c, b, "systemd_bare") for m in names if kind(m) == k]
+                cells.append(", ".join(f(x, "x") for x in v))
+            rows.append(["%s client%s, berth %s p50 / bare p50" % (c[1:], "s" if c != "c1" else "", bl)] + cells)
+        cells = []
+        for k in ("default", "favordynmods"):
+            v = [((((modes[m].get("a") or {}).get(c) or {}).get("systemd_bare") or {}).get("first_byte_ms") or {}).get("p50")
+                 for m in names if kind(m) == k]
+            cells.append(", ".join(f(x, " ms", 0) for x in v))
+        rows.append(["%s client%s, systemd bare p50" % (c[1:], "s" if c != "c1" else "")] + cells)
+    w.append("Figure a in both states (the two runs of each, in the order measured):\n")
+    w.append(table(["", "as mounted", "favordynmods"], rows))
+    w.append(
+        "**Why.** Each write to `cgroup.procs` - systemd moving the first process into a transient scope, "
+        "or the child of an `Accept=yes` socket into its service's cgroup - takes `cgroup_threadgroup_rwsem` "
+        "for writing. It is a per-CPU rw-semaphore: its readers (every fork, every exit, exec's de-threading) "
+        "only bump a per-CPU counter, and so the writer first has to switch it to its slow mode with "
+        "`rcu_sync_enter()`, which waits for an RCU grace period unless a writer did so less than a grace "
+        "period earlier. Hence the first move after a pause is slow and moves in quick succession are not. "
+        "`favordynmods` keeps the semaphore in its slow mode for good: no move waits for a grace period, and "
+        "every fork and exit takes the slower read side. From Linux 4.6 to 5.19 every kernel behaved like that "
+        "([3942a9bd7b58](https://github.com/torvalds/linux/commit/3942a9bd7b5842a924e99ee6ec1350b8006c94ec), "
+        "for Android, which moves tasks between cgroups around binder calls); Linux 6.0 made the per-CPU fast "
+        "path the default again and the old behaviour the mount option `favordynmods` and "
+        "`CONFIG_CGROUP_FAVOR_DYNMODS` "
+        "([6a010a49b63a](https://github.com/torvalds/linux/commit/6a010a49b63ac8465851a79185d8deff966f8e1a): "
+        "\"There is no reason to force this on everyone\", since `CLONE_INTO_CGROUP` seeds a cgroup without "
+        "the write lock); Linux 6.7 added the boot parameter `cgroup_favordynmods=` "
+        "([9b81d3a5be05](https://github.com/torvalds/linux/commit/9b81d3a5be05d350ac93d99762c7ee91fe29b4cb)). "
+        "The guest's Debian 12 kernel (%s) has `%s`. Later kernels go further only under the option: with "
+        "`favordynmods` a `cgroup.procs` write locks just the moved thread group instead of the global "
+        "semaphore (commit 0568f89d4fb8, Yi Tao, 2025; in review Tejun Heo asked to \"note that this isn't "
+        "necessary for cgroup2's recommended workflow and is thus gated behind favordynmods\": "
+        "https://lore.kernel.org/all/aLm-2Lcnu602AB85@slm.duckdns.org/), and since then the option cannot be "
+        "switched off again once on (https://lore.kernel.org/all/20260511081607.83490-1-zhangguopeng@kylinos.cn/). "
+        "Testbed 1's host (kernel %s) is hybrid: cgroup v1 hierarchies cannot change the flag on a remount "
+        "(the reason for that boot parameter), so it was not tried there.\n"
+        % (mc.get("kernel"), mc.get("cgroup_favordynmods_config"), (d.get("testbed1") or {}).get("host_kernel") or "6.18"))
+    w.append(
+        "**systemd does not set it.** systemd 252 mounted the guest's hierarchy with `%s` (above). Upstream "
+        "systemd's `src/shared/mount-setup.c` passes `nsdelegate,memory_recursiveprot` and nothing else "
+        "(https://github.com/systemd/systemd/blob/02c4d27b1710f70d1925191b18601848a6776d31/src/shared/mount-setup.c; "
+        "`memory_hugetlb_accounting` was added in 2025, https://github.com/systemd/systemd/pull/39486); a search "
+        "of systemd's issues and pull requests for `favordynmods` finds no request for it. It stays the "
+        "administrator's choice: `mount -o remount,favordynmods /sys/fs/cgroup` early at boot (a oneshot unit), "
+        "`cgroup_favordynmods=1` on the kernel command line (6.7+), or a kernel built with "
+        "`CONFIG_CGROUP_FAVOR_DYNMODS` (NI's real-time kernel does: https://github.com/ni/linux/pull/135; OpenRC "
+        "lets `/etc/conf.d/cgroups` add it: https://github.com/OpenRC/openrc/pull/684). berth cannot set it for "
+        "its scopes - the option is the hierarchy's, for every process on the host - and a scope that adopts an "
+        "existing process (berth's sandbox, as logind's sessions) must move it: `CLONE_INTO_CGROUP` helps only a "
+        "process forked straight into its cgroup. The warm pool takes the move off the connection's path instead.\n"
+        % (modes.get(names[0], {}).get("mount", {}).get("cgroup2_mount_options") if names else "n/a"))
     return "\n".join(w)
 
 
