@@ -30,7 +30,11 @@ def hierarchies():
     return out
 
 
-def moves(pid, there, home, pause, n=4):
+# Moves per series (CGATTACH_N; 4 on testbed 1, more in the VM benchmark).
+N_MOVES = int(os.environ.get("CGATTACH_N", "4"))
+
+
+def moves(pid, there, home, pause, n=N_MOVES):
     """ms for each of n moves of pid into `there` (back to `home` after each)."""
     out = []
     for _ in range(n):

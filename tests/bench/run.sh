@@ -149,7 +149,7 @@ UNITS=$ROOT/etc/systemd/system
 rm -f "$SVC"/*.toml
 
 # The inetd service of figure a: the same resources as the sandboxed systemd unit.
-. "$REPO/tests/bench/lib.sh"   # echo_toml
+. "$REPO/tests/bench/lib.sh"   # echo_toml, bare_unit, sandboxed_unit
 echo_toml 0 >"$SVC/echo0.toml"
 echo_toml 8 >"$SVC/echo8.toml"
 echo_toml 0 >"$SVC/echoi.toml"     # for `berth inetd echoi` under Accept=yes
@@ -208,36 +208,8 @@ accept_socket bench-bare $P_BARE
 accept_socket bench-sandboxed $P_SANDBOXED
 accept_socket echoi $P_ECHOI
 ln -sfn /lib/systemd/system/berth-inetd@.service "$UNITS/echoi@.service"
-cat >"$UNITS/bench-bare@.service" <<'UNIT'
-[Unit]
-Description=benchmark: /bin/echo under Accept=yes, no sandboxing
-CollectMode=inactive-or-failed
-[Service]
-ExecStart=/bin/echo hi
-StandardInput=socket
-StandardOutput=socket
-StandardError=journal
-UNIT
-cat >"$UNITS/bench-sandboxed@.service" <<'UNIT'
-[Unit]
-Description=benchmark: /bin/echo under Accept=yes with the sandboxing of shared/TESTBED.md
-CollectMode=inactive-or-failed
-[Service]
-ExecStart=/bin/echo hi
-StandardInput=socket
-StandardOutput=socket
-StandardError=journal
-PrivateNetwork=yes
-PrivateTmp=yes
-ProtectSystem=strict
-PrivateDevices=yes
-PrivateIPC=yes
-ProtectHostname=yes
-NoNewPrivileges=yes
-CapabilityBoundingSet=
-MemoryMax=64M
-TasksMax=16
-UNIT
+bare_unit >"$UNITS/bench-bare@.service"
+sandboxed_unit >"$UNITS/bench-sandboxed@.service"
 cat >"$UNITS/lighttpd-direct.socket" <<UNIT
 [Socket]
 ListenStream=127.0.0.1:$P_DIRECT

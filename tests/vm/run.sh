@@ -4,6 +4,14 @@
 #   tests/vm/run.sh [--deb FILE]
 #   tests/vm/run.sh --prepare      # only build (or check) the cached image
 #
+# Other guest scripts (the benchmark, tests/bench/vm.sh) reuse the image and
+# the boot through the environment; unset, the VM test runs as always:
+#   BERTH_VM_GUEST=FILE          run FILE in the guest instead of tests/vm/guest.sh
+#   BERTH_VM_PAYLOAD_EXTRA="F.." more files for the payload (next to guest.sh)
+#   BERTH_VM_GUEST_TIMEOUT=S     the guest's own limit for its script (540 s)
+#   BERTH_VM_RESULTS=FILE        a third virtio disk (/dev/vdc, 64 MiB, written
+#                                by the guest, e.g. a tar), copied to FILE after
+#
 # 1. Builds the package from the current tree (packaging/build-deb.sh), unless
 #    --deb names one.
 # 2. Builds (or reuses) a VM image: debootstrapped bookworm (minbase + kernel,
@@ -30,10 +38,14 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 
 SUITE=bookworm
-PACKAGES="linux-image-cloud-amd64,initramfs-tools,systemd,systemd-sysv,dbus,lighttpd,curl,procps"
+# python3: tests/bench/client.py runs in the guest for the benchmark (tests/bench/vm.sh).
+PACKAGES="linux-image-cloud-amd64,initramfs-tools,systemd,systemd-sysv,dbus,lighttpd,curl,procps,python3"
 VM_VERSION=1
 CACHE=${BERTH_TESTBED_CACHE:-/var/tmp/berth-testbed}
 TIMEOUT=${BERTH_VM_TIMEOUT:-900}
+GUEST=${BERTH_VM_GUEST:-$HERE/guest.sh}
+GUEST_TIMEOUT=${BERTH_VM_GUEST_TIMEOUT:-540}
+RESULTS_FILE=${BERTH_VM_RESULTS:-}
 
 log() { echo "vm/run.sh: $*" >&2; }
 die() { echo "vm/run.sh: ERROR: $*" >&2; exit 1; }
@@ -104,13 +116,15 @@ ConditionPathExists=/dev/vdb
 
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'mkdir -p /run/berth-vm && tar -xf /dev/vdb -C /run/berth-vm && exec /bin/bash /run/berth-vm/guest.sh'
+# The payload's guest-timeout (seconds) bounds the script: the VM test's
+# 540 s, longer for the benchmark ($$ is a literal $ for systemd).
+ExecStart=/bin/sh -c 'mkdir -p /run/berth-vm && tar -xf /dev/vdb -C /run/berth-vm && exec timeout "$$(cat /run/berth-vm/guest-timeout 2>/dev/null || echo 540)" /bin/bash /run/berth-vm/guest.sh'
 StandardOutput=tty
 StandardError=tty
 TTYPath=/dev/ttyS0
 TTYReset=no
 TTYVHangup=no
-TimeoutStartSec=540
+TimeoutStartSec=infinity
 SuccessAction=poweroff-force
 FailureAction=poweroff-force
 
@@ -194,8 +208,16 @@ if [ $PREPARE = 1 ]; then [ -n "${BERTH_VM_WORK:-}" ] || rm -rf "$WORK"; log "im
 # 3. The payload disk and the boot.
 mkdir -p "$WORK/payload"
 cp "$DEB" "$WORK/payload/berth.deb"
-cp "$HERE/guest.sh" "$WORK/payload/guest.sh"
+cp "$GUEST" "$WORK/payload/guest.sh"
+for f in ${BERTH_VM_PAYLOAD_EXTRA:-}; do cp "$f" "$WORK/payload/"; done
+echo "$GUEST_TIMEOUT" >"$WORK/payload/guest-timeout"
 tar -C "$WORK/payload" -cf "$WORK/payload.tar" .
+RESULTS_DRIVE=()
+if [ -n "$RESULTS_FILE" ]; then
+    # Written by the guest: snapshot=off overrides -snapshot for this disk only.
+    truncate -s 64M "$WORK/results.img"
+    RESULTS_DRIVE=(-drive file="$WORK/results.img",if=virtio,format=raw,snapshot=off)
+fi
 CONSOLE=$WORK/console.log
 : >"$CONSOLE"
 
@@ -207,7 +229,7 @@ TMPDIR=$WORK qemu-system-x86_64 \
     -kernel "$VM/vmlinuz" -initrd "$VM/initrd.img" \
     -append "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 panic=-1 loglevel=4 systemd.log_color=0" \
     -drive file="$VM/root.img",if=virtio,format=raw \
-    -drive file="$WORK/payload.tar",if=virtio,format=raw,readonly=on \
+    -drive file="$WORK/payload.tar",if=virtio,format=raw,readonly=on "${RESULTS_DRIVE[@]}" \
     -snapshot -serial file:"$CONSOLE" -no-reboot \
     </dev/null >"$WORK/qemu.log" 2>&1 &
 QEMU=$!
@@ -266,6 +288,7 @@ if [ $STATUS != 0 ]; then
     tr -d '\r' <"$CONSOLE" | sed 's/\x1b\[[0-9;]*[A-Za-z]//g; s/\x1b[A-Z]//g' | grep -v 'berth-vm: ' | tail -n 60
     [ -s "$WORK/qemu.log" ] && { echo "--- qemu:"; cat "$WORK/qemu.log"; }
 fi
+if [ -n "$RESULTS_FILE" ]; then cp "$WORK/results.img" "$RESULTS_FILE"; log "guest results disk copied to $RESULTS_FILE"; fi
 log "timings: package ${T_DEB}s, image ready at ${T_IMG}s, VM boot+tests+poweroff ${T_RUN}s, total $(since "$T0")s"
 if [ $STATUS = 0 ] && [ "${BERTH_VM_KEEP:-0}" != 1 ] && [ -z "${BERTH_VM_WORK:-}" ]; then
     rm -rf --one-file-system "$WORK"
