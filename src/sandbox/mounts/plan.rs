@@ -390,6 +390,94 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
     Ok(steps)
 }
 
+/// The plan cut in two (issue 14.1): `template`, the read-only part, built
+/// once per key into a detached tree that every container of the service
+/// clones (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`), and `per_container`,
+/// what each container still mounts on its clone: everything writable or
+/// its own (/tmp, /run, credentials, /dev/pts, /dev/shm, the state
+/// directory, writable or idmapped binds, /proc). The whole split is the
+/// key: a definition that changes any part of it gets another template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Starts with `Root`; the tree ends read-only, nosuid, nodev.
+    pub template: Vec<MountStep>,
+    /// Mounted on the clone; their mount points are made in the template.
+    pub per_container: Vec<MountStep>,
+}
+
+/// Split the plan of `spec`, or None where it has to be built per
+/// container: `private_users` (the skeleton's owners are per container).
+pub fn split(spec: &Spec) -> Result<Option<Split>, MountError> {
+    if spec.private_users.is_some() {
+        return Ok(None);
+    }
+    let mut template = Vec::new();
+    let mut per_container = Vec::new();
+    // Destinations mounted per container: nothing of the template may lie
+    // at or under one, or the per-container mount would hide it.
+    let mut own: Vec<PathBuf> = Vec::new();
+    for step in plan(spec)? {
+        let shared = match &step {
+            MountStep::Root { .. }
+            | MountStep::HostTop { .. }
+            | MountStep::Etc { .. }
+            | MountStep::Seal { .. } => true,
+            MountStep::Dir { owner, .. } => owner.is_none(),
+            MountStep::Symlink { link, .. } => link.starts_with("dev"),
+            MountStep::Tmpfs { path, .. } => path == Path::new("dev"),
+            MountStep::Bind {
+                origin: Origin::Host,
+                ..
+            } => true,
+            MountStep::Bind {
+                origin: Origin::User,
+                dest,
+                attrs,
+                propagation,
+                idmap,
+                ..
+            } => {
+                attrs.read_only
+                    && !idmap
+                    && *propagation != Propagation::Shared
+                    && !own.iter().any(|o| dest.starts_with(o))
+            }
+            MountStep::StateDir { .. }
+            | MountStep::Credentials { .. }
+            | MountStep::Devpts { .. }
+            | MountStep::Proc { .. }
+            | MountStep::ProcReadOnly { .. }
+            | MountStep::ProcMask { .. } => false,
+        };
+        if shared {
+            template.push(step);
+            continue;
+        }
+        match &step {
+            MountStep::Tmpfs { path, .. } | MountStep::Devpts { path }
+                if path.starts_with("dev") =>
+            {
+                // /dev is sealed in the template: its mount points first.
+                template.push(MountStep::Dir {
+                    path: path.clone(),
+                    mode: 0o755,
+                    owner: None,
+                });
+            }
+            MountStep::Tmpfs { path, .. } | MountStep::Proc { path } => own.push(path.clone()),
+            MountStep::Bind { dest, .. } | MountStep::StateDir { dest, .. } => {
+                own.push(dest.clone());
+            }
+            _ => {}
+        }
+        per_container.push(step);
+    }
+    Ok(Some(Split {
+        template,
+        per_container,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
