@@ -304,6 +304,10 @@ fn exec_stage(subcommand: &str, channel: OwnedFd) -> std::io::Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(false);
+    // Documented switch (all builds): no read-only templates.
+    if let Some(v) = std::env::var_os(super::mounts::template::DISABLE_ENV) {
+        cmd.env(super::mounts::template::DISABLE_ENV, v);
+    }
     #[cfg(debug_assertions)]
     for var in [TEST_HANG_ENV, TEST_ZYGOTE_DIE_ENV] {
         if let Some(v) = std::env::var_os(var) {
