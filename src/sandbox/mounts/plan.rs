@@ -417,9 +417,13 @@ pub struct Split {
 }
 
 /// Split the plan of `spec`, or None where it has to be built per
-/// container: `private_users` (the skeleton's owners are per container).
+/// container: `private_users` (the skeleton's owners are per container),
+/// and an application that keeps CAP_SYS_ADMIN (with `seccomp = "off"` it
+/// could remount a shared mount read-write; its own tree it may).
 pub fn split(spec: &Spec) -> Result<Option<Split>, MountError> {
-    if spec.private_users.is_some() {
+    let remounts = crate::sandbox::creds::parse_caps(&spec.capabilities)
+        .map_or(true, |keep| keep.contains(&caps::Capability::CAP_SYS_ADMIN));
+    if spec.private_users.is_some() || remounts {
         return Ok(None);
     }
     let mut template = Vec::new();
@@ -1105,9 +1109,12 @@ mod tests {
     }
 
     #[test]
-    fn split_none_with_private_users_and_for_shared_or_idmapped_binds_per_container() {
+    fn split_none_with_private_users_or_cap_sys_admin_and_shared_binds_per_container() {
         let mut s = spec(&[("/srv/a", "/a", true)]);
         s.private_users = Some(0x7001_0000);
+        assert_eq!(split(&s).expect("plan"), None);
+        let mut s = spec(&[("/srv/a", "/a", true)]);
+        s.capabilities = vec!["CAP_SYS_ADMIN".into()];
         assert_eq!(split(&s).expect("plan"), None);
         let mut s = spec(&[("/srv/a", "/a", true)]);
         s.propagation = Propagation::Shared;
