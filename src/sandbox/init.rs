@@ -31,11 +31,14 @@ use super::stage::{CONTROL_FD, StageError, report};
 /// Build the container, start the application and reap until it exits;
 /// the application's status (128+N for signal N) is PID 1's exit status.
 /// `userns`: the container's user namespace (`private_users`), which the
-/// binds are idmapped through and the application enters.
+/// binds are idmapped through and the application enters. `template`: a
+/// clone of the read-only template to build the tree on (see
+/// [`mounts::assemble`]).
 pub(super) fn run(
     control: &OwnedFd,
     spec: &Spec,
     userns: Option<&OwnedFd>,
+    template: Option<OwnedFd>,
 ) -> Result<u8, StageError> {
     if spec.die_with_supervisor {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
@@ -71,7 +74,7 @@ pub(super) fn run(
         Some(_) => Some(open_path(crate::journal::STDOUT_SOCKET)?),
         None => None,
     };
-    mounts::assemble(spec, userns)?;
+    mounts::assemble(spec, userns, template)?;
     // Everything that can fail is prepared before the application's fork.
     let filters = seccomp::filters(spec.seccomp)?;
     let keep = creds::parse_caps(&spec.capabilities)?;

@@ -43,8 +43,9 @@ pub enum FromStage {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToZygote {
     /// Fork a stage as the supervisor's child. Carries one fd: the stage's
-    /// end of its control channel.
-    Fork,
+    /// end of its control channel. `template`: the spec the stage will get,
+    /// for the read-only template the stage clones (None: build it all).
+    Fork { template: Option<Box<Spec>> },
 }
 
 /// Zygote → supervisor.

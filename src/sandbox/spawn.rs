@@ -155,7 +155,7 @@ impl Stager {
     }
 
     /// A new stage process whose control channel is `theirs`.
-    async fn start(&self, theirs: OwnedFd) -> Result<StageProc, SpawnError> {
+    async fn start(&self, theirs: OwnedFd, spec: &Spec) -> Result<StageProc, SpawnError> {
         let Stager::Zygote(z) = self else {
             let child = exec_stage("sandbox-stage", theirs).map_err(SpawnError::Exec)?;
             return StageProc::child(child);
@@ -172,10 +172,11 @@ impl Stager {
             };
             // The zygote is ours, but one that stopped answering would
             // block every launch behind this lock: replace it.
-            let forked = match tokio::time::timeout(stage_deadline(), zygote.fork(&theirs)).await {
-                Ok(r) => r,
-                Err(_) => Err(SpawnError::ZygoteDeadline(stage_deadline())),
-            };
+            let forked =
+                match tokio::time::timeout(stage_deadline(), zygote.fork(&theirs, spec)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(SpawnError::ZygoteDeadline(stage_deadline())),
+                };
             match forked {
                 Err(
                     e @ (SpawnError::Proto(_)
@@ -259,8 +260,15 @@ impl Zygote {
         })
     }
 
-    async fn fork(&mut self, theirs: &OwnedFd) -> Result<u32, SpawnError> {
-        proto::send(self.channel.raw(), &ToZygote::Fork, &[theirs.as_raw_fd()])?;
+    async fn fork(&mut self, theirs: &OwnedFd, spec: &Spec) -> Result<u32, SpawnError> {
+        // The zygote keeps a read-only template per definition; with
+        // private users the whole tree is per container.
+        let template = spec.private_users.is_none().then(|| Box::new(spec.clone()));
+        proto::send(
+            self.channel.raw(),
+            &ToZygote::Fork { template },
+            &[theirs.as_raw_fd()],
+        )?;
         match self.channel.recv::<FromZygote>().await? {
             Some(FromZygote::Forked { pid }) if pid > 0 => Ok(pid as u32),
             Some(FromZygote::Forked { pid }) => {
@@ -296,6 +304,10 @@ fn exec_stage(subcommand: &str, channel: OwnedFd) -> std::io::Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(false);
+    // Documented switch (all builds): no read-only templates.
+    if let Some(v) = std::env::var_os(super::mounts::template::DISABLE_ENV) {
+        cmd.env(super::mounts::template::DISABLE_ENV, v);
+    }
     #[cfg(debug_assertions)]
     for var in [TEST_HANG_ENV, TEST_ZYGOTE_DIE_ENV] {
         if let Some(v) = std::env::var_os(var) {
@@ -476,7 +488,7 @@ pub async fn spawn(spec: &Spec, stager: &Stager) -> Result<Pending, SpawnError> 
     let deadline = tokio::time::Instant::now() + stage_deadline();
     let (ours, theirs) = channel_pair()?;
     let channel = Channel::new(ours)?;
-    let child = stager.start(theirs).await?;
+    let child = stager.start(theirs, spec).await?;
     let mut pending = Pending {
         deadline,
         prepared: Prepared {

@@ -26,7 +26,7 @@ use nix::unistd::{ForkResult, Pid, fork};
 
 use super::creds::CredsError;
 use super::init;
-use super::mounts::MountError;
+use super::mounts::{self, MountError};
 use super::net::NetError;
 use super::proto::{self, FromStage, ProtoError, StageFailure, ToStage};
 use super::seccomp::SeccompError;
@@ -117,15 +117,16 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     };
-    ExitCode::from(outer(control))
+    ExitCode::from(outer(control, None))
 }
 
-/// The stage forked by the zygote, with its control channel; returns the
+/// The stage forked by the zygote, with its control channel and the
+/// read-only template of its definition if the zygote has one; returns the
 /// exit status.
-pub(super) fn forked(control: OwnedFd) -> u8 {
+pub(super) fn forked(control: OwnedFd, template: Option<OwnedFd>) -> u8 {
     let _ = nix::sys::prctl::set_name(c"berth-stage");
     match move_fd(control, CONTROL_FD) {
-        Ok(control) => outer(control),
+        Ok(control) => outer(control, template),
         Err(e) => {
             eprintln!("berth sandbox-stage: {e}");
             EXIT_SETUP_FAILED
@@ -157,8 +158,8 @@ pub(super) fn move_fd(fd: OwnedFd, min: RawFd) -> Result<OwnedFd, StageError> {
 /// supervisor its pid, close its end of the channel (the supervisor reads
 /// EOF once the application's exec closed the last copy), then wait for
 /// PID 1 and exit with its status.
-fn outer(control: OwnedFd) -> u8 {
-    let child = match outer_setup(&control) {
+fn outer(control: OwnedFd, template: Option<OwnedFd>) -> u8 {
+    let child = match outer_setup(&control, template) {
         Ok(Some(child)) => child,
         Ok(None) => return EXIT_SETUP_FAILED,
         Err(e) => return fail(&control, &e),
@@ -168,7 +169,7 @@ fn outer(control: OwnedFd) -> u8 {
 }
 
 /// Everything up to the fork; `Ok(None)` in the child once it is done.
-fn outer_setup(control: &OwnedFd) -> Result<Option<Pid>, StageError> {
+fn outer_setup(control: &OwnedFd, template: Option<OwnedFd>) -> Result<Option<Pid>, StageError> {
     let spec = match proto::recv::<ToStage>(control.as_raw_fd(), MsgFlags::empty())? {
         Some((ToStage::Setup(spec), _)) => *spec,
         Some(_) => return Err(StageError::Unexpected("Setup")),
@@ -190,6 +191,10 @@ fn outer_setup(control: &OwnedFd) -> Result<Option<Pid>, StageError> {
     // The user namespace first: its helper must not become PID 1 of the
     // new pid namespace. Every namespace below stays the host's.
     let userns = spec.private_users.map(userns::create).transpose()?;
+    // This container's copy of the read-only template, cloned while still
+    // in the namespace the template was made in; PID 1 attaches it. A clone
+    // that fails means the tree is built step by step, as without one.
+    let tree = template.and_then(|t| mounts::template::clone(&t).ok());
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
@@ -208,7 +213,7 @@ fn outer_setup(control: &OwnedFd) -> Result<Option<Pid>, StageError> {
     // the child may do anything after fork.
     match unsafe { fork() }.map_err(StageError::Fork)? {
         ForkResult::Child => {
-            let code = match init::run(control, &spec, userns.as_ref()) {
+            let code = match init::run(control, &spec, userns.as_ref(), tree) {
                 Ok(code) => code,
                 Err(e) => fail(control, &e),
             };

@@ -9,15 +9,17 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::socket::MsgFlags;
 use nix::unistd::Pid;
 
+use super::mounts::{self, Split};
 use super::proto::{self, FromZygote, StageFailure, ToZygote};
 use super::stage::{self, CONTROL_FD, EXIT_SETUP_FAILED};
-use super::{creds, seccomp};
+use super::{Spec, creds, seccomp};
 
 /// Entry point of `berth sandbox-zygote`.
 pub fn main() -> ExitCode {
@@ -41,11 +43,15 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     };
+    let mut templates = Templates::new();
     loop {
-        let control = match proto::recv::<ToZygote>(channel.as_raw_fd(), MsgFlags::empty()) {
+        let (control, spec) = match proto::recv::<ToZygote>(channel.as_raw_fd(), MsgFlags::empty())
+        {
             // The supervisor closed its end: nothing more to fork.
             Ok(None) => return ExitCode::SUCCESS,
-            Ok(Some((ToZygote::Fork, mut fds))) if fds.len() == 1 => fds.remove(0),
+            Ok(Some((ToZygote::Fork { template }, mut fds))) if fds.len() == 1 => {
+                (fds.remove(0), template)
+            }
             Ok(Some(_)) => {
                 let _ = proto::send(
                     channel.as_raw_fd(),
@@ -61,12 +67,15 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(EXIT_SETUP_FAILED);
             }
         };
+        let template = spec.and_then(|spec| templates.find(&spec));
         debug_assert_single_threaded();
         let reply = match clone_parent() {
             Ok(None) => {
-                // The stage: it must not hold the zygote's channel.
+                // The stage: it must not hold the zygote's channel, nor
+                // the templates of other definitions.
                 drop(channel);
-                std::process::exit(i32::from(stage::forked(control)));
+                let template = template.and_then(|i| templates.take(i));
+                std::process::exit(i32::from(stage::forked(control, template)));
             }
             Ok(Some(pid)) => {
                 #[cfg(debug_assertions)]
@@ -123,4 +132,120 @@ fn clone_parent() -> Result<Option<Pid>, Errno> {
         0 => Ok(None),
         pid => Ok(Some(Pid::from_raw(pid as i32))),
     }
+}
+
+/// Most templates kept (one per live definition; a reload adds one).
+const MAX_TEMPLATES: usize = 32;
+/// A template that failed to build is tried again after this long (its
+/// containers are built step by step meanwhile and report the error).
+const RETRY_FAILED: Duration = Duration::from_secs(5);
+
+/// The read-only templates (issue 14.1), one per split of a definition,
+/// built here once and inherited by every stage forked after.
+struct Templates {
+    /// None: not asked yet; false: the kernel cannot, or switched off.
+    usable: Option<bool>,
+    list: Vec<Template>,
+}
+
+struct Template {
+    split: Split,
+    /// What the template's sources were when it was built: a file the host
+    /// replaced (a new `/etc/resolv.conf`, journald's new socket) makes a
+    /// new template, as it would make a different bind.
+    sources: Vec<Option<(u64, u64)>>,
+    tree: Option<OwnedFd>,
+    built: Instant,
+    used: Instant,
+}
+
+impl Templates {
+    fn new() -> Templates {
+        Templates {
+            usable: None,
+            list: Vec::new(),
+        }
+    }
+
+    /// The index of a usable template for `spec`, built if needed.
+    fn find(&mut self, spec: &Spec) -> Option<usize> {
+        let usable = *self.usable.get_or_insert_with(|| {
+            std::env::var_os(mounts::template::DISABLE_ENV).is_none_or(|v| v != "0")
+                && mounts::template::supported()
+        });
+        if !usable {
+            return None;
+        }
+        let split = mounts::split(spec).ok()??;
+        let sources = identities(&split);
+        let now = Instant::now();
+        let found = self.list.iter().position(|t| t.split == split);
+        let i = match found {
+            Some(i)
+                if self.list[i].sources == sources
+                    && (self.list[i].tree.is_some()
+                        || now.duration_since(self.list[i].built) < RETRY_FAILED) =>
+            {
+                i
+            }
+            found => {
+                let tree = mounts::template::build(&split).ok();
+                let t = Template {
+                    split,
+                    sources,
+                    tree,
+                    built: now,
+                    used: now,
+                };
+                match found {
+                    Some(i) => {
+                        self.list[i] = t;
+                        i
+                    }
+                    None => {
+                        if self.list.len() >= MAX_TEMPLATES
+                            && let Some(old) =
+                                (0..self.list.len()).min_by_key(|&i| self.list[i].used)
+                        {
+                            self.list.swap_remove(old);
+                        }
+                        self.list.push(t);
+                        self.list.len() - 1
+                    }
+                }
+            }
+        };
+        self.list[i].used = now;
+        self.list[i].tree.as_ref().map(|_| i)
+    }
+
+    /// The tree of template `i`, taken out (in a forked stage).
+    fn take(mut self, i: usize) -> Option<OwnedFd> {
+        if i < self.list.len() {
+            self.list.swap_remove(i).tree
+        } else {
+            None
+        }
+    }
+}
+
+/// Device and inode of every host path the template binds or links, as
+/// a link and as what it points to.
+fn identities(split: &Split) -> Vec<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::{Path, PathBuf};
+
+    let id = |m: std::io::Result<std::fs::Metadata>| m.ok().map(|m| (m.dev(), m.ino()));
+    let mut out = Vec::new();
+    for step in &split.template {
+        let path: PathBuf = match step {
+            mounts::MountStep::Bind { source, .. } => source.clone(),
+            mounts::MountStep::HostTop { name } => Path::new("/").join(name),
+            mounts::MountStep::Etc { name, .. } => Path::new("/etc").join(name),
+            _ => continue,
+        };
+        out.push(id(std::fs::symlink_metadata(&path)));
+        out.push(id(std::fs::metadata(&path)));
+    }
+    out
 }

@@ -96,7 +96,9 @@ done
 log "cargo build --release --bins"
 cargo build --release --bins --quiet || die "cargo build --release failed"
 T_BUILT=$(now)
-BERTH=$REPO/target/release/berth
+# BERTH_BENCH_BERTH=PATH: measure that berth binary instead (another commit's
+# release build, side by side with this one).
+BERTH=${BERTH_BENCH_BERTH:-$REPO/target/release/berth}
 PROBE=$REPO/target/release/berth-probe
 
 # ---------------------------------------------------------------- testbed

@@ -24,7 +24,7 @@ use rustix::mount::{
 
 use super::MountError;
 use super::dirs::{credentials, state_dir};
-use super::plan::{Attrs, MountStep, Origin};
+use super::plan::{Attrs, MountStep, Origin, Split};
 use crate::sandbox::Propagation;
 
 /// The in-container path of a path relative to the new root, for errors.
@@ -352,7 +352,10 @@ fn clone_tree(source: &OwnedFd, path: &Path) -> Result<OwnedFd, MountError> {
 
 /// Bind the already opened `source` at `rel`: clone, flag while still
 /// detached (nothing is ever visible without its flags), attach, then set
-/// the propagation.
+/// the propagation. `detached`: `root` is a detached tree (a template),
+/// where only a tree's own root takes attributes, so the propagation is
+/// set before the attach.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn bind(
     root: &OwnedFd,
     source: &OwnedFd,
@@ -361,6 +364,7 @@ pub(super) fn bind(
     attrs: Attrs,
     propagation: Propagation,
     idmap: Option<&OwnedFd>,
+    detached: bool,
 ) -> Result<(), MountError> {
     let dir = file_type(source, source_path)? == FileType::Directory;
     let target = mount_point(root, rel, dir)?;
@@ -369,14 +373,22 @@ pub(super) fn bind(
         set_idmap(&tree, ns, source_path)?;
     }
     setattr(&tree, attr_flags(attrs), None, true, &shown(rel))?;
-    attach(&tree, &target, rel)?;
-    setattr(
-        &tree,
-        MountAttrFlags::empty(),
-        Some(propagation),
-        true,
-        &shown(rel),
-    )
+    let propagate = || {
+        setattr(
+            &tree,
+            MountAttrFlags::empty(),
+            Some(propagation),
+            true,
+            &shown(rel),
+        )
+    };
+    if detached {
+        propagate()?;
+        attach(&tree, &target, rel)
+    } else {
+        attach(&tree, &target, rel)?;
+        propagate()
+    }
 }
 
 /// A new, detached file system instance of `fstype` with `options`.
@@ -446,7 +458,7 @@ fn existing(root: &OwnedFd, rel: &Path) -> Result<Option<OwnedFd>, MountError> {
     }
 }
 
-fn host_top(root: &OwnedFd, name: &str) -> Result<(), MountError> {
+fn host_top(root: &OwnedFd, name: &str, detached: bool) -> Result<(), MountError> {
     let host = Path::new("/").join(name);
     match std::fs::symlink_metadata(&host) {
         Ok(m) if m.file_type().is_symlink() => {
@@ -466,13 +478,19 @@ fn host_top(root: &OwnedFd, name: &str) -> Result<(), MountError> {
                 Attrs::BIND_RO,
                 Propagation::Private,
                 None,
+                detached,
             )
         }
         _ => Ok(()),
     }
 }
 
-fn etc_entry(root: &OwnedFd, name: &Path, required: bool) -> Result<(), MountError> {
+fn etc_entry(
+    root: &OwnedFd,
+    name: &Path,
+    required: bool,
+    detached: bool,
+) -> Result<(), MountError> {
     let host = Path::new("/etc").join(name);
     let rel = Path::new("etc").join(name);
     let missing = || {
@@ -508,6 +526,7 @@ fn etc_entry(root: &OwnedFd, name: &Path, required: bool) -> Result<(), MountErr
         Attrs::BIND_RO,
         Propagation::Private,
         None,
+        detached,
     )
 }
 
@@ -687,35 +706,115 @@ pub fn apply(
     steps: &[MountStep],
     userns: Option<&OwnedFd>,
 ) -> Result<OwnedFd, MountError> {
-    let mut root: Option<OwnedFd> = None;
-    for step in steps {
-        let r = match (&root, step) {
-            (None, MountStep::Root { options }) => {
-                let m = new_fs("tmpfs", "berth-root", options, Attrs::TMPFS, Path::new(""))?;
-                move_mount(
-                    &m,
-                    "",
-                    CWD,
-                    staging_dir,
-                    MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-                )
-                .map_err(|e| MountError::MoveMount {
-                    path: staging_dir.into(),
-                    source: io_err(e),
-                })?;
-                root = Some(m);
-                continue;
+    let bad = || MountError::Staging {
+        path: staging_dir.into(),
+        source: io::ErrorKind::InvalidInput.into(),
+    };
+    let Some((MountStep::Root { options }, rest)) = steps.split_first() else {
+        return Err(bad());
+    };
+    let m = new_fs("tmpfs", "berth-root", options, Attrs::TMPFS, Path::new(""))?;
+    attach_root(&m, staging_dir)?;
+    apply_on(&m, rest, userns, false)?;
+    Ok(m)
+}
+
+/// Attach the detached root `m` (a new tmpfs, or a template's clone) on
+/// `staging_dir`.
+pub fn attach_root(m: &OwnedFd, staging_dir: &Path) -> Result<(), MountError> {
+    move_mount(
+        m,
+        "",
+        CWD,
+        staging_dir,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| MountError::MoveMount {
+        path: staging_dir.into(),
+        source: io_err(e),
+    })
+}
+
+/// The read-only template of `split` as a detached tree: its root tmpfs
+/// with the shared steps applied and the mount point of every
+/// per-container mount made, then flagged read-only, nosuid, nodev (the
+/// flags every clone starts with; nothing writes to it after this).
+pub fn build_template(split: &Split) -> Result<OwnedFd, MountError> {
+    let staging = Path::new("");
+    let bad = || MountError::Staging {
+        path: staging.into(),
+        source: io::ErrorKind::InvalidInput.into(),
+    };
+    let Some((MountStep::Root { options }, rest)) = split.template.split_first() else {
+        return Err(bad());
+    };
+    let root = new_fs("tmpfs", "berth-root", options, Attrs::TMPFS, staging)?;
+    apply_on(&root, rest, None, true)?;
+    for step in &split.per_container {
+        match step {
+            MountStep::Tmpfs { path, .. }
+            | MountStep::Devpts { path }
+            | MountStep::Proc { path }
+            | MountStep::StateDir { dest: path, .. } => {
+                mount_point(&root, path, true)?;
             }
-            (None, _) | (Some(_), MountStep::Root { .. }) => {
+            MountStep::Bind {
+                source,
+                origin,
+                dest,
+                ..
+            } => {
+                let src = open_source(source, *origin)?;
+                let dir = file_type(&src, source)? == FileType::Directory;
+                mount_point(&root, dest, dir)?;
+            }
+            // On a per-container tmpfs (/run) or /proc: made there.
+            MountStep::Root { .. }
+            | MountStep::Dir { .. }
+            | MountStep::Credentials { .. }
+            | MountStep::HostTop { .. }
+            | MountStep::Etc { .. }
+            | MountStep::Symlink { .. }
+            | MountStep::Seal { .. }
+            | MountStep::ProcReadOnly { .. }
+            | MountStep::ProcMask { .. }
+            | MountStep::OwnSkeleton { .. } => {}
+        }
+    }
+    // Every mount of it read-only (the device nodes too: they still open
+    // for writing, a read-only mount only stops changes to the inodes),
+    // the root tmpfs also nosuid, nodev, as the root is after the pivot.
+    let ro = Attrs {
+        read_only: true,
+        ..Attrs::default()
+    };
+    setattr(&root, attr_flags(ro), None, true, &shown(staging))?;
+    setattr(
+        &root,
+        attr_flags(Attrs::BIND_RO),
+        None,
+        false,
+        &shown(staging),
+    )?;
+    Ok(root)
+}
+
+/// Execute `steps` (no `Root`) on the root mount `r`; `detached`: `r` is
+/// a template being built, not attached anywhere.
+pub fn apply_on(
+    r: &OwnedFd,
+    steps: &[MountStep],
+    userns: Option<&OwnedFd>,
+    detached: bool,
+) -> Result<(), MountError> {
+    for step in steps {
+        match step {
+            MountStep::Root { .. } => {
                 return Err(MountError::Staging {
-                    path: staging_dir.into(),
+                    path: "/".into(),
                     source: io::ErrorKind::InvalidInput.into(),
                 });
             }
-            (Some(r), _) => r,
-        };
-        match step {
-            MountStep::Root { .. } => {}
             MountStep::Dir { path, mode, owner } => dir(r, path, *mode, *owner)?,
             MountStep::StateDir {
                 base,
@@ -758,10 +857,10 @@ pub fn apply(
                     }
                 };
                 let src = open_source(source, *origin)?;
-                bind(r, &src, source, dest, *attrs, *propagation, ns)?;
+                bind(r, &src, source, dest, *attrs, *propagation, ns, detached)?;
             }
-            MountStep::HostTop { name } => host_top(r, name)?,
-            MountStep::Etc { name, required } => etc_entry(r, name, *required)?,
+            MountStep::HostTop { name } => host_top(r, name, detached)?,
+            MountStep::Etc { name, required } => etc_entry(r, name, *required, detached)?,
             MountStep::Symlink { target, link } => symlink(r, target, link)?,
             MountStep::Devpts { path } => mount_new_fs(
                 r,
@@ -771,6 +870,10 @@ pub fn apply(
                 Attrs::DEVICE,
                 path,
             )?,
+            // In a template the whole tree goes read-only at the end
+            // (`build_template`): inside a detached tree only its root
+            // takes attributes.
+            MountStep::Seal { .. } if detached => {}
             MountStep::Seal { path } => {
                 let fd = resolve_dir(r, path)?;
                 let ro = Attrs {
@@ -785,8 +888,5 @@ pub fn apply(
             MountStep::ProcMask { path } => proc_mask(r, path)?,
         }
     }
-    root.ok_or_else(|| MountError::Staging {
-        path: staging_dir.into(),
-        source: io::ErrorKind::InvalidInput.into(),
-    })
+    Ok(())
 }

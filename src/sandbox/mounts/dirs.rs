@@ -105,6 +105,7 @@ pub(super) fn state_dir(
         Attrs::BIND_RW,
         Propagation::Private,
         idmap,
+        false,
     )
 }
 

@@ -10,14 +10,14 @@ mod apply;
 mod dirs;
 mod plan;
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{chdir, fchdir, pivot_root};
 
 use super::Spec;
-pub use plan::plan;
+pub use plan::{MountStep, Split, plan, split};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -170,7 +170,15 @@ fn inherited_hint(inherited: bool) -> &'static str {
 
 /// Build the tree on `spec.staging_dir` and pivot into it. The caller is
 /// PID 1 of a fresh pid namespace (for /proc) in a fresh mount namespace.
-pub fn assemble(spec: &Spec, userns: Option<&std::os::fd::OwnedFd>) -> Result<(), MountError> {
+/// `template`: a clone of the service's read-only template (see
+/// [`template`]), on which only the per-container steps are applied; if
+/// anything of that fails the clone is detached and the whole plan is
+/// applied as without one, so a template can never fail a container.
+pub fn assemble(
+    spec: &Spec,
+    userns: Option<&OwnedFd>,
+    template: Option<OwnedFd>,
+) -> Result<(), MountError> {
     let steps = plan(spec)?;
     // Nothing mounted from here on may reach the host; host mount events
     // still reach binds configured as "slave".
@@ -190,7 +198,10 @@ pub fn assemble(spec: &Spec, userns: Option<&std::os::fd::OwnedFd>) -> Result<()
             source: std::io::ErrorKind::NotFound.into(),
         });
     }
-    let root = apply::apply(staging, &steps, userns)?;
+    let root = match template.map(|t| on_template(spec, t, staging, userns)) {
+        Some(Ok(root)) => root,
+        _ => apply::apply(staging, &steps, userns)?,
+    };
 
     // pivot_root(".", ".") stacks the old root on top of the new one; the
     // lazy unmount then drops the whole host tree from this namespace.
@@ -221,4 +232,89 @@ pub fn assemble(spec: &Spec, userns: Option<&std::os::fd::OwnedFd>) -> Result<()
     )
     .map_err(MountError::RootReadOnly)?;
     Ok(())
+}
+
+/// Attach the template's clone `tree` on `staging` and mount the
+/// per-container steps on it; on failure nothing of it stays attached.
+fn on_template(
+    spec: &Spec,
+    tree: OwnedFd,
+    staging: &std::path::Path,
+    userns: Option<&OwnedFd>,
+) -> Result<OwnedFd, MountError> {
+    let Some(split) = split(spec)? else {
+        return Err(MountError::Staging {
+            path: staging.into(),
+            source: std::io::ErrorKind::InvalidInput.into(),
+        });
+    };
+    apply::attach_root(&tree, staging)?;
+    if let Err(e) = apply::apply_on(&tree, &split.per_container, userns, false) {
+        umount2(staging, MntFlags::MNT_DETACH).map_err(MountError::DetachOldRoot)?;
+        return Err(e);
+    }
+    Ok(tree)
+}
+
+/// Templates of the read-only tree, kept by the zygote (issue 14.1).
+pub mod template {
+    use std::os::fd::OwnedFd;
+    use std::path::Path;
+
+    use rustix::mount::{OpenTreeFlags, open_tree};
+
+    use super::{MountError, Split, apply};
+
+    /// Set to `0` in berth's environment: no templates, every container's
+    /// tree built step by step (the path kernels without detached-tree
+    /// cloning take; for tests and comparisons).
+    pub const DISABLE_ENV: &str = "BERTH_MOUNT_TEMPLATE";
+
+    /// Build the detached read-only tree of `split`.
+    pub fn build(split: &Split) -> Result<OwnedFd, MountError> {
+        apply::build_template(split)
+    }
+
+    /// A new detached copy of `template` (and every mount below it): what
+    /// one container attaches as its root. Needs a kernel that clones
+    /// detached trees (6.15 and later).
+    pub fn clone(template: &OwnedFd) -> Result<OwnedFd, MountError> {
+        open_tree(
+            template,
+            "",
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_EMPTY_PATH
+                | OpenTreeFlags::AT_RECURSIVE,
+        )
+        .map_err(|e| MountError::OpenTree {
+            path: Path::new("/").into(),
+            source: apply::io_err(e),
+        })
+    }
+
+    /// Whether this kernel can do what templates need: mount onto a
+    /// detached tree and clone a detached tree. Asked once, by the zygote.
+    pub fn supported() -> bool {
+        let probe = || -> Result<(), MountError> {
+            let a = apply::new_fs(
+                "tmpfs",
+                "berth-probe",
+                &[],
+                Default::default(),
+                Path::new(""),
+            )?;
+            let b = apply::new_fs(
+                "tmpfs",
+                "berth-probe",
+                &[],
+                Default::default(),
+                Path::new(""),
+            )?;
+            let point = apply::mount_point(&a, Path::new("d"), true)?;
+            apply::attach(&b, &point, Path::new("d"))?;
+            clone(&a).map(drop)
+        };
+        probe().is_ok()
+    }
 }

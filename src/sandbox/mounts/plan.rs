@@ -38,6 +38,13 @@ impl Attrs {
         nodev: false,
         noexec: true,
     };
+    /// The host's device nodes bound into /dev: read-only mounts, so root
+    /// inside cannot chmod or chown the host's inodes (they still open for
+    /// writing: a read-only mount does not stop I/O on a device).
+    pub const DEVICE_NODE: Attrs = Attrs {
+        read_only: true,
+        ..Attrs::DEVICE
+    };
     pub const TMPFS: Attrs = Attrs::BIND_RW;
     /// /dev: the nodes bound on it carry their own `dev`.
     pub const DEV: Attrs = Attrs {
@@ -305,7 +312,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
             source: Path::new("/dev").join(node),
             origin: Origin::Host,
             dest: Path::new("dev").join(node),
-            attrs: Attrs::DEVICE,
+            attrs: Attrs::DEVICE_NODE,
             propagation: Propagation::Private,
             idmap: false,
         });
@@ -338,7 +345,11 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
             source: log.clone(),
             origin: Origin::Host,
             dest: "dev/log".into(),
-            attrs: Attrs::NOTHING,
+            // Read-only: connecting needs no write to the mount.
+            attrs: Attrs {
+                read_only: true,
+                ..Attrs::NOTHING
+            },
             propagation: Propagation::Private,
             idmap: false,
         });
@@ -409,6 +420,100 @@ pub fn plan(spec: &Spec) -> Result<Vec<MountStep>, MountError> {
         });
     }
     Ok(steps)
+}
+
+/// The plan cut in two (issue 14.1): `template`, the read-only part, built
+/// once per key into a detached tree that every container of the service
+/// clones (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`), and `per_container`,
+/// what each container still mounts on its clone: everything writable or
+/// its own (/tmp, /run, credentials, /dev/pts, /dev/shm, the state
+/// directory, writable or idmapped binds, /proc). The whole split is the
+/// key: a definition that changes any part of it gets another template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Starts with `Root`; the tree ends read-only, nosuid, nodev.
+    pub template: Vec<MountStep>,
+    /// Mounted on the clone; their mount points are made in the template.
+    pub per_container: Vec<MountStep>,
+}
+
+/// Split the plan of `spec`, or None where it has to be built per
+/// container: `private_users` (the skeleton's owners are per container),
+/// and an application that keeps CAP_SYS_ADMIN (with `seccomp = "off"` it
+/// could remount a shared mount read-write; its own tree it may).
+pub fn split(spec: &Spec) -> Result<Option<Split>, MountError> {
+    let remounts = crate::sandbox::creds::parse_caps(&spec.capabilities)
+        .map_or(true, |keep| keep.contains(&caps::Capability::CAP_SYS_ADMIN));
+    if spec.private_users.is_some() || remounts {
+        return Ok(None);
+    }
+    let mut template = Vec::new();
+    let mut per_container = Vec::new();
+    // Destinations mounted per container: nothing of the template may lie
+    // at or under one, or the per-container mount would hide it.
+    let mut own: Vec<PathBuf> = Vec::new();
+    for step in plan(spec)? {
+        let shared = match &step {
+            MountStep::Root { .. }
+            | MountStep::HostTop { .. }
+            | MountStep::Etc { .. }
+            | MountStep::Seal { .. } => true,
+            MountStep::Dir { owner, .. } => owner.is_none(),
+            MountStep::Symlink { link, .. } => link.starts_with("dev"),
+            MountStep::Tmpfs { path, .. } => path == Path::new("dev"),
+            MountStep::Bind {
+                origin: Origin::Host,
+                ..
+            } => true,
+            MountStep::Bind {
+                origin: Origin::User,
+                dest,
+                attrs,
+                propagation,
+                idmap,
+                ..
+            } => {
+                attrs.read_only
+                    && !idmap
+                    && *propagation != Propagation::Shared
+                    && !own.iter().any(|o| dest.starts_with(o))
+            }
+            MountStep::StateDir { .. }
+            | MountStep::Credentials { .. }
+            | MountStep::Devpts { .. }
+            | MountStep::Proc { .. }
+            | MountStep::ProcReadOnly { .. }
+            | MountStep::ProcMask { .. }
+            // Only with private_users, which has no template.
+            | MountStep::OwnSkeleton { .. } => false,
+        };
+        if shared {
+            template.push(step);
+            continue;
+        }
+        match &step {
+            MountStep::Tmpfs { path, .. } | MountStep::Devpts { path }
+                if path.starts_with("dev") =>
+            {
+                // /dev is sealed in the template: its mount points first.
+                template.push(MountStep::Dir {
+                    path: path.clone(),
+                    mode: 0o755,
+                    owner: None,
+                });
+            }
+            MountStep::Tmpfs { path, .. } | MountStep::Proc { path } => own.push(path.clone()),
+            MountStep::Bind { dest, .. } | MountStep::StateDir { dest, .. } => {
+                own.push(dest.clone());
+            }
+            _ => {}
+        }
+        per_container.push(step);
+    }
+    Ok(Some(Split {
+        template,
+        per_container,
+    }))
 }
 
 #[cfg(test)]
@@ -922,5 +1027,172 @@ mod tests {
                 "service {bad:?}"
             );
         }
+    }
+
+    fn dest_of(st: &MountStep) -> Option<&Path> {
+        match st {
+            MountStep::Bind { dest, .. } | MountStep::StateDir { dest, .. } => Some(dest),
+            MountStep::Tmpfs { path, .. }
+            | MountStep::Devpts { path }
+            | MountStep::Proc { path }
+            | MountStep::Credentials { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn split_template_is_the_read_only_part_and_the_rest_per_container() {
+        let mut s = spec(&[
+            ("/srv/ro", "/ro", true),
+            ("/srv/rw", "/rw", false),
+            ("/srv/under", "/rw/under", true),
+            ("/srv/tmpro", "/tmp/x", true),
+        ]);
+        s.state_directory = true;
+        s.credentials = vec![CredentialSpec {
+            name: "db".into(),
+            source: "/etc/berth/db".into(),
+            inherited: false,
+        }];
+        let sp = split(&s).expect("plan").expect("a template");
+        let t = &sp.template;
+        assert!(matches!(t[0], MountStep::Root { .. }));
+        // Shared: /usr, the tops, etc, /dev and its nodes, the read-only
+        // bind nothing per container lies above.
+        let shared: Vec<&Path> = binds(t).iter().map(|b| b.1).collect();
+        let want: Vec<&Path> = [
+            "usr",
+            "dev/null",
+            "dev/zero",
+            "dev/full",
+            "dev/random",
+            "dev/urandom",
+            "dev/tty",
+            "dev/log",
+            "ro",
+        ]
+        .iter()
+        .map(Path::new)
+        .collect();
+        assert_eq!(shared, want);
+        for top in HOST_TOPS {
+            assert!(t.contains(&MountStep::HostTop { name: top }));
+        }
+        assert!(t.iter().any(|st| matches!(st, MountStep::Etc { .. })));
+        assert!(t.contains(&MountStep::Seal { path: "dev".into() }));
+        // The template holds no writable file system and nothing of one
+        // container: only the root and /dev are tmpfs there, both end
+        // read-only; every bind in it is read-only.
+        for st in t {
+            match st {
+                MountStep::Tmpfs { path, .. } => assert_eq!(path, Path::new("dev")),
+                MountStep::Bind {
+                    dest, attrs, idmap, ..
+                } => {
+                    assert!(!idmap, "{dest:?}");
+                    assert!(attrs.read_only, "{dest:?}");
+                }
+                MountStep::Dir { owner, path, .. } => assert!(owner.is_none(), "{path:?}"),
+                MountStep::StateDir { .. }
+                | MountStep::Credentials { .. }
+                | MountStep::Devpts { .. }
+                | MountStep::Proc { .. }
+                | MountStep::ProcReadOnly { .. }
+                | MountStep::ProcMask { .. } => {
+                    panic!("per-container step in the template: {st:?}")
+                }
+                _ => {}
+            }
+        }
+        // Per container: the writable mounts, a read-only bind under a
+        // per-container one (it would be hidden), the state directory,
+        // credentials, /proc.
+        let own: Vec<&Path> = sp.per_container.iter().filter_map(dest_of).collect();
+        for d in [
+            "tmp",
+            "run",
+            "run/credentials/t",
+            "dev/pts",
+            "dev/shm",
+            "rw",
+            "rw/under",
+            "tmp/x",
+            "var/lib/t",
+            "proc",
+        ] {
+            assert!(
+                own.contains(&Path::new(d)),
+                "{d} not per container: {own:?}"
+            );
+        }
+        assert!(sp.per_container.iter().any(|st| matches!(
+            st,
+            MountStep::Dir { path, owner: Some(_), .. } if path == Path::new("run/t")
+        )));
+        // The sealed /dev gets the mount points of its per-container mounts
+        // before the seal.
+        let seal = index(t, |st| matches!(st, MountStep::Seal { .. }));
+        for d in ["dev/pts", "dev/shm"] {
+            let at = index(
+                t,
+                |st| matches!(st, MountStep::Dir { path, .. } if path == Path::new(d)),
+            );
+            assert!(at < seal, "{d}");
+        }
+    }
+
+    #[test]
+    fn split_keeps_every_step_of_the_plan_once_and_in_order() {
+        let mut s = spec(&[("/srv/a", "/a", true), ("/srv/b", "/a/b", false)]);
+        s.state_directory = true;
+        let all = plan(&s).expect("plan");
+        let sp = split(&s).expect("plan").expect("a template");
+        let added = |st: &MountStep| matches!(st, MountStep::Dir { path, owner: None, .. } if path.starts_with("dev"));
+        let mut t = sp.template.iter().filter(|st| !added(st)).peekable();
+        let mut p = sp.per_container.iter().peekable();
+        for st in &all {
+            if t.peek() == Some(&st) {
+                t.next();
+            } else {
+                assert_eq!(p.next(), Some(st), "{st:?} lost or out of order");
+            }
+        }
+        assert!(t.next().is_none() && p.next().is_none());
+    }
+
+    #[test]
+    fn split_none_with_private_users_or_cap_sys_admin_and_shared_binds_per_container() {
+        let mut s = spec(&[("/srv/a", "/a", true)]);
+        s.private_users = Some(0x7001_0000);
+        assert_eq!(split(&s).expect("plan"), None);
+        let mut s = spec(&[("/srv/a", "/a", true)]);
+        s.capabilities = vec!["CAP_SYS_ADMIN".into()];
+        assert_eq!(split(&s).expect("plan"), None);
+        let mut s = spec(&[("/srv/a", "/a", true)]);
+        s.propagation = Propagation::Shared;
+        let sp = split(&s).expect("plan").expect("a template");
+        assert!(binds(&sp.template).iter().all(|b| b.3 == Origin::Host));
+    }
+
+    #[test]
+    fn split_is_the_key_only_what_the_tree_depends_on_changes_it() {
+        let base = spec(&[("/srv/a", "/a", true)]);
+        let key = split(&base).expect("plan");
+        // The command, environment, hostname, capabilities: same template.
+        let mut other = base.clone();
+        other.exec = vec!["/bin/false".into()];
+        other.hostname = "elsewhere".into();
+        other.env = vec![("A".into(), "b".into())];
+        assert_eq!(split(&other).expect("plan"), key);
+        // A changed read-only bind, an etc entry, the device log: another.
+        let mut other = base.clone();
+        other.binds[0].source = "/srv/b".into();
+        assert_ne!(split(&other).expect("plan"), key);
+        let mut other = base.clone();
+        other.etc[0].name = "group".into();
+        assert_ne!(split(&other).expect("plan"), key);
+        let mut other = base;
+        other.dev_log = None;
+        assert_ne!(split(&other).expect("plan"), key);
     }
 }
