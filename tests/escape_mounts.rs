@@ -470,3 +470,43 @@ fn nested_binds_under_a_read_only_bind_work_in_any_order() {
     let (_b, addr) = Berth::start_tcp("nested", &toml);
     assert_eq!(request(&addr), "oi\ndone\n");
 }
+
+/// Root inside (no capabilities: the owner of an inode needs none to chmod
+/// it) must not change the host's device nodes or journal socket through
+/// the binds berth gives every container; before they were bound read-only
+/// `chmod 600 /dev/null` inside changed the host's. Both tree paths: the
+/// template and the container built step by step.
+#[test]
+fn root_inside_cannot_change_the_hosts_device_nodes() {
+    if !common::require_root() {
+        return;
+    }
+    // Modes and owners set to what they are (a no-op if it were allowed),
+    // each must fail with EROFS.
+    let script = "for n in null zero full random urandom tty log; do \
+                    [ -e /dev/$n ] || continue; \
+                    m=$(stat -c %a /dev/$n); \
+                    chmod $m /dev/$n 2>&1 | grep -q 'Read-only file system' || echo \"chmod /dev/$n: allowed\"; \
+                    chown 0:0 /dev/$n 2>&1 | grep -q 'Read-only file system' || echo \"chown /dev/$n: allowed\"; \
+                    touch -c /dev/$n 2>&1 | grep -q 'Read-only file system' || echo \"utimes /dev/$n: allowed\"; \
+                  done; echo 0 > /dev/null && echo writes-ok";
+    for template in ["1", "0"] {
+        let (_b, addr) = Berth::start_tcp_env(
+            "devnodes",
+            &sh_service(script, &[], &[], ""),
+            &[("BERTH_MOUNT_TEMPLATE", Some(template))],
+        );
+        assert_eq!(
+            request(&addr),
+            "writes-ok\n",
+            "BERTH_MOUNT_TEMPLATE={template}: root inside changed a host device node's inode"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata("/dev/null").expect("/dev/null");
+    assert_eq!(
+        m.permissions().mode() & 0o7777,
+        0o666,
+        "the host's /dev/null"
+    );
+}
