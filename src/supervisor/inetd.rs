@@ -88,20 +88,104 @@ pub struct WarmPool {
     taken: tokio::sync::Notify,
     /// Sandboxes being prepared now.
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Connections waiting in `take_or_wait` for a sandbox under way.
+    waiting: std::sync::atomic::AtomicUsize,
     /// A preparation ended (parked, failed, or the pool closed).
     settled: tokio::sync::Notify,
     /// Built from a definition a reload replaced, found by `take`; the
     /// filler discards them (scope stopped, stage ended).
     stale: Mutex<Vec<super::Parked>>,
+    /// How fast connections take sandboxes (see [`Demand`]).
+    demand: Mutex<Demand>,
+}
+
+/// The arrival rate of connections that take a sandbox, as a moving
+/// average of the time between takes. With the time a refill takes, it
+/// says how many refills must be under way at once to keep up (Little's
+/// law: in flight = arrival rate x preparation time).
+#[derive(Default)]
+struct Demand {
+    last: Option<Instant>,
+    /// Moving average of the time between two takes.
+    gap: Option<Duration>,
+    /// Moving average of a refill's time, start to parked.
+    refill: Option<Duration>,
+}
+
+/// Weight of the newest sample in the moving averages (1/4: a burst shows
+/// within a few connections, one slow refill does not swing it).
+fn average(old: Option<Duration>, new: Duration) -> Duration {
+    match old {
+        Some(o) => (o * 3 + new) / 4,
+        None => new,
+    }
+}
+
+impl Demand {
+    fn took(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            self.gap = Some(average(self.gap, now - last));
+        }
+        self.last = Some(now);
+    }
+
+    /// Refills to have under way at once for `want` parked: the arrival
+    /// rate times the refill time, plus one; at least one, at most `want`.
+    /// A pause since the last take counts as a long gap, so the figure
+    /// falls back once the clients stop.
+    fn parallel(&self, want: usize, now: Instant) -> usize {
+        let (Some(last), Some(gap), Some(refill)) = (self.last, self.gap, self.refill) else {
+            return want.clamp(1, FIRST_REFILLS);
+        };
+        let gap = gap.max(now - last).max(Duration::from_micros(100));
+        let need = refill.as_nanos().div_ceil(gap.as_nanos());
+        usize::try_from(need)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+            .clamp(1, want.max(1))
+    }
+}
+
+/// One connection counted in `WarmPool::waiting` while it lives (also
+/// when its task is dropped mid-wait).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl WarmPool {
+    fn new() -> WarmPool {
+        WarmPool {
+            parked: Mutex::default(),
+            taken: tokio::sync::Notify::new(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            settled: tokio::sync::Notify::new(),
+            stale: Mutex::default(),
+            demand: Mutex::default(),
+        }
+    }
+
     /// The oldest parked sandbox of the definition `current`; older
     /// definitions' ones are set aside for the filler to discard.
     fn take(&self, current: &str) -> Option<super::Parked> {
         let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(p) = parked.pop_front() {
             if p.generation == current {
+                self.demand
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .took(Instant::now());
                 return Some(p);
             }
             self.stale.lock().unwrap_or_else(|p| p.into_inner()).push(p);
@@ -152,6 +236,10 @@ impl WarmPool {
             if self.in_flight.load(Ordering::SeqCst) == 0 {
                 return None;
             }
+            // The filler sees a waiting connection and refills the whole
+            // pool at once, at normal priority (someone waits for these).
+            let _waiting = Waiting::count(&self.waiting);
+            self.taken.notify_one();
             settled.await;
         }
     }
@@ -165,10 +253,15 @@ impl WarmPool {
     }
 
     /// Keep the pool at the service's `warm`, until shutdown; then empty it.
-    /// Up to [`PARALLEL_REFILLS`] are prepared at once, so a burst that
-    /// empties the pool is refilled in about one preparation's time; they
-    /// run as `SCHED_BATCH`, so a refill does not preempt a container that a
-    /// client is waiting for.
+    ///
+    /// How many are prepared at once follows the demand: as many as the
+    /// arrival rate of connections times a refill's time (plus one), and
+    /// every missing one at once when the pool ran dry or a connection
+    /// waits for one; never more than `warm` in the pool and under way
+    /// together. A refill runs as `SCHED_BATCH` (it does not preempt a
+    /// container a client is waiting for) while the pool still has
+    /// sandboxes to give; once it is empty the next ones are awaited, and
+    /// built at normal priority.
     async fn keep_filled(
         self: Arc<Self>,
         launcher: Arc<Launcher>,
@@ -189,9 +282,39 @@ impl WarmPool {
             }
             let may_start = launcher.throttle.remaining().is_none()
                 && retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
-            while may_start && self.len() + jobs.len() < want && jobs.len() < PARALLEL_REFILLS {
+            let parked = self.len();
+            let (parallel, drained) = {
+                let demand = self.demand.lock().unwrap_or_else(|p| p.into_inner());
+                // Connections took the pool empty (not its first fill), or
+                // one waits now.
+                let drained = (parked == 0 && demand.last.is_some())
+                    || self.waiting.load(std::sync::atomic::Ordering::SeqCst) > 0;
+                let n = if drained {
+                    want
+                } else {
+                    demand.parallel(want, Instant::now())
+                };
+                (n.min(MAX_REFILLS), drained)
+            };
+            let started = jobs.len();
+            while may_start && self.len() + jobs.len() < want && jobs.len() < parallel {
                 let l = launcher.clone();
-                jobs.spawn(async move { l.prepare_ahead(&[]).await });
+                // Built ahead of need (SCHED_BATCH) only while the pool
+                // still has sandboxes to give.
+                let ahead = !drained;
+                jobs.spawn(async move {
+                    let t = Instant::now();
+                    (l.prepare_ahead(&[], ahead).await, t.elapsed())
+                });
+            }
+            if jobs.len() > started {
+                tracing::debug!(
+                    service = %launcher.service().name, event = "warm-refill",
+                    refills = jobs.len(), parked, want, drained,
+                    "warm pool: {} refill(s) under way, {parked} of {want} parked{}",
+                    jobs.len(),
+                    if drained { " (ran dry: all at once)" } else { "" }
+                );
             }
             self.set_in_flight(jobs.len());
             // Waiters re-check: the count may have dropped (throttled, full).
@@ -205,8 +328,22 @@ impl WarmPool {
             tokio::select! {
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => {
                     self.set_in_flight(jobs.len());
+                    let done = done.map(|(p, took)| {
+                        if p.is_some() {
+                            let mut d = self.demand.lock().unwrap_or_else(|p| p.into_inner());
+                            d.refill = Some(average(d.refill, took));
+                        }
+                        p
+                    });
                     match done {
-                        Ok(Some(p)) if launcher.is_current(&p) => self.park(p),
+                        Ok(Some(p)) if launcher.is_current(&p) => {
+                            self.park(p);
+                            tracing::debug!(
+                                service = %launcher.service().name, event = "warm-parked",
+                                parked = self.len(), refills = jobs.len(), want,
+                                "warm pool: {} of {want} parked", self.len()
+                            );
+                        }
                         // Built from a definition replaced meanwhile.
                         Ok(Some(p)) => launcher.discard(p).await,
                         _ => retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(500)),
@@ -225,7 +362,7 @@ impl WarmPool {
         self.set_in_flight(0);
         self.settled.notify_waiters();
         while let Some(done) = jobs.join_next().await {
-            if let Ok(Some(p)) = done {
+            if let Ok((Some(p), _)) = done {
                 self.park(p);
             }
         }
@@ -246,8 +383,13 @@ impl WarmPool {
 /// Containers of one service being launched at once at most.
 const MAX_LAUNCHING: usize = 64;
 
-/// Warm sandboxes prepared at the same time at most.
-const PARALLEL_REFILLS: usize = 4;
+/// Refills under way at once before the demand is known (a service's
+/// first fill, and after each restart of the supervisor).
+const FIRST_REFILLS: usize = 4;
+
+/// Refills of one pool under way at once at most, however large `warm`:
+/// each holds two processes and a scope job in systemd's queue.
+const MAX_REFILLS: usize = MAX_LAUNCHING;
 
 /// Serve `listeners` until `shutdown` turns true, then end every container
 /// and return once they are gone.
@@ -261,13 +403,7 @@ pub async fn serve(
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut acceptors = tokio::task::JoinSet::new();
     let launching = Arc::new(tokio::sync::Semaphore::new(MAX_LAUNCHING));
-    let warm = Arc::new(WarmPool {
-        parked: Mutex::default(),
-        taken: tokio::sync::Notify::new(),
-        in_flight: std::sync::atomic::AtomicUsize::new(0),
-        settled: tokio::sync::Notify::new(),
-        stale: Mutex::default(),
-    });
+    let warm = Arc::new(WarmPool::new());
     let filler = tokio::spawn(warm.clone().keep_filled(launcher.clone(), shutdown.clone()));
     if launcher.service().idle_timeout.is_some() {
         for l in &listeners {
@@ -749,5 +885,50 @@ async fn idle_watch(conn: &OwnedFd, limit: Duration) {
             Some(_) => {}
             None => std::future::pending::<()>().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn refills_follow_the_arrival_rate_up_to_warm() {
+        let t0 = Instant::now();
+        let mut d = Demand::default();
+        // Nothing known yet: a first fill of at most FIRST_REFILLS.
+        assert_eq!(d.parallel(8, t0), FIRST_REFILLS);
+        assert_eq!(d.parallel(2, t0), 2);
+        assert_eq!(d.parallel(0, t0), 1);
+        // A take every 4 ms, a refill taking 20 ms: 5 under way, plus one.
+        d.refill = Some(ms(20));
+        for i in 0..20 {
+            d.took(t0 + ms(4 * i));
+        }
+        let now = t0 + ms(76);
+        assert_eq!(d.parallel(8, now), 6);
+        // Never more than warm.
+        assert_eq!(d.parallel(4, now), 4);
+        // Slow arrivals (one every 100 ms): one refill at a time.
+        let mut slow = Demand {
+            refill: Some(ms(20)),
+            ..Demand::default()
+        };
+        for i in 0..20 {
+            slow.took(t0 + ms(100 * i));
+        }
+        assert_eq!(slow.parallel(8, t0 + ms(1900)), 2);
+        // The clients stopped a second ago: the fast figure falls back.
+        assert_eq!(d.parallel(8, now + Duration::from_secs(1)), 2);
+    }
+
+    #[test]
+    fn averages_move_a_quarter_towards_each_sample() {
+        assert_eq!(average(None, ms(8)), ms(8));
+        assert_eq!(average(Some(ms(8)), ms(16)), ms(10));
     }
 }
