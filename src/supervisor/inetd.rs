@@ -129,20 +129,20 @@ impl Demand {
         self.last = Some(now);
     }
 
-    /// Refills to have under way at once for `want` parked: the arrival
-    /// rate times the refill time, plus one; at least one, at most `want`.
-    /// A pause since the last take counts as a long gap, so the figure
-    /// falls back once the clients stop.
-    fn parallel(&self, want: usize, now: Instant) -> usize {
+    /// Refills to have under way at once: the arrival rate times the
+    /// refill time, plus one; at least one, at most `limit` (all of them
+    /// while nothing is known yet). A pause since the last take counts as
+    /// a long gap, so the figure falls back once the clients stop.
+    fn parallel(&self, limit: usize, now: Instant) -> usize {
         let (Some(last), Some(gap), Some(refill)) = (self.last, self.gap, self.refill) else {
-            return want.clamp(1, FIRST_REFILLS);
+            return limit.max(1);
         };
         let gap = gap.max(now - last).max(Duration::from_micros(100));
         let need = refill.as_nanos().div_ceil(gap.as_nanos());
         usize::try_from(need)
             .unwrap_or(usize::MAX)
             .saturating_add(1)
-            .clamp(1, want.max(1))
+            .clamp(1, limit.max(1))
     }
 }
 
@@ -256,9 +256,9 @@ impl WarmPool {
     ///
     /// How many are prepared at once follows the demand: as many as the
     /// arrival rate of connections times a refill's time (plus one), and
-    /// every missing one at once when the pool ran dry or a connection
-    /// waits for one; never more than `warm` in the pool and under way
-    /// together. A refill runs as `SCHED_BATCH` (it does not preempt a
+    /// as many as [`refill_limit`] allows when the pool ran dry or a
+    /// connection waits for one; never more than `warm` in the pool and
+    /// under way together. A refill runs as `SCHED_BATCH` (it does not preempt a
     /// container a client is waiting for) while the pool still has
     /// sandboxes to give; once it is empty the next ones are awaited, and
     /// built at normal priority.
@@ -283,6 +283,7 @@ impl WarmPool {
             let may_start = launcher.throttle.remaining().is_none()
                 && retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
             let parked = self.len();
+            let limit = want.min(refill_limit());
             let (parallel, drained) = {
                 let demand = self.demand.lock().unwrap_or_else(|p| p.into_inner());
                 // Connections took the pool empty (not its first fill), or
@@ -290,11 +291,11 @@ impl WarmPool {
                 let drained = (parked == 0 && demand.last.is_some())
                     || self.waiting.load(std::sync::atomic::Ordering::SeqCst) > 0;
                 let n = if drained {
-                    want
+                    limit
                 } else {
-                    demand.parallel(want, Instant::now())
+                    demand.parallel(limit, Instant::now())
                 };
-                (n.min(MAX_REFILLS), drained)
+                (n, drained)
             };
             let started = jobs.len();
             while may_start && self.len() + jobs.len() < want && jobs.len() < parallel {
@@ -383,13 +384,21 @@ impl WarmPool {
 /// Containers of one service being launched at once at most.
 const MAX_LAUNCHING: usize = 64;
 
-/// Refills under way at once before the demand is known (a service's
-/// first fill, and after each restart of the supervisor).
-const FIRST_REFILLS: usize = 4;
-
-/// Refills of one pool under way at once at most, however large `warm`:
-/// each holds two processes and a scope job in systemd's queue.
-const MAX_REFILLS: usize = MAX_LAUNCHING;
+/// Refills of one pool under way at once at most: two per CPU. A refill
+/// costs CPU (about 10 ms of the stage's, systemd's and dbus-daemon's here)
+/// and systemd runs scope jobs one at a time; beyond what the CPUs can run,
+/// more at once only makes each one (and the connection waiting for the
+/// first) finish later. Two per CPU overlaps the waits inside a refill
+/// (D-Bus round trips, the kernel's cgroup moves).
+fn refill_limit() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(2, usize::from)
+            .saturating_mul(2)
+            .clamp(2, MAX_LAUNCHING)
+    })
+}
 
 /// Serve `listeners` until `shutdown` turns true, then end every container
 /// and return once they are gone.
@@ -900,9 +909,8 @@ mod tests {
     fn refills_follow_the_arrival_rate_up_to_warm() {
         let t0 = Instant::now();
         let mut d = Demand::default();
-        // Nothing known yet: a first fill of at most FIRST_REFILLS.
-        assert_eq!(d.parallel(8, t0), FIRST_REFILLS);
-        assert_eq!(d.parallel(2, t0), 2);
+        // Nothing known yet: as many as allowed.
+        assert_eq!(d.parallel(4, t0), 4);
         assert_eq!(d.parallel(0, t0), 1);
         // A take every 4 ms, a refill taking 20 ms: 5 under way, plus one.
         d.refill = Some(ms(20));
@@ -911,7 +919,7 @@ mod tests {
         }
         let now = t0 + ms(76);
         assert_eq!(d.parallel(8, now), 6);
-        // Never more than warm.
+        // Never more than the limit (warm, or two per CPU).
         assert_eq!(d.parallel(4, now), 4);
         // Slow arrivals (one every 100 ms): one refill at a time.
         let mut slow = Demand {
