@@ -286,3 +286,61 @@ fn a_parked_pid1_unshared_its_namespaces_and_its_stage_only_the_pid_one() {
     let r = json(&tcp_request(&addr, "report"));
     assert_eq!(r["uid"], 65534);
 }
+
+/// CPU time (user + system) of process `pid`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime is
+    // field 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+#[test]
+fn a_connection_waiting_for_a_stuck_refill_costs_no_cpu_and_is_served_after_its_deadline() {
+    if !require_root() {
+        return;
+    }
+    let _one = one_at_a_time();
+    // The pool's only refill hangs before Prepared (debug-build hook, as in
+    // tests/deadline.rs) until the stage deadline kills it.
+    let hang_dir = tempfile::tempdir().unwrap();
+    let token = hang_dir.path().join("hang");
+    std::fs::write(&token, "").unwrap();
+    let (b, addr) = Berth::start_tcp_env(
+        "wpstuck",
+        &inetd_toml(1),
+        &[
+            ("BERTH_TEST_STAGE_HANG", Some(token.to_str().unwrap())),
+            ("BERTH_STAGE_DEADLINE_MS", Some("5000")),
+        ],
+    );
+    let end = Instant::now() + T;
+    while token.exists() {
+        assert!(Instant::now() < end, "no refill claimed the hang token");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A connection finds the pool empty with one refill under way: it
+    // waits for that one.
+    let addr2 = addr.clone();
+    let client = std::thread::spawn(move || tcp_request(&addr2, "echo waited"));
+    b.log.wait_for("event=\"warm-wait\"", T);
+    // Waiting is sleeping: a resource bound (a filler and waiter waking
+    // each other would use the whole window), not a speed claim.
+    let window = Duration::from_secs(2);
+    let cpu0 = cpu_time(b.pid());
+    std::thread::sleep(window);
+    let used = cpu_time(b.pid()) - cpu0;
+    eprintln!("berth used {used:?} of CPU in {window:?} with a connection waiting");
+    assert!(
+        used < Duration::from_millis(600),
+        "berth used {used:?} of CPU in {window:?} while a connection waited: it spins"
+    );
+    // The deadline ends the stuck refill; the connection is then served.
+    assert_eq!(client.join().unwrap(), "waited\n");
+    b.log.wait_for("timed out", T);
+}

@@ -223,6 +223,7 @@ impl WarmPool {
     /// on demand.
     async fn take_or_wait(&self, current: &str) -> Option<super::Parked> {
         use std::sync::atomic::Ordering;
+        let mut told = false;
         loop {
             let settled = self.settled.notified();
             tokio::pin!(settled);
@@ -236,10 +237,18 @@ impl WarmPool {
             if self.in_flight.load(Ordering::SeqCst) == 0 {
                 return None;
             }
-            // The filler sees a waiting connection and refills the whole
-            // pool at once, at normal priority (someone waits for these).
+            // The filler sees a waiting connection: the pool ran dry, it
+            // refills as many as it may at once. Told once per connection,
+            // not at each wake-up (the filler's wake-ups wake the waiters).
             let _waiting = Waiting::count(&self.waiting);
-            self.taken.notify_one();
+            if !told {
+                told = true;
+                tracing::debug!(
+                    event = "warm-wait",
+                    "no warm sandbox parked: the connection waits for one under way"
+                );
+                self.taken.notify_one();
+            }
             settled.await;
         }
     }
@@ -258,10 +267,8 @@ impl WarmPool {
     /// arrival rate of connections times a refill's time (plus one), and
     /// as many as [`refill_limit`] allows when the pool ran dry or a
     /// connection waits for one; never more than `warm` in the pool and
-    /// under way together. A refill runs as `SCHED_BATCH` (it does not preempt a
-    /// container a client is waiting for) while the pool still has
-    /// sandboxes to give; once it is empty the next ones are awaited, and
-    /// built at normal priority.
+    /// under way together. Refills run as `SCHED_BATCH`, so a refill does
+    /// not preempt a container that a client is waiting for.
     async fn keep_filled(
         self: Arc<Self>,
         launcher: Arc<Launcher>,
@@ -300,12 +307,13 @@ impl WarmPool {
             let started = jobs.len();
             while may_start && self.len() + jobs.len() < want && jobs.len() < parallel {
                 let l = launcher.clone();
-                // Built ahead of need (SCHED_BATCH) only while the pool
-                // still has sandboxes to give.
-                let ahead = !drained;
+                // SCHED_BATCH even once a connection waits for it: the
+                // containers running meanwhile are waited for too; normal
+                // priority for those refills measured no better
+                // (docs/benchmarks.md, issue 14.2).
                 jobs.spawn(async move {
                     let t = Instant::now();
-                    (l.prepare_ahead(&[], ahead).await, t.elapsed())
+                    (l.prepare_ahead(&[]).await, t.elapsed())
                 });
             }
             if jobs.len() > started {

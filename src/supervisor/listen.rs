@@ -168,7 +168,7 @@ async fn next_container(
     }
     if launcher.service().warm > 0 && parked.is_none() {
         tokio::select! {
-            p = launcher.prepare_ahead(&sockets.fdnames, true) => *parked = p,
+            p = launcher.prepare_ahead(&sockets.fdnames) => *parked = p,
             _ = super::stopping(shutdown) => return Next::Shutdown,
         }
     }

@@ -561,14 +561,13 @@ impl Launcher {
         })
     }
 
-    /// Build a sandbox for later (`warm`), listed as "warm" until it is
-    /// used; `ahead`: nobody waits for it yet, so it is built as
-    /// `SCHED_BATCH`. `None` if it could not be built: logged, and counted
-    /// against the service unless systemd's side failed.
-    pub async fn prepare_ahead(&self, fdnames: &[String], ahead: bool) -> Option<Parked> {
+    /// Build a sandbox ahead of need (`warm`), listed as "warm" until it is
+    /// used. `None` if it could not be built: logged, and counted against
+    /// the service unless systemd's side failed.
+    pub async fn prepare_ahead(&self, fdnames: &[String]) -> Option<Parked> {
         let svc = self.service();
         let id = new_container_id();
-        match self.prepare(&id, None, fdnames, ahead).await {
+        match self.prepare(&id, None, fdnames, true).await {
             Ok(p) => {
                 self.registry.insert(registry::ContainerInfo {
                     id: p.id.clone(),
