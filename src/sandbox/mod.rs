@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! supervisor                        stage (outer)          stage (inner, PID 1)         app
-//!   Setup(spec) ───────────────▶  unshare(ns); fork ─────▶ mounts, hostname, lo up
+//!   Setup(spec) ───────────────▶  unshare(pid); fork ────▶ unshare(ns), mounts, hostname, lo up
 //!              ◀──────────────── Forked{pid}
 //!              ◀───────────────────────────────────────── Prepared
 //!   (scope created for the pids)

@@ -4,9 +4,10 @@
 //! the control channel as fd 0 (exec) or as a descriptor (fork).
 //!
 //! The process roles of a container, each in its own module:
-//! - this one: unshare the namespaces, fork PID 1, report
+//! - this one: unshare the pid namespace, fork PID 1, report
 //!   [`FromStage::Forked`], wait for PID 1 and exit with its status;
-//! - `init`: PID 1, builds the container, forks the application,
+//! - `init`: PID 1, unshares the other namespaces (here, before
+//!   `init::run`), builds the container, forks the application,
 //!   then reaps with nothing left to steal;
 //! - `exec`: the application's process up to its execve.
 //!
@@ -195,14 +196,15 @@ fn outer_setup(control: &OwnedFd, template: Option<OwnedFd>) -> Result<Option<Pi
     // in the namespace the template was made in; PID 1 attaches it. A clone
     // that fails means the tree is built step by step, as without one.
     let tree = template.and_then(|t| mounts::template::clone(&t).ok());
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWPID;
-    if spec.private_network {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
-    unshare(flags).map_err(|source| StageError::Unshare { flags, source })?;
+    // Only the pid namespace here (cheap): PID 1 is forked and reported at
+    // once, so the supervisor's scope job for both pids overlaps the rest
+    // (the network namespace alone takes about a millisecond), which PID 1
+    // unshares itself before it builds the container.
+    let pid_ns = CloneFlags::CLONE_NEWPID;
+    unshare(pid_ns).map_err(|source| StageError::Unshare {
+        flags: pid_ns,
+        source,
+    })?;
 
     // Block the signals PID 1 forwards (and SIGCHLD) before the fork, so
     // none arrives unhandled between fork and the reaper's sigwait.
@@ -213,7 +215,15 @@ fn outer_setup(control: &OwnedFd, template: Option<OwnedFd>) -> Result<Option<Pi
     // the child may do anything after fork.
     match unsafe { fork() }.map_err(StageError::Fork)? {
         ForkResult::Child => {
-            let code = match init::run(control, &spec, userns.as_ref(), tree) {
+            let mut flags =
+                CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+            if spec.private_network {
+                flags |= CloneFlags::CLONE_NEWNET;
+            }
+            let built = unshare(flags)
+                .map_err(|source| StageError::Unshare { flags, source })
+                .and_then(|()| init::run(control, &spec, userns.as_ref(), tree));
+            let code = match built {
                 Ok(code) => code,
                 Err(e) => fail(control, &e),
             };

@@ -88,20 +88,104 @@ pub struct WarmPool {
     taken: tokio::sync::Notify,
     /// Sandboxes being prepared now.
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Connections waiting in `take_or_wait` for a sandbox under way.
+    waiting: std::sync::atomic::AtomicUsize,
     /// A preparation ended (parked, failed, or the pool closed).
     settled: tokio::sync::Notify,
     /// Built from a definition a reload replaced, found by `take`; the
     /// filler discards them (scope stopped, stage ended).
     stale: Mutex<Vec<super::Parked>>,
+    /// How fast connections take sandboxes (see [`Demand`]).
+    demand: Mutex<Demand>,
+}
+
+/// The arrival rate of connections that take a sandbox, as a moving
+/// average of the time between takes. With the time a refill takes, it
+/// says how many refills must be under way at once to keep up (Little's
+/// law: in flight = arrival rate x preparation time).
+#[derive(Default)]
+struct Demand {
+    last: Option<Instant>,
+    /// Moving average of the time between two takes.
+    gap: Option<Duration>,
+    /// Moving average of a refill's time, start to parked.
+    refill: Option<Duration>,
+}
+
+/// Weight of the newest sample in the moving averages (1/4: a burst shows
+/// within a few connections, one slow refill does not swing it).
+fn average(old: Option<Duration>, new: Duration) -> Duration {
+    match old {
+        Some(o) => (o * 3 + new) / 4,
+        None => new,
+    }
+}
+
+impl Demand {
+    fn took(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            self.gap = Some(average(self.gap, now - last));
+        }
+        self.last = Some(now);
+    }
+
+    /// Refills to have under way at once: the arrival rate times the
+    /// refill time, plus one; at least one, at most `limit` (all of them
+    /// while nothing is known yet). A pause since the last take counts as
+    /// a long gap, so the figure falls back once the clients stop.
+    fn parallel(&self, limit: usize, now: Instant) -> usize {
+        let (Some(last), Some(gap), Some(refill)) = (self.last, self.gap, self.refill) else {
+            return limit.max(1);
+        };
+        let gap = gap.max(now - last).max(Duration::from_micros(100));
+        let need = refill.as_nanos().div_ceil(gap.as_nanos());
+        usize::try_from(need)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+            .clamp(1, limit.max(1))
+    }
+}
+
+/// One connection counted in `WarmPool::waiting` while it lives (also
+/// when its task is dropped mid-wait).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl WarmPool {
+    fn new() -> WarmPool {
+        WarmPool {
+            parked: Mutex::default(),
+            taken: tokio::sync::Notify::new(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            settled: tokio::sync::Notify::new(),
+            stale: Mutex::default(),
+            demand: Mutex::default(),
+        }
+    }
+
     /// The oldest parked sandbox of the definition `current`; older
     /// definitions' ones are set aside for the filler to discard.
     fn take(&self, current: &str) -> Option<super::Parked> {
         let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(p) = parked.pop_front() {
             if p.generation == current {
+                self.demand
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .took(Instant::now());
                 return Some(p);
             }
             self.stale.lock().unwrap_or_else(|p| p.into_inner()).push(p);
@@ -139,6 +223,7 @@ impl WarmPool {
     /// on demand.
     async fn take_or_wait(&self, current: &str) -> Option<super::Parked> {
         use std::sync::atomic::Ordering;
+        let mut told = false;
         loop {
             let settled = self.settled.notified();
             tokio::pin!(settled);
@@ -151,6 +236,18 @@ impl WarmPool {
             }
             if self.in_flight.load(Ordering::SeqCst) == 0 {
                 return None;
+            }
+            // The filler sees a waiting connection: the pool ran dry, it
+            // refills as many as it may at once. Told once per connection,
+            // not at each wake-up (the filler's wake-ups wake the waiters).
+            let _waiting = Waiting::count(&self.waiting);
+            if !told {
+                told = true;
+                tracing::debug!(
+                    event = "warm-wait",
+                    "no warm sandbox parked: the connection waits for one under way"
+                );
+                self.taken.notify_one();
             }
             settled.await;
         }
@@ -165,10 +262,13 @@ impl WarmPool {
     }
 
     /// Keep the pool at the service's `warm`, until shutdown; then empty it.
-    /// Up to [`PARALLEL_REFILLS`] are prepared at once, so a burst that
-    /// empties the pool is refilled in about one preparation's time; they
-    /// run as `SCHED_BATCH`, so a refill does not preempt a container that a
-    /// client is waiting for.
+    ///
+    /// How many are prepared at once follows the demand: as many as the
+    /// arrival rate of connections times a refill's time (plus one), and
+    /// as many as [`refill_limit`] allows when the pool ran dry or a
+    /// connection waits for one; never more than `warm` in the pool and
+    /// under way together. Refills run as `SCHED_BATCH`, so a refill does
+    /// not preempt a container that a client is waiting for.
     async fn keep_filled(
         self: Arc<Self>,
         launcher: Arc<Launcher>,
@@ -189,9 +289,41 @@ impl WarmPool {
             }
             let may_start = launcher.throttle.remaining().is_none()
                 && retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
-            while may_start && self.len() + jobs.len() < want && jobs.len() < PARALLEL_REFILLS {
+            let parked = self.len();
+            let limit = want.min(refill_limit());
+            let (parallel, drained) = {
+                let demand = self.demand.lock().unwrap_or_else(|p| p.into_inner());
+                // Connections took the pool empty (not its first fill), or
+                // one waits now.
+                let drained = (parked == 0 && demand.last.is_some())
+                    || self.waiting.load(std::sync::atomic::Ordering::SeqCst) > 0;
+                let n = if drained {
+                    limit
+                } else {
+                    demand.parallel(limit, Instant::now())
+                };
+                (n, drained)
+            };
+            let started = jobs.len();
+            while may_start && self.len() + jobs.len() < want && jobs.len() < parallel {
                 let l = launcher.clone();
-                jobs.spawn(async move { l.prepare_ahead(&[]).await });
+                // SCHED_BATCH even once a connection waits for it: the
+                // containers running meanwhile are waited for too; normal
+                // priority for those refills measured no better
+                // (docs/benchmarks.md, issue 14.2).
+                jobs.spawn(async move {
+                    let t = Instant::now();
+                    (l.prepare_ahead(&[]).await, t.elapsed())
+                });
+            }
+            if jobs.len() > started {
+                tracing::debug!(
+                    service = %launcher.service().name, event = "warm-refill",
+                    refills = jobs.len(), parked, want, drained,
+                    "warm pool: {} refill(s) under way, {parked} of {want} parked{}",
+                    jobs.len(),
+                    if drained { " (ran dry: all at once)" } else { "" }
+                );
             }
             self.set_in_flight(jobs.len());
             // Waiters re-check: the count may have dropped (throttled, full).
@@ -205,8 +337,22 @@ impl WarmPool {
             tokio::select! {
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => {
                     self.set_in_flight(jobs.len());
+                    let done = done.map(|(p, took)| {
+                        if p.is_some() {
+                            let mut d = self.demand.lock().unwrap_or_else(|p| p.into_inner());
+                            d.refill = Some(average(d.refill, took));
+                        }
+                        p
+                    });
                     match done {
-                        Ok(Some(p)) if launcher.is_current(&p) => self.park(p),
+                        Ok(Some(p)) if launcher.is_current(&p) => {
+                            self.park(p);
+                            tracing::debug!(
+                                service = %launcher.service().name, event = "warm-parked",
+                                parked = self.len(), refills = jobs.len(), want,
+                                "warm pool: {} of {want} parked", self.len()
+                            );
+                        }
                         // Built from a definition replaced meanwhile.
                         Ok(Some(p)) => launcher.discard(p).await,
                         _ => retry_at = Some(tokio::time::Instant::now() + Duration::from_millis(500)),
@@ -225,7 +371,7 @@ impl WarmPool {
         self.set_in_flight(0);
         self.settled.notify_waiters();
         while let Some(done) = jobs.join_next().await {
-            if let Ok(Some(p)) = done {
+            if let Ok((Some(p), _)) = done {
                 self.park(p);
             }
         }
@@ -246,8 +392,21 @@ impl WarmPool {
 /// Containers of one service being launched at once at most.
 const MAX_LAUNCHING: usize = 64;
 
-/// Warm sandboxes prepared at the same time at most.
-const PARALLEL_REFILLS: usize = 4;
+/// Refills of one pool under way at once at most: two per CPU. A refill
+/// costs CPU (about 10 ms of the stage's, systemd's and dbus-daemon's here)
+/// and systemd runs scope jobs one at a time; beyond what the CPUs can run,
+/// more at once only makes each one (and the connection waiting for the
+/// first) finish later. Two per CPU overlaps the waits inside a refill
+/// (D-Bus round trips, the kernel's cgroup moves).
+fn refill_limit() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(2, usize::from)
+            .saturating_mul(2)
+            .clamp(2, MAX_LAUNCHING)
+    })
+}
 
 /// Serve `listeners` until `shutdown` turns true, then end every container
 /// and return once they are gone.
@@ -261,13 +420,7 @@ pub async fn serve(
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut acceptors = tokio::task::JoinSet::new();
     let launching = Arc::new(tokio::sync::Semaphore::new(MAX_LAUNCHING));
-    let warm = Arc::new(WarmPool {
-        parked: Mutex::default(),
-        taken: tokio::sync::Notify::new(),
-        in_flight: std::sync::atomic::AtomicUsize::new(0),
-        settled: tokio::sync::Notify::new(),
-        stale: Mutex::default(),
-    });
+    let warm = Arc::new(WarmPool::new());
     let filler = tokio::spawn(warm.clone().keep_filled(launcher.clone(), shutdown.clone()));
     if launcher.service().idle_timeout.is_some() {
         for l in &listeners {
@@ -749,5 +902,49 @@ async fn idle_watch(conn: &OwnedFd, limit: Duration) {
             Some(_) => {}
             None => std::future::pending::<()>().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn refills_follow_the_arrival_rate_up_to_warm() {
+        let t0 = Instant::now();
+        let mut d = Demand::default();
+        // Nothing known yet: as many as allowed.
+        assert_eq!(d.parallel(4, t0), 4);
+        assert_eq!(d.parallel(0, t0), 1);
+        // A take every 4 ms, a refill taking 20 ms: 5 under way, plus one.
+        d.refill = Some(ms(20));
+        for i in 0..20 {
+            d.took(t0 + ms(4 * i));
+        }
+        let now = t0 + ms(76);
+        assert_eq!(d.parallel(8, now), 6);
+        // Never more than the limit (warm, or two per CPU).
+        assert_eq!(d.parallel(4, now), 4);
+        // Slow arrivals (one every 100 ms): one refill at a time.
+        let mut slow = Demand {
+            refill: Some(ms(20)),
+            ..Demand::default()
+        };
+        for i in 0..20 {
+            slow.took(t0 + ms(100 * i));
+        }
+        assert_eq!(slow.parallel(8, t0 + ms(1900)), 2);
+        // The clients stopped a second ago: the fast figure falls back.
+        assert_eq!(d.parallel(8, now + Duration::from_secs(1)), 2);
+    }
+
+    #[test]
+    fn averages_move_a_quarter_towards_each_sample() {
+        assert_eq!(average(None, ms(8)), ms(8));
+        assert_eq!(average(Some(ms(8)), ms(16)), ms(10));
     }
 }

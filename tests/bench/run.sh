@@ -32,6 +32,8 @@
 #   BERTH_BENCH_PHASES      subset of "a b c f d profile" (default: all)
 #   BERTH_BENCH_WAKE_N      samples per variant in c and f (default 20, quick 4 / 10)
 #   BERTH_BENCH_OUT         where the results go (default: docs/)
+#   BERTH_BENCH_BIN         the berth binary to install (default: the release build of
+#                           this tree; e.g. a copy of another commit's, for before/after runs)
 #   BERTH_BENCH_HOLD        containers for d (default 1000)
 #   BERTH_BENCH_STATE       reuse a testbed already booted by boot.sh in this
 #                           state dir (not stopped at the end); development only
@@ -96,9 +98,11 @@ done
 log "cargo build --release --bins"
 cargo build --release --bins --quiet || die "cargo build --release failed"
 T_BUILT=$(now)
-# BERTH_BENCH_BERTH=PATH: measure that berth binary instead (another commit's
-# release build, side by side with this one).
-BERTH=${BERTH_BENCH_BERTH:-$REPO/target/release/berth}
+# BERTH_BENCH_BIN=PATH (BERTH_BENCH_BERTH, the same): measure that berth
+# binary instead (another commit's release build, side by side with this one).
+BERTH_BENCH_BIN=${BERTH_BENCH_BIN:-${BERTH_BENCH_BERTH:-}}
+BERTH=${BERTH_BENCH_BIN:-$REPO/target/release/berth}
+[ -x "$BERTH" ] || die "no berth binary at $BERTH"
 PROBE=$REPO/target/release/berth-probe
 
 # ---------------------------------------------------------------- testbed
@@ -291,7 +295,7 @@ testbed_pids() { grep -l "$TB_ID" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3;
     echo "\"wrk\": \"$(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)\","
     echo "\"python\": \"$($PY --version 2>&1)\","
     echo "\"berth_binary_mb\": $(awk -v b="$(stat -c %s "$BERTH")" 'BEGIN { printf "%.1f", b / 1048576 }'),"
-    echo "\"berth_commit\": \"$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+local changes')\","
+    echo "\"berth_commit\": \"$(if [ -n "${BERTH_BENCH_BIN:-}" ]; then echo "binary $BERTH_BENCH_BIN"; else git rev-parse --short HEAD; git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+local changes'; fi | tr -d '\n')\","
     echo "\"loadavg_start\": \"$(cut -d' ' -f1-3 /proc/loadavg)\","
     echo "\"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
     echo "\"quick\": $([ "$QUICK" = 1 ] && echo true || echo false)"
