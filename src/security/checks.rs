@@ -449,10 +449,26 @@ const SENSITIVE_ETC: &[(&str, f64, &str)] = &[
     ("krb5.keytab", 0.5, "the host's Kerberos keys"),
 ];
 
+/// Files of /etc/ssh that hold no key (`sshd_config`, its drop-ins,
+/// `moduli`, public keys): an entry for one of them is not the host's keys.
+fn ssh_without_keys(e: &Path) -> bool {
+    let Ok(rest) = e.strip_prefix("ssh") else {
+        return false;
+    };
+    let Some(first) = rest.components().next() else {
+        return false; // /etc/ssh itself holds the keys
+    };
+    let first = first.as_os_str().to_string_lossy();
+    !first.starts_with("ssh_host_") || first.ends_with(".pub")
+}
+
 fn etc_entry(entry: &str) -> Option<(f64, String)> {
     let e = Path::new(entry);
     let mut worst: Option<(f64, String)> = None;
     for &(name, severity, why) in SENSITIVE_ETC {
+        if name == "ssh" && ssh_without_keys(e) {
+            continue;
+        }
         let n = Path::new(name);
         let description = if e.starts_with(n) {
             why.to_string()

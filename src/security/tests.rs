@@ -231,6 +231,15 @@ fn secret_etc_entries_are_flagged() {
     let mut s = service();
     s.sandbox.etc = vec!["passwd".into(), "shadow.d".into(), "ssl/certs".into()];
     assert!(row(&analyze(&s), "etc").safe);
+    // sshd's configuration next to the keys is not the keys.
+    let mut s = service();
+    s.sandbox.etc = vec![
+        "ssh/sshd_config".into(),
+        "ssh/sshd_config.d".into(),
+        "ssh/moduli".into(),
+        "ssh/ssh_host_ed25519_key.pub".into(),
+    ];
+    assert!(row(&analyze(&s), "etc").safe);
 }
 
 #[test]
