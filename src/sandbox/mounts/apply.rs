@@ -335,7 +335,7 @@ pub(super) fn attach(tree: &OwnedFd, target: &OwnedFd, rel: &Path) -> Result<(),
     })
 }
 
-fn clone_tree(source: &OwnedFd, path: &Path) -> Result<OwnedFd, MountError> {
+pub(super) fn clone_tree(source: &OwnedFd, path: &Path) -> Result<OwnedFd, MountError> {
     open_tree(
         source,
         "",

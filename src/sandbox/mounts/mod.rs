@@ -261,7 +261,6 @@ pub mod template {
     use std::os::fd::OwnedFd;
     use std::path::Path;
 
-    use rustix::mount::{OpenTreeFlags, open_tree};
 
     use super::{MountError, Split, apply};
 
@@ -279,38 +278,23 @@ pub mod template {
     /// one container attaches as its root. Needs a kernel that clones
     /// detached trees (6.15 and later).
     pub fn clone(template: &OwnedFd) -> Result<OwnedFd, MountError> {
-        open_tree(
-            template,
-            "",
-            OpenTreeFlags::OPEN_TREE_CLONE
-                | OpenTreeFlags::OPEN_TREE_CLOEXEC
-                | OpenTreeFlags::AT_EMPTY_PATH
-                | OpenTreeFlags::AT_RECURSIVE,
-        )
-        .map_err(|e| MountError::OpenTree {
-            path: Path::new("/").into(),
-            source: apply::io_err(e),
-        })
+        apply::clone_tree(template, Path::new("/"))
     }
 
     /// Whether this kernel can do what templates need: mount onto a
     /// detached tree and clone a detached tree. Asked once, by the zygote.
     pub fn supported() -> bool {
         let probe = || -> Result<(), MountError> {
-            let a = apply::new_fs(
-                "tmpfs",
-                "berth-probe",
-                &[],
-                Default::default(),
-                Path::new(""),
-            )?;
-            let b = apply::new_fs(
-                "tmpfs",
-                "berth-probe",
-                &[],
-                Default::default(),
-                Path::new(""),
-            )?;
+            let tmpfs = || {
+                apply::new_fs(
+                    "tmpfs",
+                    "berth-probe",
+                    &[],
+                    Default::default(),
+                    Path::new(""),
+                )
+            };
+            let (a, b) = (tmpfs()?, tmpfs()?);
             let point = apply::mount_point(&a, Path::new("d"), true)?;
             apply::attach(&b, &point, Path::new("d"))?;
             clone(&a).map(drop)
