@@ -108,7 +108,7 @@ echo "  -> only lo, an empty private /tmp, a read-only /usr, and only $npids pid
 map=$(section "cat /proc/self/uid_map" | xargs)
 [[ "$map" =~ ^0\ ([0-9]+)\ 65536$ ]] && [ "${BASH_REMATCH[1]}" -ge 65536 ] ||
     die "root in the container is not in a user namespace of its own: uid_map '$map'"
-echo "  -> root inside (private_users) is uid ${BASH_REMATCH[1]} outside (the testbed's own ids; nobody on the host)"
+echo "  -> root inside (private_users) is uid ${BASH_REMATCH[1]} outside the container, not root: a block of ids of its own"
 
 step "while an ssh session is open: its scope, and berth list"
 sess_open "$PORT_SSH"
