@@ -261,7 +261,6 @@ pub mod template {
     use std::os::fd::OwnedFd;
     use std::path::Path;
 
-
     use super::{MountError, Split, apply};
 
     /// Set to `0` in berth's environment: no templates, every container's
