@@ -208,9 +208,9 @@ def main():
                 else:
                     phases += [("stage fork (by the zygote) -> Setup received", "stage_fork", "setup_recv")]
                 phases += [
-                    ("unshare(mnt, uts, ipc, pid, net)", "setup_recv", "unshare_done"),
+                    ("stage: unshare(pid)", "setup_recv", "unshare_done"),
                     ("unshare -> PID 1 forked", "unshare_done", "pid1_fork"),
-                    ("PID 1: lo up, mounts, pivot_root, seccomp -> Prepared", "pid1_fork", "prepared"),
+                    ("PID 1: unshare(mnt, uts, ipc, net), lo up, mounts, pivot_root, seccomp -> Prepared", "pid1_fork", "prepared"),
                     ("Prepared -> Start received (scope job, supervisor)", "prepared", "start_recv"),
                     ("Start -> application forked (journal, cgroupns)", "start_recv", "app_fork"),
                     ("application fork -> exec (creds, seccomp load)", "app_fork", "app_exec"),
