@@ -287,19 +287,6 @@ fn a_parked_pid1_unshared_its_namespaces_and_its_stage_only_the_pid_one() {
     assert_eq!(r["uid"], 65534);
 }
 
-/// CPU time (user + system) of process `pid`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may hold spaces): utime is
-    // field 14, stime 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
 #[test]
 fn a_connection_waiting_for_a_stuck_refill_costs_no_cpu_and_is_served_after_its_deadline() {
     if !require_root() {
