@@ -163,13 +163,8 @@ fn stripped_pid1_still_dies_with_a_killed_foreground_berth() {
         let (mut b, addr) = Berth::start_tcp("orphan", &toml("inetd", user, &[""]));
         let mut held = TcpStream::connect(&addr).expect("connect");
         std::io::Write::write_all(&mut held, b"hold\n").expect("send hold");
-        let stage = until("a stage for the held connection", || {
-            common::children(b.pid())
-                .into_iter()
-                .find(|p| common::comm(*p) == "berth-stage")
-        });
-        let init = until("PID 1 under the stage", || {
-            common::children(stage).first().copied()
+        let init = until("PID 1 for the held connection", || {
+            common::inits(b.pid()).first().copied()
         });
         // PID 1 has dropped its privileges once its filter is on.
         until("PID 1 locked down", || {

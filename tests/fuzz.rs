@@ -249,6 +249,7 @@ proptest! {
                 r#"{"Failed":{"message":"mount: EPERM"}}"#,
                 r#"{"Start":{"listen_fds":2}}"#,
                 r#""Fork""#,
+                r#"{"Init":{"spec":{}}}"#,
                 r#"{"Setup":{}}"#,
             ]), any::<usize>(), prop::collection::vec(any::<u8>(), 0..4))
                 .prop_map(|(msg, at, junk)| {

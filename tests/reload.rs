@@ -22,11 +22,9 @@ fn toml(mode: &str, extra: &str, greeting: &str) -> String {
     )
 }
 
+/// The parked (or running) containers: PID 1 of each, berth's child.
 fn stages(berth: u32) -> Vec<u32> {
-    children(berth)
-        .into_iter()
-        .filter(|p| comm(*p) == "berth-stage")
-        .collect()
+    common::containers(berth)
 }
 
 /// Poll until `f` holds, or panic with `what` after T.

@@ -488,8 +488,9 @@ fn children_named(berth: u32, name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// berth's containers: PID 1 of each (forked by the zygote).
 fn stage_children(berth: u32) -> Vec<u32> {
-    children_named(berth, "berth-stage")
+    common::containers(berth)
 }
 
 /// Poll until `f` returns Some, or panic after T.
@@ -526,8 +527,9 @@ fn stages_come_from_a_zygote_that_is_replaced_if_it_dies() {
     let zygotes = children_named(b.pid(), "berth-zygote");
     assert_eq!(zygotes.len(), 1, "zygotes: {zygotes:?}");
     let z1 = zygotes[0];
-    // The stage a zygote forks is berth's own child (CLONE_PARENT), so
-    // berth reaps it and relays the application's exit status.
+    // What a zygote forks (PID 1 of the container) is berth's own child
+    // (CLONE_PARENT), so berth reaps it and gets the application's exit
+    // status.
     let held = hold(&addr);
     let stage = until("a stage for the held connection", || {
         stage_children(b.pid()).first().copied()
@@ -551,14 +553,16 @@ fn a_killed_foreground_berth_takes_its_containers_along() {
     if !require_root() {
         return;
     }
-    // Without scopes nothing else would clean up: the stage (forked by the
-    // zygote, but berth's child) and PID 1 die with berth.
+    // Without scopes nothing else would clean up: PID 1 (forked by the
+    // zygote, but berth's child) dies with berth.
     let (mut b, addr) = Berth::start_tcp("orphan", &inetd_toml(""));
     let held = hold(&addr);
     let stage = until("a stage for the held connection", || {
         stage_children(b.pid()).first().copied()
     });
-    let init = until("PID 1 under the stage", || children(stage).first().copied());
+    let init = until("PID 1 of the held connection", || {
+        inits(b.pid()).first().copied()
+    });
     let zygote = children_named(b.pid(), "berth-zygote");
     assert_eq!(zygote.len(), 1);
     // SAFETY: kill takes a pid and a signal; this is the berth this test started.
@@ -588,11 +592,8 @@ fn listen_warm_one_prepares_the_next_container_before_it_is_needed() {
     );
     // Before any connection: a parked stage with its PID 1, no application.
     b.log.wait_count("sandbox prepared ahead", 1, T);
-    let stage = until("a parked stage", || {
-        stage_children(b.pid()).first().copied()
-    });
     let init = until("PID 1 of the parked sandbox", || {
-        children(stage).first().copied()
+        inits(b.pid()).first().copied()
     });
     assert_eq!(comm(init), "berth-init");
     assert!(
@@ -611,9 +612,7 @@ fn listen_warm_one_prepares_the_next_container_before_it_is_needed() {
     b.log.wait_for("idle_timeout reached", T);
     b.log.wait_count("sandbox prepared ahead", 2, T);
     let init2 = until("PID 1 of the next parked sandbox", || {
-        stage_children(b.pid())
-            .first()
-            .and_then(|s| children(*s).first().copied())
+        inits(b.pid()).first().copied()
     });
     assert_ne!(init2, init);
     assert!(!alive(init), "the idled container's PID 1 is still there");

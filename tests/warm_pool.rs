@@ -263,25 +263,34 @@ fn ns(pid: u32, name: &str) -> String {
 }
 
 #[test]
-fn a_parked_pid1_unshared_its_namespaces_and_its_stage_only_the_pid_one() {
+fn a_parked_pid1_is_berths_own_child_in_new_namespaces_with_no_outer_stage() {
     if !require_root() {
         return;
     }
     let _one = one_at_a_time();
     let (b, addr) = Berth::start_tcp("wpns", &inetd_toml(1));
     wait_full(&b, 0, 1);
-    let stage = child_named(b.pid(), "berth-stage").expect("a parked stage");
-    let init = children(stage)
-        .into_iter()
-        .find(|p| comm(*p) == "berth-init")
-        .expect("PID 1 of the parked sandbox");
-    for name in ["mnt", "net", "uts", "ipc"] {
-        let host = host_ns(name);
-        assert_eq!(ns(stage, name), host, "the stage left the host's {name}");
-        assert_ne!(ns(init, name), host, "PID 1 shares the host's {name}");
+    // The zygote forks PID 1 straight into its pid namespace, as berth's
+    // child: no outer stage process is left to cost a fork and its memory.
+    let init = child_named(b.pid(), "berth-init").expect("a parked PID 1, berth's child");
+    assert!(
+        child_named(b.pid(), "berth-stage").is_none(),
+        "an outer stage next to PID 1"
+    );
+    assert!(children(init).is_empty(), "PID 1 forked before Start");
+    for name in ["pid", "mnt", "net", "uts", "ipc"] {
+        assert_ne!(
+            ns(init, name),
+            host_ns(name),
+            "PID 1 shares the host's {name}"
+        );
     }
-    assert_ne!(ns(stage, "pid_for_children"), host_ns("pid"));
-    assert_eq!(ns(stage, "pid_for_children"), ns(init, "pid"));
+    let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert!(
+        nspid.ends_with("\t1"),
+        "not PID 1 of its namespace: {nspid}"
+    );
     // And the sandbox serves as before.
     let r = json(&tcp_request(&addr, "report"));
     assert_eq!(r["uid"], 65534);

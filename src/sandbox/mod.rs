@@ -2,31 +2,34 @@
 //! tmpfs root.
 //!
 //! The supervisor never forks to build a sandbox. A single-threaded
-//! `berth sandbox-zygote`, exec'd once, forks a stage per container with
-//! `CLONE_PARENT` (so the stage is the supervisor's child); `berth inetd`,
-//! which builds one container, execs `berth sandbox-stage` instead. The
-//! stage talks to the supervisor over a typed channel ([`proto`]):
+//! `berth sandbox-zygote`, exec'd once, forks each container's PID 1 with
+//! `CLONE_PARENT | CLONE_NEWPID` (so PID 1 is the supervisor's child) and the
+//! spec from the request. With `private_users` it forks an outer stage
+//! instead, and `berth inetd`, which builds one container, execs
+//! `berth sandbox-stage`: that stage gets `Setup(spec)`, unshares the pid
+//! namespace, forks PID 1 and reports `Forked{pid}`. PID 1 talks to the
+//! supervisor over a typed channel ([`proto`]):
 //!
 //! ```text
-//! supervisor                        stage (outer)          stage (inner, PID 1)         app
-//!   Setup(spec) ───────────────▶  unshare(pid); fork ────▶ unshare(ns), mounts, hostname, lo up
-//!              ◀──────────────── Forked{pid}
-//!              ◀───────────────────────────────────────── Prepared
+//! supervisor             zygote                      PID 1                                app
+//!   Init(spec) + chan ─▶ clone(NEWPID) ────────────▶ unshare(ns), mounts, hostname, lo up
+//!              ◀──────── Forked{pid}
+//!              ◀───────────────────────────────────── Prepared
 //!   (scope created for the pids)
 //!   Start + fds ─────────────────────────────────────────▶ unshare(cgroup); fork ─────▶ creds, caps,
 //!              ◀──────────────────────────────────────────────────────────────────── seccomp, exec
 //!   EOF = exec done, or Failed(error)
 //! ```
 //!
-//! The inner stage stays as PID 1 of the pid namespace: a reaper that
-//! forwards termination signals and exits with the application's status,
-//! which the outer stage relays to the supervisor as its own exit status.
+//! PID 1 stays as the reaper of the pid namespace: it forwards termination
+//! signals and exits with the application's status, which the supervisor
+//! reaps (an outer stage relays it as its own exit status).
 //! Once the application runs, PID 1 keeps no capability, `no_new_privs` and
 //! a seccomp allow-list, and the application is in a Landlock domain PID 1
 //! is outside of (see `init`).
 //!
-//! One module per process role: [`zygote`], [`stage`] (outer), `init`
-//! (PID 1), `exec` (the application up to execve); `userns` makes the
+//! One module per process role: [`zygote`], [`stage`] (outer, and PID 1's
+//! first steps), `init` (PID 1), `exec` (the application up to execve); `userns` makes the
 //! user namespace of `private_users` (in the stage, before the others).
 
 pub mod proto;

@@ -46,6 +46,11 @@ pub enum ToZygote {
     /// end of its control channel. `template`: the spec the stage will get,
     /// for the read-only template the stage clones (None: build it all).
     Fork { template: Option<Box<Spec>> },
+    /// Fork PID 1 of a new pid namespace directly, as the supervisor's
+    /// child, for `spec` (no outer stage, no `Setup`: the child has the spec
+    /// from the fork). Carries one fd, as `Fork`. Not for `private_users`,
+    /// whose user namespace must be made outside the pid namespace.
+    Init { spec: Box<Spec> },
 }
 
 /// Zygote → supervisor.

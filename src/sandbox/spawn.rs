@@ -154,12 +154,17 @@ impl Stager {
         Stager::Zygote(Box::new(tokio::sync::Mutex::new(None)))
     }
 
-    /// A new stage process whose control channel is `theirs`.
-    async fn start(&self, theirs: OwnedFd, spec: &Spec) -> Result<StageProc, SpawnError> {
+    /// A new stage process whose control channel is `theirs`, and whether
+    /// it is PID 1 itself (forked by the zygote into its pid namespace with
+    /// the spec: no outer stage, no `Setup`).
+    async fn start(&self, theirs: OwnedFd, spec: &Spec) -> Result<(StageProc, bool), SpawnError> {
         let Stager::Zygote(z) = self else {
             let child = exec_stage("sandbox-stage", theirs).map_err(SpawnError::Exec)?;
-            return StageProc::child(child);
+            return Ok((StageProc::child(child)?, false));
         };
+        // A user namespace must be made outside the pid namespace, by an
+        // outer stage; everything else gets PID 1 straight from the zygote.
+        let direct = spec.private_users.is_none();
         // One request at a time: replies come back in order on one channel.
         let mut slot = z.lock().await;
         // A zygote that died (killed, or the binary was replaced and it
@@ -173,7 +178,9 @@ impl Stager {
             // The zygote is ours, but one that stopped answering would
             // block every launch behind this lock: replace it.
             let forked =
-                match tokio::time::timeout(stage_deadline(), zygote.fork(&theirs, spec)).await {
+                match tokio::time::timeout(stage_deadline(), zygote.fork(&theirs, spec, direct))
+                    .await
+                {
                     Ok(r) => r,
                     Err(_) => Err(SpawnError::ZygoteDeadline(stage_deadline())),
                 };
@@ -197,7 +204,7 @@ impl Stager {
                 }
                 forked => {
                     *slot = Some(zygote);
-                    return StageProc::forked(forked?);
+                    return Ok((StageProc::forked(forked?)?, direct));
                 }
             }
         }
@@ -260,15 +267,24 @@ impl Zygote {
         })
     }
 
-    async fn fork(&mut self, theirs: &OwnedFd, spec: &Spec) -> Result<u32, SpawnError> {
+    async fn fork(
+        &mut self,
+        theirs: &OwnedFd,
+        spec: &Spec,
+        direct: bool,
+    ) -> Result<u32, SpawnError> {
         // The zygote keeps a read-only template per definition; with
         // private users the whole tree is per container.
-        let template = spec.private_users.is_none().then(|| Box::new(spec.clone()));
-        proto::send(
-            self.channel.raw(),
-            &ToZygote::Fork { template },
-            &[theirs.as_raw_fd()],
-        )?;
+        let request = if direct {
+            ToZygote::Init {
+                spec: Box::new(spec.clone()),
+            }
+        } else {
+            ToZygote::Fork {
+                template: spec.private_users.is_none().then(|| Box::new(spec.clone())),
+            }
+        };
+        proto::send(self.channel.raw(), &request, &[theirs.as_raw_fd()])?;
         match self.channel.recv::<FromZygote>().await? {
             Some(FromZygote::Forked { pid }) if pid > 0 => Ok(pid as u32),
             Some(FromZygote::Forked { pid }) => {
@@ -427,9 +443,11 @@ fn reap_pidfd(pidfd: &OwnedFd) -> std::io::Result<Option<ExitStatus>> {
             WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
         ) {
             Ok(WaitStatus::Exited(_, code)) => Ok(Some(ExitStatus::from_raw((code & 0xff) << 8))),
-            Ok(WaitStatus::Signaled(_, sig, core)) => Ok(Some(ExitStatus::from_raw(
-                sig as i32 | if core { 0x80 } else { 0 },
-            ))),
+            // As a stage reports its PID 1 killed by signal N (128+N):
+            // a PID 1 forked directly by the zygote is reaped here itself.
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                Ok(Some(ExitStatus::from_raw(((128 + sig as i32) & 0xff) << 8)))
+            }
             Ok(WaitStatus::StillAlive) => Ok(None),
             Ok(_) => Ok(None),
             Err(nix::Error::EINTR) => continue,
@@ -488,7 +506,7 @@ pub async fn spawn(spec: &Spec, stager: &Stager) -> Result<Pending, SpawnError> 
     let deadline = tokio::time::Instant::now() + stage_deadline();
     let (ours, theirs) = channel_pair()?;
     let channel = Channel::new(ours)?;
-    let child = stager.start(theirs, spec).await?;
+    let (child, direct) = stager.start(theirs, spec).await?;
     let mut pending = Pending {
         deadline,
         prepared: Prepared {
@@ -500,6 +518,23 @@ pub async fn spawn(spec: &Spec, stager: &Stager) -> Result<Pending, SpawnError> 
         },
         parked: false,
     };
+    if direct {
+        // PID 1 is our child: nobody else can reap it, so its pid is its
+        // own until we do. It has the spec already.
+        let pid = pending.prepared.child.pid();
+        match crate::pidfd::open(pid) {
+            Ok(fd) => {
+                pending.prepared.inner = Some(fd);
+                pending.prepared.inner_pid = pid;
+            }
+            Err(e) => {
+                pending.prepared.kill();
+                pending.prepared.reap().await;
+                return Err(e.into());
+            }
+        }
+        return Ok(pending);
+    }
     if let Err(e) = pending
         .prepared
         .channel
@@ -518,8 +553,9 @@ pub async fn spawn(spec: &Spec, stager: &Stager) -> Result<Pending, SpawnError> 
 }
 
 impl Pending {
-    /// Host pids for the container's scope: the outer stage and PID 1.
-    pub fn pids(&self) -> [u32; 2] {
+    /// Host pids for the container's scope: the outer stage (if any) and
+    /// PID 1.
+    pub fn pids(&self) -> Vec<u32> {
         self.prepared.pids()
     }
 
@@ -588,10 +624,15 @@ impl Pending {
 }
 
 impl Prepared {
-    /// Host pids to place in the container's scope: the outer stage and
-    /// PID 1 of the container.
-    pub fn pids(&self) -> [u32; 2] {
-        [self.child.pid(), self.inner_pid]
+    /// Host pids to place in the container's scope: the outer stage (if
+    /// any) and PID 1 of the container.
+    pub fn pids(&self) -> Vec<u32> {
+        let stage = self.child.pid();
+        if stage == self.inner_pid {
+            vec![stage]
+        } else {
+            vec![stage, self.inner_pid]
+        }
     }
 
     /// A deadline passed: kill the stage (PID 1 first, which takes its pid
@@ -697,10 +738,16 @@ impl Prepared {
 
 impl Running {
     /// Take over a container started by an earlier supervisor: `stage` is
-    /// its outer stage, `init` PID 1 of its pid namespace.
+    /// its outer stage, `init` PID 1 of its pid namespace (the same process
+    /// where the zygote forked PID 1 directly).
     pub fn adopt(stage: u32, init: u32) -> std::io::Result<Running> {
         let fd = crate::pidfd::open(stage).map_err(std::io::Error::other)?;
-        let init_fd = crate::pidfd::open_child_of(init, stage).map_err(std::io::Error::other)?;
+        let init_fd = if init == stage {
+            crate::pidfd::open(init)
+        } else {
+            crate::pidfd::open_child_of(init, stage)
+        }
+        .map_err(std::io::Error::other)?;
         // SAFETY: the AsyncFd owns the pidfd for its whole life.
         let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
             .map_err(std::io::Error::from)?;

@@ -25,6 +25,7 @@ use nix::sys::socket::MsgFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
 
+use super::Spec;
 use super::creds::CredsError;
 use super::init;
 use super::mounts::{self, MountError};
@@ -215,19 +216,10 @@ fn outer_setup(control: &OwnedFd, template: Option<OwnedFd>) -> Result<Option<Pi
     // the child may do anything after fork.
     match unsafe { fork() }.map_err(StageError::Fork)? {
         ForkResult::Child => {
-            let mut flags =
-                CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-            if spec.private_network {
-                flags |= CloneFlags::CLONE_NEWNET;
-            }
-            let built = unshare(flags)
-                .map_err(|source| StageError::Unshare { flags, source })
-                .and_then(|()| init::run(control, &spec, userns.as_ref(), tree));
-            let code = match built {
-                Ok(code) => code,
-                Err(e) => fail(control, &e),
-            };
-            std::process::exit(i32::from(code));
+            let code = inner(control, &spec, userns.as_ref(), tree);
+            // SAFETY: _exit ends the forked child at once, without the
+            // exit handlers of the process it was forked from.
+            unsafe { libc::_exit(i32::from(code)) }
         }
         ForkResult::Parent { child } => {
             proto::send(
@@ -239,6 +231,45 @@ fn outer_setup(control: &OwnedFd, template: Option<OwnedFd>) -> Result<Option<Pi
             )?;
             Ok(Some(child))
         }
+    }
+}
+
+/// PID 1 forked by the zygote directly (`ToZygote::Init`): the new pid
+/// namespace is made by that fork, `spec` came with it, so there is no
+/// outer stage and no `Setup`. The same steps as `outer_setup` for the
+/// rest; returns the exit status.
+pub(super) fn direct(control: OwnedFd, spec: Spec, template: Option<OwnedFd>) -> u8 {
+    let _ = nix::sys::prctl::set_name(c"berth-init");
+    let control = match move_fd(control, CONTROL_FD) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("berth sandbox-stage: {e}");
+            return EXIT_SETUP_FAILED;
+        }
+    };
+    if spec.low_priority
+        && let Err(e) = set_policy(0, libc::SCHED_BATCH)
+    {
+        return fail(&control, &e);
+    }
+    // Cloned while still in the zygote's mount namespace, as the stage does.
+    let tree = template.and_then(|t| mounts::template::clone(&t).ok());
+    inner(&control, &spec, None, tree)
+}
+
+/// PID 1, just forked into its pid namespace: unshare the others, build the
+/// container and run it (`init::run`); returns the exit status.
+fn inner(control: &OwnedFd, spec: &Spec, userns: Option<&OwnedFd>, tree: Option<OwnedFd>) -> u8 {
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if spec.private_network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    let built = unshare(flags)
+        .map_err(|source| StageError::Unshare { flags, source })
+        .and_then(|()| init::run(control, spec, userns, tree));
+    match built {
+        Ok(code) => code,
+        Err(e) => fail(control, &e),
     }
 }
 

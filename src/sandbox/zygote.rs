@@ -45,57 +45,141 @@ pub fn main() -> ExitCode {
     };
     let mut templates = Templates::new();
     loop {
-        let (control, spec) = match proto::recv::<ToZygote>(channel.as_raw_fd(), MsgFlags::empty())
-        {
-            // The supervisor closed its end: nothing more to fork.
-            Ok(None) => return ExitCode::SUCCESS,
-            Ok(Some((ToZygote::Fork { template }, mut fds))) if fds.len() == 1 => {
-                (fds.remove(0), template)
-            }
-            Ok(Some(_)) => {
-                let _ = proto::send(
-                    channel.as_raw_fd(),
-                    &FromZygote::Failed(StageFailure {
-                        message: "Fork without exactly one descriptor".into(),
-                    }),
-                    &[],
-                );
-                continue;
-            }
-            Err(e) => {
-                eprintln!("berth sandbox-zygote: {e}");
-                return ExitCode::from(EXIT_SETUP_FAILED);
-            }
-        };
-        let template = spec.and_then(|spec| templates.find(&spec));
-        debug_assert_single_threaded();
-        let reply = match clone_parent() {
-            Ok(None) => {
-                // The stage: it must not hold the zygote's channel, nor
-                // the templates of other definitions.
-                drop(channel);
-                let template = template.and_then(|i| templates.take(i));
-                std::process::exit(i32::from(stage::forked(control, template)));
-            }
-            Ok(Some(pid)) => {
-                #[cfg(debug_assertions)]
-                if let Some(token) = std::env::var_os(super::spawn::TEST_ZYGOTE_DIE_ENV)
-                    && std::fs::remove_file(token).is_ok()
-                {
-                    let _ = nix::sys::signal::raise(Signal::SIGKILL);
+        let (control, request) =
+            match proto::recv::<ToZygote>(channel.as_raw_fd(), MsgFlags::empty()) {
+                // The supervisor closed its end: nothing more to fork.
+                Ok(None) => return ExitCode::SUCCESS,
+                Ok(Some((request, mut fds))) if fds.len() == 1 => (fds.remove(0), request),
+                Ok(Some(_)) => {
+                    let _ = proto::send(
+                        channel.as_raw_fd(),
+                        &FromZygote::Failed(StageFailure {
+                            message: "Fork without exactly one descriptor".into(),
+                        }),
+                        &[],
+                    );
+                    continue;
                 }
-                FromZygote::Forked { pid: pid.as_raw() }
+                Err(e) => {
+                    eprintln!("berth sandbox-zygote: {e}");
+                    return ExitCode::from(EXIT_SETUP_FAILED);
+                }
+            };
+        let reply = match request {
+            ToZygote::Fork { template: spec } => {
+                let template = spec.and_then(|spec| templates.find(&spec));
+                fork_stage(&channel, control, &mut templates, template)
             }
-            Err(e) => FromZygote::Failed(StageFailure {
-                message: format!("clone(CLONE_PARENT): {e}"),
-            }),
+            ToZygote::Init { spec } if spec.private_users.is_some() => {
+                drop(control);
+                FromZygote::Failed(StageFailure {
+                    message: "Init with private_users (it needs the outer stage)".into(),
+                })
+            }
+            ToZygote::Init { spec } => {
+                let template = templates.find(&spec);
+                fork_init(&channel, control, &mut templates, template, *spec)
+            }
         };
-        drop(control);
         if let Err(e) = proto::send(channel.as_raw_fd(), &reply, &[]) {
             eprintln!("berth sandbox-zygote: {e}");
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     }
+}
+
+/// Fork an outer stage (`Fork`): it gets `Setup` on `control` and forks
+/// PID 1 itself. Returns the reply for the supervisor.
+fn fork_stage(
+    channel: &OwnedFd,
+    control: OwnedFd,
+    templates: &mut Templates,
+    template: Option<usize>,
+) -> FromZygote {
+    debug_assert_single_threaded();
+    match clone_parent(0) {
+        Ok(None) => {
+            // The stage: it must not hold the zygote's channel, nor the
+            // templates of other definitions.
+            close_channel(channel);
+            let template = template.and_then(|i| templates.take_index(i));
+            exit(stage::forked(control, template))
+        }
+        Ok(Some(pid)) => forked(pid),
+        Err(e) => FromZygote::Failed(StageFailure {
+            message: format!("clone(CLONE_PARENT): {e}"),
+        }),
+    }
+}
+
+/// Fork PID 1 of a new pid namespace directly (`Init`): one process and
+/// one fork fewer per container than a stage that forks it.
+fn fork_init(
+    channel: &OwnedFd,
+    control: OwnedFd,
+    templates: &mut Templates,
+    template: Option<usize>,
+    spec: Spec,
+) -> FromZygote {
+    debug_assert_single_threaded();
+    // Blocked across the fork, as the stage does before it forks PID 1:
+    // a signal PID 1 forwards must not arrive before its reaper waits.
+    let forwarded = super::init::reaper_signals();
+    let mut old = nix::sys::signal::SigSet::empty();
+    if let Err(e) = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&forwarded),
+        Some(&mut old),
+    ) {
+        return FromZygote::Failed(StageFailure {
+            message: format!("sigprocmask: {e}"),
+        });
+    }
+    let cloned = clone_parent(libc::CLONE_NEWPID);
+    if let Ok(None) = cloned {
+        // Named at once: tests and adoption tell PID 1 by its name.
+        let _ = nix::sys::prctl::set_name(c"berth-init");
+        close_channel(channel);
+        let template = template.and_then(|i| templates.take_index(i));
+        exit(stage::direct(control, spec, template));
+    }
+    let _ =
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&old), None);
+    match cloned {
+        Ok(Some(pid)) => forked(pid),
+        Ok(None) => unreachable!("the child exits above"),
+        Err(e) => FromZygote::Failed(StageFailure {
+            message: format!("clone(CLONE_PARENT|CLONE_NEWPID): {e}"),
+        }),
+    }
+}
+
+/// The reply for a child forked as `pid`.
+fn forked(pid: Pid) -> FromZygote {
+    #[cfg(debug_assertions)]
+    if let Some(token) = std::env::var_os(super::spawn::TEST_ZYGOTE_DIE_ENV)
+        && std::fs::remove_file(token).is_ok()
+    {
+        let _ = nix::sys::signal::raise(Signal::SIGKILL);
+    }
+    FromZygote::Forked { pid: pid.as_raw() }
+}
+
+/// In a forked child: close the zygote's channel (the child must not hold
+/// it). The `OwnedFd` itself stays with the zygote's frame, which the child
+/// leaves only through `exit`.
+fn close_channel(channel: &OwnedFd) {
+    // SAFETY: the child never uses `channel` again and ends with `_exit`,
+    // so the descriptor is not closed twice.
+    unsafe { libc::close(channel.as_raw_fd()) };
+}
+
+/// End a forked child without the zygote's exit handlers and destructors
+/// (they belong to the zygote; stderr is unbuffered, stdout unused).
+fn exit(code: u8) -> ! {
+    // SAFETY: _exit ends the process at once; nothing of the zygote's
+    // state needs running down in a child.
+    unsafe { libc::_exit(i32::from(code)) }
 }
 
 /// The zygote forks and lets the child carry on with arbitrary work, which
@@ -112,15 +196,16 @@ fn debug_assert_single_threaded() {
 }
 
 /// fork(), but the child's parent is this process's parent (the
-/// supervisor). `Ok(None)` in the child.
-fn clone_parent() -> Result<Option<Pid>, Errno> {
+/// supervisor), with `extra` clone flags (`CLONE_NEWPID`). `Ok(None)` in
+/// the child.
+fn clone_parent(extra: libc::c_int) -> Result<Option<Pid>, Errno> {
     // SAFETY: clone with a null stack continues the child on a copy of this
     // single-threaded process's stack, as fork does; no locks are held here
     // and the child uses only its own copy of the process state.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            (libc::CLONE_PARENT | extra | libc::SIGCHLD) as libc::c_ulong,
             0usize,
             0usize,
             0usize,
@@ -219,13 +304,16 @@ impl Templates {
         self.list[i].tree.as_ref().map(|_| i)
     }
 
-    /// The tree of template `i`, taken out (in a forked stage).
-    fn take(mut self, i: usize) -> Option<OwnedFd> {
-        if i < self.list.len() {
+    /// The tree of template `i`, taken out (in a forked child); the others'
+    /// trees are closed.
+    fn take_index(&mut self, i: usize) -> Option<OwnedFd> {
+        let tree = if i < self.list.len() {
             self.list.swap_remove(i).tree
         } else {
             None
-        }
+        };
+        self.list.clear();
+        tree
     }
 }
 

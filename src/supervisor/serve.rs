@@ -98,13 +98,23 @@ async fn find_adoptable(
                 .parse()
                 .ok()
         };
-        // Exec'd or forked by the zygote, every outer stage names itself.
-        let stage = pids.iter().copied().find(|p| {
-            ppid(*p).is_some_and(|pp| !pids.contains(&pp))
-                && std::fs::read_to_string(format!("/proc/{p}/comm"))
-                    .is_ok_and(|c| c.trim_end() == "berth-stage")
-        });
-        let init = stage.and_then(|s| pids.iter().copied().find(|p| ppid(*p) == Some(s)));
+        // The scope's top process: an outer stage (exec'd, or forked by the
+        // zygote for private_users) with PID 1 as its child, or PID 1 itself
+        // (forked by the zygote into its pid namespace). Each names itself.
+        let top = |name: &str| {
+            pids.iter().copied().find(|p| {
+                ppid(*p).is_some_and(|pp| !pids.contains(&pp))
+                    && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim_end() == name)
+            })
+        };
+        let (stage, init) = match top("berth-stage") {
+            Some(s) => (Some(s), pids.iter().copied().find(|p| ppid(*p) == Some(s))),
+            None => {
+                let init = top("berth-init");
+                (init, init)
+            }
+        };
         let (Some(stage), Some(init)) = (stage, init) else {
             if !serves(service) {
                 // Another berth's (`berth inetd`), perhaps mid-launch.

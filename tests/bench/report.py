@@ -657,7 +657,7 @@ def render(d):
             w(table(["what", "KiB per container", "how"], [
                 ["application (`cat`) PSS", pc["app_pss"], "smaps_rollup of the cat processes in berth-hold.slice"],
                 ["application alone, for reference", dd.get("app_alone", {}).get("pss_kib"), "PSS of one cat outside any sandbox (nothing to share with)"],
-                ["berth's stage processes (outer stage + PID 1) PSS", pc["stage_processes_pss"], "smaps_rollup of the stage processes (`berth-stage`, `berth-init`: forked by the zygote, pages shared with it)"],
+                ["berth's container processes (PID 1, and an outer stage where there is one) PSS", pc["stage_processes_pss"], "smaps_rollup of the stage processes (`berth-stage`, `berth-init`: forked by the zygote, pages shared with it)"],
                 ["kernel: unreclaimable slab", pc["kernel_delta"].get("SUnreclaim"), "/proc/meminfo delta idle -> held, divided by N (namespaces, mounts, tmpfs, sockets)"],
                 ["kernel: page tables", pc["kernel_delta"].get("PageTables"), "same (all 3 processes of a container)"],
                 ["kernel: stacks", pc["kernel_delta"].get("KernelStack"), "same (3 tasks)"],

@@ -241,7 +241,9 @@ IN systemctl daemon-reload
 IN systemctl start berth-echo0.socket berth-echo8.socket berth-hold.socket \
     berth-webwarm.socket berth-webidle.socket berth-webwake.socket berth-webfrz.socket berth-webrun.socket bench-bare.socket bench-sandboxed.socket echoi.socket \
     lighttpd-direct.socket || die "starting the socket units failed"
-IN systemctl start berth.service || die "berth.service did not start: $(IN journalctl -u berth.service -n 20 -o cat --no-pager)"
+# restart, not start: a testbed reused with BERTH_BENCH_STATE may still run the
+# berth installed by an earlier run (another BERTH_BENCH_BIN).
+IN systemctl restart berth.service || die "berth.service did not start: $(IN journalctl -u berth.service -n 20 -o cat --no-pager)"
 
 # host pid of `berth serve` of this testbed
 berth_host_pid() {

@@ -8,9 +8,10 @@ accepting process (berth serve, or the testbed's systemd for Accept=yes) and
 the process that execs the application are found, the fork chain between them
 is followed, and the timestamps of the steps below are taken:
 
-  berth (no warm sandbox): connect -> accept -> stage forked (by the zygote;
-    or exec'd, then "stage exec'd") -> Setup received -> unshare() done -> PID 1 forked ->
-    Prepared sent (mounts, pivot_root, seccomp compiled) -> Start received
+  berth (no warm sandbox): connect -> accept -> PID 1 forked by the zygote
+    into its pid namespace -> unshare() done -> Prepared sent (or, with an
+    outer stage: stage forked or exec'd -> Setup received -> unshare() done ->
+    PID 1 forked -> Prepared sent) (mounts, pivot_root, seccomp compiled) -> Start received
     (waits for the scope job) -> application forked -> application exec'd ->
     first byte at the client
   berth (warm sandbox): connect -> accept -> Start sent -> Start received ->
@@ -166,14 +167,17 @@ def main():
             chain = [acc, None] + chain[::-1]            # accepter, (unknown stage), PID 1, app
         t["app_fork"] = parent[app][1] if app in parent else None
         phases = []
-        if tgt.startswith("berth") and len(chain) >= 4:
-            stage, pid1 = chain[1], chain[2]
+        if tgt.startswith("berth") and len(chain) >= 3:
+            # accepter, outer stage, PID 1, app; or (the zygote forks PID 1
+            # straight into its pid namespace) accepter, PID 1, app.
+            direct = len(chain) == 3
+            stage, pid1 = (chain[1], chain[1]) if direct else (chain[1], chain[2])
             fork_stage = parent[stage][1] if stage in parent else 0.0
             cold = fork_stage >= c
             if cold:
                 t["stage_fork"] = fork_stage
-                t["stage_exec"] = next((ts for ts, fn in execs.get(stage, []) if ts >= fork_stage), None)
-                t["setup_recv"] = first(stage, "syscalls:sys_exit_recvmsg", t["stage_exec"] or fork_stage, end)
+                t["stage_exec"] = None if direct else next((ts for ts, fn in execs.get(stage, []) if ts >= fork_stage), None)
+                t["setup_recv"] = None if direct else first(stage, "syscalls:sys_exit_recvmsg", t["stage_exec"] or fork_stage, end)
                 t["unshare_done"] = first(stage, "syscalls:sys_exit_unshare", c, end)
                 t["pid1_fork"] = parent[pid1][1]
                 t["prepared"] = first(pid1, "syscalls:sys_enter_sendmsg", c, end)
@@ -183,11 +187,13 @@ def main():
                 sends = [(ts, fd_of(args)) for ts, e, args in by_pid.get(acc, [])
                          if e == "syscalls:sys_enter_sendmsg" and fork_stage <= ts < (t["start_recv"] or end)]
                 if sends:
-                    chan = sends[0][1]
+                    # The stage channel: Setup is the first send after the
+                    # fork; without a stage (direct), Start is the last.
+                    chan = sends[-1][1] if direct else sends[0][1]
                     dbus = [ts for ts, fd in sends if fd != chan]
                     t["dbus_call"] = dbus[0] if dbus else None
                     st = [ts for ts, fd in sends if fd == chan]
-                    t["start_sent"] = st[-1] if len(st) > 1 else None
+                    t["start_sent"] = st[-1] if (direct or len(st) > 1) else None
                     if a.systemd and t.get("dbus_call") and t.get("start_sent"):
                         t["sd_recv"] = first(a.systemd, "syscalls:sys_exit_recvmsg", t["dbus_call"], t["start_sent"])
                         t["sd_last"] = last(a.systemd, "syscalls:sys_enter_sendmsg", t["dbus_call"], t["start_sent"])
@@ -197,26 +203,35 @@ def main():
                         if att:
                             t["sd_attach_first"], t["sd_attach_last"] = att[0], att[-1]
                             attaches[tgt].append(len(att))
-                phases = [("connect -> stage forked (supervisor wakes, spawns)", "connect", "stage_fork")] if wake else [
+                what = "PID 1 forked by the zygote" if direct else "stage forked"
+                phases = [(f"connect -> {what} (supervisor wakes, spawns)", "connect", "stage_fork")] if wake else [
                     ("connect -> accept (supervisor wakes)", "connect", "accept"),
-                    ("accept -> stage forked (credentials, spawn)", "accept", "stage_fork")]
-                if t["stage_exec"] is not None:
+                    (f"accept -> {what} (credentials, spawn)", "accept", "stage_fork")]
+                if direct:
+                    phases += [
+                        ("PID 1 (new pid namespace): unshare(mnt, uts, ipc, net)", "pid1_fork", "unshare_done"),
+                        ("PID 1: lo up, mounts, pivot_root, seccomp -> Prepared", "unshare_done", "prepared"),
+                    ]
+                elif t["stage_exec"] is not None:
                     phases += [
                         ("stage fork -> exec of berth sandbox-stage", "stage_fork", "stage_exec"),
                         ("stage exec -> Setup received (loader, runtime start)", "stage_exec", "setup_recv"),
                     ]
                 else:
                     phases += [("stage fork (by the zygote) -> Setup received", "stage_fork", "setup_recv")]
+                if not direct:
+                    phases += [
+                        ("stage: unshare(pid)", "setup_recv", "unshare_done"),
+                        ("unshare -> PID 1 forked", "unshare_done", "pid1_fork"),
+                        ("PID 1: unshare(mnt, uts, ipc, net), lo up, mounts, pivot_root, seccomp -> Prepared", "pid1_fork", "prepared"),
+                    ]
                 phases += [
-                    ("stage: unshare(pid)", "setup_recv", "unshare_done"),
-                    ("unshare -> PID 1 forked", "unshare_done", "pid1_fork"),
-                    ("PID 1: unshare(mnt, uts, ipc, net), lo up, mounts, pivot_root, seccomp -> Prepared", "pid1_fork", "prepared"),
                     ("Prepared -> Start received (scope job, supervisor)", "prepared", "start_recv"),
                     ("Start -> application forked (journal, cgroupns)", "start_recv", "app_fork"),
                     ("application fork -> exec (creds, seccomp load)", "app_fork", "app_exec"),
                     ("application exec -> first byte at the client" + (" (its start-up, accept, reply)" if wake else ""),
                      "app_exec", "first_byte"),
-                    ("(overlapped) stage fork -> StartTransientUnit sent", "stage_fork", "dbus_call"),
+                    (f"(overlapped) {'PID 1' if direct else 'stage'} fork -> StartTransientUnit sent", "stage_fork", "dbus_call"),
                     ("(overlapped) StartTransientUnit sent -> Start sent", "dbus_call", "start_sent"),
                     ("(overlapped, of which) call -> systemd receives it (dbus-daemon)", "dbus_call", "sd_recv"),
                     ("(overlapped, of which) systemd: call received -> its last message", "sd_recv", "sd_last"),

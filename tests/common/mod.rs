@@ -248,6 +248,27 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The top process of each container berth started: its PID 1, forked by
+/// the zygote into the container's pid namespace (`berth-init`), or an
+/// outer stage (`berth-stage`: `private_users`, `berth inetd`).
+pub fn containers(berth: u32) -> Vec<u32> {
+    children(berth)
+        .into_iter()
+        .filter(|p| matches!(comm(*p).as_str(), "berth-init" | "berth-stage"))
+        .collect()
+}
+
+/// PID 1 of each container berth started (under its stage if it has one).
+pub fn inits(berth: u32) -> Vec<u32> {
+    containers(berth)
+        .into_iter()
+        .flat_map(|p| match comm(p).as_str() {
+            "berth-stage" => children(p),
+            _ => vec![p],
+        })
+        .collect()
+}
+
 /// A process's name (`berth-stage`, `berth-init`, `berth-zygote` ...).
 pub fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
