@@ -184,8 +184,10 @@ fn listen_out_of_descriptors_backs_off_logs_once_and_recovers() {
     b.log.wait_count("event=\"stopped\"", 1, T);
     wait_settled(b.pid(), T);
     let base = fd_count(b.pid()) as u64;
-    // Not one descriptor more: the container cannot be started.
-    set_nofile(b.pid(), base);
+    // Not one descriptor more: the container cannot be started. The limit
+    // bounds descriptor numbers, not their count, so it is the lowest free
+    // number (a hole below the highest open one would still be allocated).
+    shut_fd_table(b.pid());
     let mut waiting = TcpStream::connect(&addr).expect("connect");
     waiting.write_all(b"echo waited\n").unwrap();
     assert_quiet_while_exhausted(&b);
@@ -198,6 +200,31 @@ fn listen_out_of_descriptors_backs_off_logs_once_and_recovers() {
     let _ = waiting.read_to_string(&mut out);
     assert_eq!(out, "waited\n", "the connection that waited is served");
     assert_eq!(tcp_request(&addr, "echo after"), "after\n");
+}
+
+/// The lowest descriptor number `pid` does not have open.
+fn lowest_free_fd(pid: u32) -> u64 {
+    let open: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !open.contains(n)).unwrap()
+}
+
+/// RLIMIT_NOFILE of `pid` at its lowest free descriptor number, so it can
+/// open none; set again until no descriptor closed meanwhile left a hole
+/// below it (berth closes a container's last ones just after the reap).
+fn shut_fd_table(pid: u32) {
+    let end = Instant::now() + T;
+    loop {
+        let free = lowest_free_fd(pid);
+        set_nofile(pid, free);
+        std::thread::sleep(Duration::from_millis(50));
+        if lowest_free_fd(pid) == free {
+            return;
+        }
+        assert!(Instant::now() < end, "berth's descriptors never settled");
+    }
 }
 
 /// berth's child named berth-zygote.

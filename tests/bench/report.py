@@ -657,11 +657,11 @@ def render(d):
             w(table(["what", "KiB per container", "how"], [
                 ["application (`cat`) PSS", pc["app_pss"], "smaps_rollup of the cat processes in berth-hold.slice"],
                 ["application alone, for reference", dd.get("app_alone", {}).get("pss_kib"), "PSS of one cat outside any sandbox (nothing to share with)"],
-                ["berth's container processes (PID 1, and an outer stage where there is one) PSS", pc["stage_processes_pss"], "smaps_rollup of the stage processes (`berth-stage`, `berth-init`: forked by the zygote, pages shared with it)"],
+                ["berth's container processes (PID 1, and an outer stage where there is one) PSS", pc["stage_processes_pss"], "smaps_rollup of `berth-init` (and `berth-stage`) processes: forked by the zygote, pages shared with it"],
                 ["kernel: unreclaimable slab", pc["kernel_delta"].get("SUnreclaim"), "/proc/meminfo delta idle -> held, divided by N (namespaces, mounts, tmpfs, sockets)"],
-                ["kernel: page tables", pc["kernel_delta"].get("PageTables"), "same (all 3 processes of a container)"],
-                ["kernel: stacks", pc["kernel_delta"].get("KernelStack"), "same (3 tasks)"],
-                ["**beyond the application** (stage PSS + kernel)", "**%s**" % pc["beyond_app"], "upper bound: the kernel part includes the app's own page tables and stack"],
+                ["kernel: page tables", pc["kernel_delta"].get("PageTables"), "same (every process of a container: PID 1 and the application)"],
+                ["kernel: stacks", pc["kernel_delta"].get("KernelStack"), "same (2 tasks: PID 1 and the application)"],
+                ["**beyond the application** (PID 1 PSS + kernel)", "**%s**" % pc["beyond_app"], "upper bound: the kernel part includes the app's own page tables and stack"],
                 ["MemAvailable drop", pc["memavailable_drop"], "system-wide, includes other jobs on the host: a cross-check only"],
                 ["charged to berth-hold.slice", pc["slice_charged"], "memory.usage_in_bytes / N; v1 charges pages to the cgroup that first touched them, so the stage's pages made before the move into the scope stay with berth.service"],
             ]))
@@ -998,13 +998,12 @@ def analysis(d, ids, tl, tlw):
                          if r["id"] == "d" and "RSS" in r["figure"]), None), "", 1)))
         if pc:
             w("**Memory per container** (no target; for the issue): %s KiB beyond the application "
-              "(%s KiB PSS of the two stage processes, %s KiB of kernel memory: slab %s, page tables %s, "
-              "stacks %s), against %s KiB for `cat` itself. The stage processes are forked from the zygote "
-              "and share its pages (511 KiB PSS for the two when each was an exec of the whole binary). What "
+              "(%s KiB PSS of PID 1, %s KiB of kernel memory: slab %s, page tables %s, "
+              "stacks %s), against %s KiB for `cat` itself. PID 1 is forked by the zygote straight into its "
+              "pid namespace and shares the zygote's pages (there used to be an outer stage process too, "
+              "and each was once an exec of the whole binary: 511 KiB PSS for the two). What "
               "is left is the kernel's: mostly the network namespace and the mounts of each container (slab "
-              "table above), the price of `network = \"none\"` and of a private tree; an outer stage that exits "
-              "once PID 1 runs (PID 1 reparented to the supervisor as a subreaper) would save one process's "
-              "page tables and stack.\n"
+              "table above), the price of `network = \"none\"` and of a private tree.\n"
               % (pc.get("beyond_app"), pc.get("stage_processes_pss"), pc.get("kernel_delta_total"),
                  pc.get("kernel_delta", {}).get("SUnreclaim"), pc.get("kernel_delta", {}).get("PageTables"),
                  pc.get("kernel_delta", {}).get("KernelStack"), pc.get("app_pss")))

@@ -98,9 +98,9 @@ done
 log "cargo build --release --bins"
 cargo build --release --bins --quiet || die "cargo build --release failed"
 T_BUILT=$(now)
-# BERTH_BENCH_BIN=PATH (BERTH_BENCH_BERTH, the same): measure that berth
-# binary instead (another commit's release build, side by side with this one).
-BERTH_BENCH_BIN=${BERTH_BENCH_BIN:-${BERTH_BENCH_BERTH:-}}
+# BERTH_BENCH_BIN=PATH: measure that berth binary instead (another commit's
+# release build, side by side with this one).
+BERTH_BENCH_BIN=${BERTH_BENCH_BIN:-}
 BERTH=${BERTH_BENCH_BIN:-$REPO/target/release/berth}
 [ -x "$BERTH" ] || die "no berth binary at $BERTH"
 PROBE=$REPO/target/release/berth-probe
