@@ -4,6 +4,7 @@ cpu-clock,sched:sched_process_fork` taken while one variant served a known
 number of connections (tests/bench/run.sh, profile).
 
     cpuprof.py PERF_SCRIPT_TXT --connections N --freq HZ --testbed-pids FILE --client PID
+    cpuprof.py --merge ROUND.json...     (one variant's rounds, summed)
 
 Samples are attributed to the testbed's processes (the pids in FILE, taken
 from the testbed's cgroups when the recording started, and everything they
@@ -32,7 +33,28 @@ def group_of(comm):
     return comm
 
 
+def merge(paths):
+    """Sum rounds of one variant (each a cpuprof.py output) into one, per
+    connection over all of them; `rounds` keeps each round's testbed total."""
+    runs = [json.load(open(p)) for p in paths]
+    n = sum(r["connections"] for r in runs)
+    ms = defaultdict(float)
+    for r in runs:
+        for g in r["groups"]:
+            ms[g["group"]] += g["cpu_ms_per_connection"] * r["connections"]
+    rows = sorted(((v / max(1, n), g) for g, v in ms.items()), reverse=True)
+    ours = sum(v for v, g in rows if g.startswith("testbed:"))
+    json.dump({"connections": n, "samples": sum(r["samples"] for r in runs),
+               "testbed_cpu_ms_per_connection": round(ours, 3),
+               "rounds": [r["testbed_cpu_ms_per_connection"] for r in runs],
+               "groups": [{"group": g, "cpu_ms_per_connection": round(v, 3)} for v, g in rows]}, sys.stdout, indent=1)
+    print()
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--merge":
+        merge(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("perf_txt")
     ap.add_argument("--connections", type=int, required=True)

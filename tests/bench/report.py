@@ -398,6 +398,24 @@ def phase_table(tl):
     return table(["variant", "phase", "p50 ms", "p90 ms"], rows)
 
 
+def cpu_verdict(berth, bare):
+    """What the CPU table says about berth warm = 0 against bare Accept=yes,
+    round by round: a difference is claimed only where every round agrees."""
+    b, s = berth.get("rounds") or [], bare.get("rounds") or []
+    tb, ts = berth.get("testbed_cpu_ms_per_connection"), bare.get("testbed_cpu_ms_per_connection")
+    if not (tb and ts):
+        return ""
+    head = "The testbed total for berth warm = 0 is %sx bare `Accept=yes`'s" % f(tb / ts, "", 2)
+    if not (b and s):
+        return head + " (one round: no measure of the drift between rounds)."
+    rounds = " (rounds: berth %s, bare %s ms)" % (" / ".join(f(x, "", 1) for x in b), " / ".join(f(x, "", 1) for x in s))
+    if max(b) < min(s):
+        return head + rounds + ": below it in every round."
+    if min(b) > max(s):
+        return head + rounds + ": above it in every round."
+    return head + rounds + ": the rounds overlap, so this run does not tell the two apart."
+
+
 def phase(tl, tgt, name_start):
     for p in tl.get(tgt, {}).get("phases", []):
         if p["phase"].startswith(name_start):
@@ -710,13 +728,16 @@ def render(d):
     cpus = [(k[4:], prof[k]) for k in ("cpu_berth_warm0", "cpu_berth_warm8", "cpu_systemd_bare", "cpu_systemd_sandboxed")
             if k in prof]
     if cpus:
+        nr = len(cpus[0][1].get("rounds") or [1])
         w("CPU time per connection with 8 clients, by process: `perf record -a -e cpu-clock -F 999` while "
-          "the variant alone served %s connections, samples attributed to the testbed's processes (and all "
+          "the variant alone served %s connections (%s), samples attributed to the testbed's processes (and all "
           "they forked), the load client, kernel threads and the rest of the host (`tests/bench/cpuprof.py`). "
           "Two CPUs give 2000 ms of CPU per second, so CPU per connection bounds the rate. The row "
           "\"other host processes\" is the work of other jobs sharing the machine during the window, divided "
           "by this variant's connections: it shows how contended the CPUs were.\n"
-          % cpus[0][1].get("connections"))
+          % (cpus[0][1].get("connections"),
+             "in one round" if nr == 1 else "in %d rounds that rotate the variants' order; the last row gives "
+             "each round's testbed total" % nr))
         allg = []
         for _, v in cpus:
             for g in v["groups"]:
@@ -727,6 +748,9 @@ def render(d):
             trs.append([g] + [f(next((x["cpu_ms_per_connection"] for x in v["groups"] if x["group"] == g), None), "", 2)
                               for _, v in cpus])
         trs.append(["**testbed total**"] + ["**%s**" % f(v.get("testbed_cpu_ms_per_connection"), "", 2) for _, v in cpus])
+        if any(v.get("rounds") for _, v in cpus):
+            trs.append(["testbed total by round"] + [" / ".join(f(x, "", 2) for x in (v.get("rounds") or [])) or "-"
+                                                     for _, v in cpus])
         w(table(["ms of CPU per connection"] + [k for k, _ in cpus], trs))
         w("")
 
@@ -846,8 +870,9 @@ def analysis(d, ids, tl, tlw):
         pause = med([med(v.get("after_pause_ms") or []) for v in cga.values() if "error" not in v])
         b2b = med([med(v.get("back_to_back_ms") or []) for v in cga.values() if "error" not in v])
         w("**warm = 0, one client** (p50 %s ms; systemd bare %s ms, sandboxed %s ms). In the profile (connections "
-          "250 ms apart) a cold start took %s ms: from the zygote's fork to the stage holding its spec %s ms, "
-          "`unshare()` of five namespaces %s ms, PID 1's mounts, pivot_root and seccomp %s ms - the sandbox is "
+          "250 ms apart) a cold start took %s ms: the zygote forked PID 1 into its pid namespace %s ms after the "
+          "accept, PID 1's `unshare()` of four more namespaces took %s ms, its mounts, pivot_root and seccomp "
+          "%s ms - the sandbox is "
           "ready about %s ms after the accept - and then PID 1 waited %s ms for the scope. Inside systemd the "
           "scope job took %s ms from the call to its last message; its first completed move of a pid into the "
           "scope's cgroups came %s ms after the call and the %s moves after it %s ms. The kernel makes the first "
@@ -860,10 +885,10 @@ def analysis(d, ids, tl, tlw):
           "cgroups in %s hierarchies, the D-Bus round trip, journald and logind following the new unit) plus "
           "the sandbox itself, one after the other on the path.\n"
           % (f(w0.get("p50"), "", 1), f(bare.get("p50"), "", 1), f(sbx.get("p50"), "", 1),
-             f(g("berth_warm0", "total"), "", 1), f(g("berth_warm0", "stage fork (by the zygote)"), "", 2),
-             f(g("berth_warm0", "unshare("), "", 1), f(g("berth_warm0", "PID 1: lo up"), "", 1),
-             f(sum(x for x in (g("berth_warm0", "accept -> stage"), g("berth_warm0", "stage fork (by the zygote)"),
-                               g("berth_warm0", "unshare("), g("berth_warm0", "unshare ->"), g("berth_warm0", "PID 1: lo up"))
+             f(g("berth_warm0", "total"), "", 1), f(g("berth_warm0", "accept -> PID 1 forked"), "", 2),
+             f(g("berth_warm0", "PID 1 (new pid namespace): unshare"), "", 1), f(g("berth_warm0", "PID 1: lo up"), "", 1),
+             f(sum(x for x in (g("berth_warm0", "accept -> PID 1 forked"),
+                               g("berth_warm0", "PID 1 (new pid namespace): unshare"), g("berth_warm0", "PID 1: lo up"))
                    if x), "", 1),
              f(g("berth_warm0", "Prepared -> Start"), "", 1),
              f(g("berth_warm0", "(overlapped, of which) systemd:"), "", 1),
@@ -873,18 +898,16 @@ def analysis(d, ids, tl, tlw):
              f(pause, "", 1), f(b2b, "", 2), f(g("systemd_bare", "child fork"), "", 1), len(cga) or "n/a"))
         w("What would close it: (1) take the scope job off the path with a sandbox and scope made ahead - that "
           "is `warm`, which the administrator sets per service (the warm = 8 rows meet both p50 targets, and "
-          "`warm = 1` is enough for a service that sees one connection at a time); (2) start the job earlier: "
-          "today StartTransientUnit goes out once PID 1 is forked (%s ms after the stage's fork); sending it "
-          "with the stage's pid as soon as the zygote answers, and forking PID 1 only once the stage is in the "
-          "scope, would overlap the job with unshare and the mounts as well - at most those %s ms, a fraction "
-          "of the job; (3) on a host with cgroup v2 only, mounting it with `favordynmods` (Linux 6.0+) keeps "
+          "`warm = 1` is enough for a service that sees one connection at a time); (2) the job already starts "
+          "as soon as the zygote reports PID 1 (StartTransientUnit %s ms after the fork) and overlaps the whole "
+          "build (unshare and mounts, %s ms), so what is left on the path is systemd's job itself (issue 14.3 "
+          "below); (3) on a host with cgroup v2 only, mounting it with `favordynmods` (Linux 6.0+) keeps "
           "the grace period out of every move; that is the host's setting, not berth's; (4) cheaper assembly "
-          "for the part that stays: PID 1 makes %s mount-related system calls per container; the read-only "
-          "part of the tree (/usr, the merged-/usr links, /etc entries, configured binds) is the same for "
-          "every container of a service and could be built once and cloned per container "
-          "(`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` + `move_mount`).\n"
-          % (f(g("berth_warm0", "(overlapped) stage fork -> StartTransientUnit"), "", 1),
-             f(sum(x for x in (g("berth_warm0", "unshare("), g("berth_warm0", "PID 1: lo up")) if x), "", 1),
+          "for the part that stays: PID 1 makes %s mount-related system calls per container, the read-only "
+          "part of the tree already cloned from a template built once per definition (issue 14.1 below).\n"
+          % (f(g("berth_warm0", "(overlapped) PID 1 fork -> StartTransientUnit"), "", 1),
+             f(sum(x for x in (g("berth_warm0", "PID 1 (new pid namespace): unshare"), g("berth_warm0", "PID 1: lo up"))
+                   if x), "", 1),
              f(tl.get("berth_warm0", {}).get("mount_calls_per_container"), "", 0)))
         cb8 = cpu("berth_warm8").get("testbed_cpu_ms_per_connection")
         rate8 = a.get("c1", {}).get("berth_warm8", {}).get("rate_per_s")
@@ -894,9 +917,10 @@ def analysis(d, ids, tl, tlw):
           "the single closed-loop client opens the next connection as soon as the last one ended, %s a "
           "second, and every one of them is a container to be replaced - %s ms of CPU each in the testbed "
           "(the 8-client table, warm = 8 column), so the client asks for about %s of the 2 CPUs' 2000 ms per "
-          "second. Refills (4 at a time, as `SCHED_BATCH`) then fall behind within a round of 100 connections; "
-          "a connection that finds the pool empty waits for the next sandbox under way (this issue's change: it "
-          "no longer builds its own, whose scope job would queue behind the refills in systemd). What would "
+          "second. Refills (as many at once as the arrival rate asks, up to two per CPU, as `SCHED_BATCH`) then "
+          "fall behind within a round of 100 connections; a connection that finds the pool empty waits for the "
+          "next sandbox under way (it does not build its own, whose scope job would queue behind the refills in "
+          "systemd). What would "
           "close it is less CPU per container (items below); with clients that pause between connections, "
           "as the profile's do, the pool never empties and every connection takes the path above.\n"
           % (f(w8.get("p50"), "", 1), f(w8.get("p90"), "", 1), f(w8.get("p99"), "", 1),
@@ -925,18 +949,17 @@ def analysis(d, ids, tl, tlw):
           "second, systemd bare %s) that is %s and %s of the two CPUs for berth's testbed processes alone, "
           "before the client, the host's other work and the kernel's own threads: the machine is at or near its "
           "limit, and what is left of the wait is queueing - for the scope jobs, which systemd runs one at a "
-          "time, and with warm = 8 for the 4 refills prepared at once. A warm pool moves work ahead in time but cannot remove it under sustained load. Of berth's CPU "
-          "(warm = 0), its own processes (supervisor, zygote, stages, PID 1, including the kernel work of their "
+          "time, and with warm = 8 for the refills under way. A warm pool moves work ahead in time but cannot "
+          "remove it under sustained load. Of berth's CPU "
+          "(warm = 0), its own processes (supervisor, zygote, PID 1, including the kernel work of their "
           "namespaces and mounts) take %s ms; systemd and dbus-daemon for the transient scope %s ms; journald "
-          "and logind, which follow every unit and stream, %s ms; kernel threads %s ms (mostly tearing down each "
-          "container's network namespace; systemd's sandboxed variant pays the same). The scope costs about as "
-          "much as systemd's whole bare spawn, so with one scope per container (SPEC.md) berth cannot match bare "
-          "`Accept=yes` when CPU is the limit; it stays at about half the sandboxed one's latency. What would "
-          "narrow it: the cloned mount tree above (PID 1's mount work, and the same mounts torn down at exit), "
-          "and more refills at once for warm pools under load.\n"
+          "and logind, which follow every unit and stream, %s ms; kernel threads %s ms (not in the testbed "
+          "total: mostly tearing down each container's network namespace, which systemd's sandboxed variant "
+          "pays too). %s\n"
           % (f(w0c8.get("p50"), "", 1), f(w8c8.get("p50"), "", 1), f(bc8.get("p50"), "", 1),
              f(cb0, "", 1), f(cb8, "", 1), f(cs, "", 1), f(cx, "", 1), f(r0, "", 0), f(r8, "", 0), f(rb, "", 0),
-             use(r0, cb0), use(r8, cb8), f(own, "", 1), f(sd, "", 1), f(jl, "", 1), f(kt, "", 1)))
+             use(r0, cb0), use(r8, cb8), f(own, "", 1), f(sd, "", 1), f(jl, "", 1), f(kt, "", 1),
+             cpu_verdict(cpu("berth_warm0"), cpu("systemd_bare"))))
     if "b" in ids:
         w("### b. listen mode, warm\n")
         w("Once lighttpd runs, berth is not on the data path: lighttpd accepts on the socket systemd made "
@@ -966,15 +989,15 @@ def analysis(d, ids, tl, tlw):
              f(gww("application fork"), "", 2), f(gww("application exec"), "", 2),
              f(phase(tlw, "lighttpd_startup", "connect -> exec"), "", 1),
              f(phase(tlw, "lighttpd_startup", "lighttpd exec"), "", 1)))
-        w("Without `warm` (built on demand) a wake took %s ms: in the profile (%s ms) the stage had its spec "
+        w("Without `warm` (built on demand) a wake took %s ms: in the profile (%s ms) the zygote forked PID 1 "
           "%s ms after connect, unshare %s ms, PID 1's mounts %s ms, then PID 1 waited %s ms for the scope job "
           "(StartTransientUnit -> Start sent %s ms) - as in (a), the scope is the largest item, and only a "
           "sandbox made ahead takes it off the path. For a service where the wake matters, `warm = 1` is the "
-          "setting; it costs one parked sandbox (two sleeping processes, their namespaces and a scope) while "
+          "setting; it costs one parked sandbox (a sleeping PID 1, its namespaces and a scope) while "
           "idle.\n"
           % (f(c.get("berth", {}).get("p50"), "", 1), f(gw("total"), "", 1),
-             f(sum(x for x in (gw("connect -> stage"), gw("stage fork")) if x), "", 1),
-             f(gw("unshare("), "", 1), f(gw("PID 1: lo up"), "", 1), f(gw("Prepared -> Start"), "", 1),
+             f(gw("connect -> PID 1 forked"), "", 1),
+             f(gw("PID 1 (new pid namespace): unshare"), "", 1), f(gw("PID 1: lo up"), "", 1), f(gw("Prepared -> Start"), "", 1),
              f(gw("(overlapped) StartTransientUnit"), "", 1)))
     if "d" in ids or d.get("d"):
         dd = d.get("d", {})

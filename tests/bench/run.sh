@@ -56,9 +56,9 @@ P_ECHO0=19101 P_ECHO8=19102 P_ECHOI=19103 P_BARE=19111 P_SANDBOXED=19112
 P_DIRECT=19121 P_WEBWARM=19122 P_WEBIDLE=19123 P_SSA=19124 P_WEBWAKE=19125 P_WEBFRZ=19126 P_WEBRUN=19127 P_HOLD=19131 P_FLOOR=19190
 
 if [ "$QUICK" = 1 ]; then
-    A_ROUNDS=2 A_PER1=15 A_PER8=24 WRK_D=2s WRK_ROUNDS=1 WRK_PAR_ROUNDS=2 C_N=4 PROF_N=5 PROF_WAKE_N=2 PROF_CPU_N=24
+    A_ROUNDS=2 A_PER1=15 A_PER8=24 WRK_D=2s WRK_ROUNDS=1 WRK_PAR_ROUNDS=2 C_N=4 PROF_N=5 PROF_WAKE_N=2 PROF_CPU_N=24 PROF_CPU_ROUNDS=1
 else
-    A_ROUNDS=3 A_PER1=100 A_PER8=120 WRK_D=3s WRK_ROUNDS=6 WRK_PAR_ROUNDS=10 C_N=20 PROF_N=12 PROF_WAKE_N=5 PROF_CPU_N=120
+    A_ROUNDS=3 A_PER1=100 A_PER8=120 WRK_D=3s WRK_ROUNDS=6 WRK_PAR_ROUNDS=10 C_N=20 PROF_N=12 PROF_WAKE_N=5 PROF_CPU_N=120 PROF_CPU_ROUNDS=3
 fi
 F_N=$C_N; [ "$QUICK" = 1 ] && F_N=10
 if [ -n "${BERTH_BENCH_WAKE_N:-}" ]; then C_N=$BERTH_BENCH_WAKE_N F_N=$BERTH_BENCH_WAKE_N; fi
@@ -553,20 +553,31 @@ if [[ "$PHASES" == *" profile "* ]]; then
             >"$RES/prof_timeline_ssa.json" || log "warning: timeline.py failed (lighttpd start-up)"
         # what one cgroup.procs write costs this kernel (our own sleep, our own cgroup; removed after)
         $PY "$BENCH/cgattach.py" >"$RES/prof_cgattach.json" 2>>"$WORK/perf.log" || log "warning: cgattach.py failed"
-        # CPU per connection with 8 clients, by process (cpu-clock sampling, 999 Hz per CPU)
-        log "profile: CPU per connection with 8 clients (perf cpu-clock)"
-        for v in berth_warm0:$P_ECHO0 berth_warm8:$P_ECHO8 systemd_bare:$P_BARE systemd_sandboxed:$P_SANDBOXED; do
-            testbed_pids >"$WORK/tbpids.txt"
-            perf record -q -o "$WORK/cpu.data" -F 999 -e cpu-clock,sched:sched_process_fork -a >/dev/null 2>>"$WORK/perf.log" & PERF_PID=$!
-            sleep 1
-            "${CLIENT[@]}" latency --target "${v%%:*}=${v#*:}" --concurrency 8 --rounds 1 --per-round "$PROF_CPU_N" \
-                --warmup 0 >/dev/null & CPID3=$!
-            wait "$CPID3"
-            kill -INT "$PERF_PID" 2>/dev/null; wait "$PERF_PID" 2>/dev/null; PERF_PID=
-            perf script -i "$WORK/cpu.data" -F comm,pid,tid,time,event,trace 2>/dev/null >"$WORK/cpu.txt"
-            $PY "$BENCH/cpuprof.py" "$WORK/cpu.txt" --connections "$PROF_CPU_N" --freq 999 \
-                --testbed-pids "$WORK/tbpids.txt" --client "$CPID3" >"$RES/prof_cpu_${v%%:*}.json" ||
-                log "warning: cpuprof.py failed"
+        # CPU per connection with 8 clients, by process (cpu-clock sampling, 999 Hz per CPU),
+        # in rounds that rotate the variants' order so drift in the machine's load hits all alike;
+        # cpuprof.py --merge sums the rounds of each variant.
+        log "profile: CPU per connection with 8 clients (perf cpu-clock, $PROF_CPU_ROUNDS rounds)"
+        CPU_VARIANTS=(berth_warm0:$P_ECHO0 berth_warm8:$P_ECHO8 systemd_bare:$P_BARE systemd_sandboxed:$P_SANDBOXED)
+        per=$(( PROF_CPU_N / PROF_CPU_ROUNDS ))
+        for r in $(seq 0 $(( PROF_CPU_ROUNDS - 1 ))); do
+            for k in $(seq 0 $(( ${#CPU_VARIANTS[@]} - 1 ))); do
+                v=${CPU_VARIANTS[$(( (k + r) % ${#CPU_VARIANTS[@]} ))]}
+                testbed_pids >"$WORK/tbpids.txt"
+                perf record -q -o "$WORK/cpu.data" -F 999 -e cpu-clock,sched:sched_process_fork -a >/dev/null 2>>"$WORK/perf.log" & PERF_PID=$!
+                sleep 1
+                "${CLIENT[@]}" latency --target "${v%%:*}=${v#*:}" --concurrency 8 --rounds 1 --per-round "$per" \
+                    --warmup 0 >/dev/null & CPID3=$!
+                wait "$CPID3"
+                kill -INT "$PERF_PID" 2>/dev/null; wait "$PERF_PID" 2>/dev/null; PERF_PID=
+                perf script -i "$WORK/cpu.data" -F comm,pid,tid,time,event,trace 2>/dev/null >"$WORK/cpu.txt"
+                $PY "$BENCH/cpuprof.py" "$WORK/cpu.txt" --connections "$per" --freq 999 \
+                    --testbed-pids "$WORK/tbpids.txt" --client "$CPID3" >"$WORK/prof_cpu_${v%%:*}.$r.json" ||
+                    log "warning: cpuprof.py failed"
+            done
+        done
+        for v in "${CPU_VARIANTS[@]}"; do
+            $PY "$BENCH/cpuprof.py" --merge "$WORK/prof_cpu_${v%%:*}".*.json >"$RES/prof_cpu_${v%%:*}.json" ||
+                log "warning: cpuprof.py --merge failed"
         done
     else
         log "profile: perf not available; no timeline"
