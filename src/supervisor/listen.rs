@@ -109,6 +109,70 @@ impl Sockets {
     }
 }
 
+/// Where berth notes, per listen service, whether the running application
+/// made its listeners non-blocking (see [`remember_flags`]).
+const FLAGS_DIR: &str = "/run/berth/listen-flags";
+
+/// Whether each listener is non-blocking (`None`: fcntl failed).
+fn nonblocking(fds: &[OwnedFd]) -> Option<Vec<bool>> {
+    fds.iter()
+        .map(|fd| {
+            nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+                .ok()
+                .map(|f| {
+                    nix::fcntl::OFlag::from_bits_truncate(f).contains(nix::fcntl::OFlag::O_NONBLOCK)
+                })
+        })
+        .collect()
+}
+
+/// systemd clears O_NONBLOCK on every socket it passes each time it starts
+/// berth.service (`NonBlocking=no`), and status flags belong to the open
+/// file description, which a running container's application shares: after
+/// a supervisor restart an event-driven server (lighttpd, nginx) that made
+/// its listener non-blocking would block in accept() and stop serving its
+/// open connections. So the flags the application set are noted while it
+/// runs (only when they change) and put back by [`restore_flags`] when the
+/// next supervisor adopts the container.
+fn remember_flags(name: &str, fds: &[OwnedFd], noted: &mut Option<Vec<bool>>) {
+    let Some(now) = nonblocking(fds) else { return };
+    if noted.as_ref() == Some(&now) {
+        return;
+    }
+    let text: String = now.iter().map(|b| if *b { '1' } else { '0' }).collect();
+    let path = std::path::Path::new(FLAGS_DIR).join(name);
+    match std::fs::create_dir_all(FLAGS_DIR).and_then(|()| std::fs::write(&path, text + "\n")) {
+        Ok(()) => *noted = Some(now),
+        Err(e) => {
+            tracing::warn!(service = %name, "noting the listeners' flags in {}: {e}", path.display())
+        }
+    }
+}
+
+/// Put back the non-blocking flags an adopted container's application had
+/// set on its listeners (see [`remember_flags`]).
+fn restore_flags(name: &str, fds: &[OwnedFd]) {
+    let path = std::path::Path::new(FLAGS_DIR).join(name);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let want: Vec<bool> = text.trim().chars().map(|c| c == '1').collect();
+    if want.len() != fds.len() || !text.trim().chars().all(|c| c == '0' || c == '1') {
+        tracing::warn!(service = %name, "{}: not the flags of this service's {} listeners; left as they are", path.display(), fds.len());
+        return;
+    }
+    for (fd, nb) in fds.iter().zip(want) {
+        let Ok(bits) = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL) else {
+            continue;
+        };
+        let mut flags = nix::fcntl::OFlag::from_bits_truncate(bits);
+        flags.set(nix::fcntl::OFlag::O_NONBLOCK, nb);
+        if let Err(e) = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags)) {
+            tracing::warn!(service = %name, "restoring the adopted application's listener flags: {e}");
+        }
+    }
+}
+
 /// What one wait for the next container came to.
 enum Next {
     /// Boxed: a container is far larger than the other variants.
@@ -138,6 +202,7 @@ pub async fn serve(
                 service = %name, container = %c.id, event = "adopted",
                 pid = c.running.init_pid(), "took over a running container"
             );
+            restore_flags(&name, &sockets.fds);
             c
         } else {
             match next_container(&launcher, &sockets, &mut parked, &mut shutdown).await {
@@ -379,6 +444,14 @@ async fn supervise(
     let mut last_busy = Instant::now();
     let mut last_acceptors = BTreeMap::new();
     let mut last_io = 0u64;
+    // The application's listener flags, for the next supervisor (only
+    // where one may adopt this container).
+    let mut noted = None;
+    let step = if launcher.keep_containers {
+        step.min(Duration::from_secs(2))
+    } else {
+        step
+    };
     loop {
         let lifetime = async {
             match deadline {
@@ -396,6 +469,9 @@ async fn supervise(
                 return (Stop::Shutdown, launcher.kill(c).await);
             }
             _ = tokio::time::sleep(step) => {}
+        }
+        if launcher.keep_containers {
+            remember_flags(&svc.name, fds, &mut noted);
         }
         if shortest.is_none() {
             continue;

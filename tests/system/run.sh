@@ -410,6 +410,8 @@ if [ $SERVE_UP = 1 ]; then
         exec 7<>"/dev/tcp/127.0.0.1/$PORT_WEB"
         if wait_for 5 has_scope web; then
             WR=$(scopes web | head -n1)
+            # berth notes the listener flags lighttpd set (within its idle check's step).
+            wait_for 5 IN test -s /run/berth/listen-flags/web
             pid0=$(prop berth.service MainPID)
             IN systemctl restart berth.service
             pid1=$(prop berth.service MainPID)
@@ -419,6 +421,20 @@ if [ $SERVE_UP = 1 ]; then
             check "restart: the ssh session's scope survives the restart" "$SS not active after the restart" scope_active "$SS"
             v=$(sess_run 'echo after')
             check "restart: the open ssh session still answers" "got '$v'" [ "$v" = after ]
+            # systemd clears O_NONBLOCK on every socket it passes to the new
+            # berth.service, and lighttpd shares that flag on its listener: berth
+            # must put back what lighttpd had set, or lighttpd, once it has served
+            # the next connection, blocks in accept() and leaves its other
+            # connections unserved.
+            web_ok
+            L=$(IN sh -c "for p in \$(cat /sys/fs/cgroup/unified/berth.slice/berth-web.slice/$WR/cgroup.procs); do
+                    [ \"\$(cat /proc/\$p/comm)\" = lighttpd ] && echo \$p; done" 2>/dev/null | head -n1)
+            fl=$(IN sh -c "grep '^flags:' /proc/$L/fdinfo/3" 2>/dev/null | awk '{print $2}')
+            check "restart: the adopted lighttpd's listener is non-blocking again, as lighttpd set it (flags $fl)" "pid '$L' flags '$fl'" \
+                eval '[ -n "$fl" ] && (( (8#$fl & 8#4000) != 0 ))'
+            not_in_accept() { [ "$(IN cat /proc/$L/wchan 2>/dev/null)" != inet_csk_accept ]; }
+            check "restart: the adopted lighttpd serves a connection and goes back to its event loop, not into a blocking accept()" \
+                "wchan $(IN cat /proc/$L/wchan 2>/dev/null)" eval 'web_ok && wait_for 5 not_in_accept'
             exec 7>&-
             t=$(now_ms)
             if wait_for 20 scope_gone "$WR"; then
