@@ -42,13 +42,7 @@ fn greeting(addr: &str) -> String {
 }
 
 fn reload(b: &Berth, toml: &str, nth: usize) {
-    std::fs::write(&b.service_file, toml).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(b.pid() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
-    b.log.wait_count("configuration reloaded", nth, T);
+    b.reload(toml, nth, T);
 }
 
 fn alive(pid: u32) -> bool {

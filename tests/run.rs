@@ -508,15 +508,6 @@ fn until<R>(what: &str, mut f: impl FnMut() -> Option<R>) -> R {
     }
 }
 
-/// The container id in a log line.
-fn container_of(line: &str) -> String {
-    line.split("container=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 #[test]
 fn stages_come_from_a_zygote_that_is_replaced_if_it_dies() {
     if !require_root() {

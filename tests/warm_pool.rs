@@ -49,14 +49,6 @@ fn field(line: &str, key: &str) -> usize {
         .unwrap_or_else(|| panic!("no {key}= in {line}"))
 }
 
-fn container_of(line: &str) -> String {
-    line.split("container=")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// Wait until a `warm-parked` line after the first `skip` lines says the
 /// pool holds `warm`.
 fn wait_full(b: &Berth, skip: usize, warm: usize) {

@@ -190,6 +190,18 @@ impl Berth {
         self.child.id()
     }
 
+    /// Replace the service file with `toml`, send SIGHUP and wait (up to
+    /// `within`) until berth logged its `nth` reload.
+    pub fn reload(&self, toml: &str, nth: usize, within: Duration) {
+        std::fs::write(&self.service_file, toml).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+        self.log.wait_count("configuration reloaded", nth, within);
+    }
+
     /// SIGTERM and wait; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let _ = nix::sys::signal::kill(
@@ -267,6 +279,15 @@ pub fn inits(berth: u32) -> Vec<u32> {
             _ => vec![p],
         })
         .collect()
+}
+
+/// The container id in a berth log line (`container=ID`).
+pub fn container_of(line: &str) -> String {
+    line.split("container=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// A process's name (`berth-stage`, `berth-init`, `berth-zygote` ...).
