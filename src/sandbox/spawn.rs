@@ -154,13 +154,14 @@ impl Stager {
         Stager::Zygote(Box::new(tokio::sync::Mutex::new(None)))
     }
 
-    /// A new stage process whose control channel is `theirs`, and whether
-    /// it is PID 1 itself (forked by the zygote into its pid namespace with
-    /// the spec: no outer stage, no `Setup`).
-    async fn start(&self, theirs: OwnedFd, spec: &Spec) -> Result<(StageProc, bool), SpawnError> {
+    /// A new stage process, whether it is PID 1 itself (forked by the
+    /// zygote into its pid namespace with the spec: no outer stage, no
+    /// `Setup`), and our end of its control channel.
+    async fn start(&self, spec: &Spec) -> Result<(StageProc, bool, OwnedFd), SpawnError> {
         let Stager::Zygote(z) = self else {
+            let (ours, theirs) = channel_pair()?;
             let child = exec_stage("sandbox-stage", theirs).map_err(SpawnError::Exec)?;
-            return Ok((StageProc::child(child)?, false));
+            return Ok((StageProc::child(child)?, false, ours));
         };
         // A user namespace must be made outside the pid namespace, by an
         // outer stage; everything else gets PID 1 straight from the zygote.
@@ -171,6 +172,11 @@ impl Stager {
         // failed) is replaced once; a second failure is reported.
         let mut replaced = false;
         loop {
+            // A channel per attempt: a PID 1 forked by a zygote that died
+            // before reporting it starts at once and may have sent
+            // `Prepared` before it is killed; on a shared channel the
+            // retry's PID 1 would be told `Start` on that stale message.
+            let (ours, theirs) = channel_pair()?;
             let mut zygote = match slot.take() {
                 Some(zygote) => zygote,
                 None => Zygote::start()?,
@@ -193,8 +199,7 @@ impl Stager {
                     let _ = zygote.child.start_kill();
                     let _ = zygote.child.wait().await;
                     // It may have forked a stage before it died and not
-                    // reported it; that stage must not take the next fork's
-                    // channel (the same `theirs`) or outlive us unreaped.
+                    // reported it; that stage must not outlive us unreaped.
                     kill_unreported(&theirs);
                     if replaced {
                         return Err(e);
@@ -204,7 +209,7 @@ impl Stager {
                 }
                 forked => {
                     *slot = Some(zygote);
-                    return Ok((StageProc::forked(forked?)?, direct));
+                    return Ok((StageProc::forked(forked?)?, direct, ours));
                 }
             }
         }
@@ -213,8 +218,9 @@ impl Stager {
 
 /// Kill and reap a stage that a zygote forked but died before reporting:
 /// our child (`CLONE_PARENT`) that holds the stage channel `theirs`. Found
-/// by that socket's inode among our children's descriptors; it waits for
-/// `Setup` on the channel until then, so it cannot have ended by itself.
+/// by that socket's inode among our children's descriptors; it waits on
+/// the channel (for `Setup`, or as PID 1 for `Start`) until then, so it has
+/// not ended by itself unless its set-up failed.
 fn kill_unreported(theirs: &OwnedFd) {
     let Ok(st) = nix::sys::stat::fstat(theirs.as_raw_fd()) else {
         return;
@@ -504,9 +510,15 @@ pub struct Pending {
 /// container; the sandbox is built meanwhile (see [`Pending::parked`]).
 pub async fn spawn(spec: &Spec, stager: &Stager) -> Result<Pending, SpawnError> {
     let deadline = tokio::time::Instant::now() + stage_deadline();
-    let (ours, theirs) = channel_pair()?;
-    let channel = Channel::new(ours)?;
-    let (child, direct) = stager.start(theirs, spec).await?;
+    let (child, direct, ours) = stager.start(spec).await?;
+    let channel = match Channel::new(ours) {
+        Ok(channel) => channel,
+        Err(e) => {
+            // Dropped at once, it is reaped in the background.
+            child.signal(Signal::SIGKILL);
+            return Err(e);
+        }
+    };
     let mut pending = Pending {
         deadline,
         prepared: Prepared {
