@@ -334,6 +334,11 @@ fn listen_mode_gets_its_sockets_idles_out_and_wakes_in_a_new_namespace() {
     );
     // The default seccomp filter is in force inside the namespace too.
     assert_eq!(first["status"]["Seccomp"], "2", "{first}");
+    // Its network namespace, made by the outer stage, has its own TCP
+    // table too (net::nursery), where the kernel has them.
+    if std::path::Path::new("/proc/sys/net/ipv4/tcp_child_ehash_entries").exists() {
+        assert_eq!(first["tcp_ehash_entries"], 512, "{first}");
+    }
     b.log.wait_for("idle_timeout reached", T);
     let woken = report(&common::tcp_request(&addr, "report"));
     assert_eq!(woken["uid"], 0);

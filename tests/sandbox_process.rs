@@ -70,6 +70,48 @@ fn network_is_only_loopback_up() {
     }
 }
 
+/// The container's network namespace has a TCP hash table of its own (made
+/// from berth's nursery namespace), so its exit does not walk the host's
+/// whole table; the host's own setting stays untouched. Fails where each
+/// container's namespace shares the host's table (negative size).
+#[test]
+fn network_namespace_has_its_own_small_tcp_table() {
+    if !common::require_root() {
+        return;
+    }
+    let child = "/proc/sys/net/ipv4/tcp_child_ehash_entries";
+    let Ok(host_child) = std::fs::read_to_string(child) else {
+        // Linux before 6.1: no per-namespace table to check.
+        println!("skipped: {child} does not exist on this kernel");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run on a kernel with {child}"
+        );
+        return;
+    };
+    for mode in MODES {
+        let r = report(mode, &Svc::new("ehash"), &[]);
+        assert_eq!(
+            r["tcp_ehash_entries"], 512,
+            "{mode:?}: the container's TCP table: {}",
+            r["tcp_ehash_entries"]
+        );
+        let svc = Svc::new("ehashhost").sandbox("network = \"host\"");
+        let host = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries").unwrap();
+        let r = report(mode, &svc, &[]);
+        assert_eq!(
+            r["tcp_ehash_entries"].to_string(),
+            host.trim(),
+            "{mode:?}: network = \"host\" must see the host's table"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(child).unwrap(),
+        host_child,
+        "berth changed the host's {child}"
+    );
+}
+
 fn host_interfaces() -> BTreeSet<String> {
     nix::ifaddrs::getifaddrs()
         .expect("getifaddrs")

@@ -29,7 +29,7 @@ use super::Spec;
 use super::creds::CredsError;
 use super::init;
 use super::mounts::{self, MountError};
-use super::net::NetError;
+use super::net::{self, NetError};
 use super::proto::{self, FromStage, ProtoError, StageFailure, ToStage};
 use super::seccomp::SeccompError;
 use super::userns::{self, UsernsError};
@@ -119,16 +119,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     };
-    ExitCode::from(outer(control, None))
+    ExitCode::from(outer(control, None, None))
 }
 
-/// The stage forked by the zygote, with its control channel and the
-/// read-only template of its definition if the zygote has one; returns the
-/// exit status.
-pub(super) fn forked(control: OwnedFd, template: Option<OwnedFd>) -> u8 {
+/// The stage forked by the zygote, with its control channel, the
+/// read-only template of its definition if the zygote has one and the
+/// zygote's nursery network namespace (`net::nursery`); returns the exit
+/// status.
+pub(super) fn forked(control: OwnedFd, template: Option<OwnedFd>, nursery: Option<OwnedFd>) -> u8 {
     let _ = nix::sys::prctl::set_name(c"berth-stage");
     match move_fd(control, CONTROL_FD) {
-        Ok(control) => outer(control, template),
+        Ok(control) => outer(control, template, nursery),
         Err(e) => {
             eprintln!("berth sandbox-stage: {e}");
             EXIT_SETUP_FAILED
@@ -160,8 +161,8 @@ pub(super) fn move_fd(fd: OwnedFd, min: RawFd) -> Result<OwnedFd, StageError> {
 /// supervisor its pid, close its end of the channel (the supervisor reads
 /// EOF once the application's exec closed the last copy), then wait for
 /// PID 1 and exit with its status.
-fn outer(control: OwnedFd, template: Option<OwnedFd>) -> u8 {
-    let child = match outer_setup(&control, template) {
+fn outer(control: OwnedFd, template: Option<OwnedFd>, nursery: Option<OwnedFd>) -> u8 {
+    let child = match outer_setup(&control, template, nursery) {
         Ok(Some(child)) => child,
         Ok(None) => return EXIT_SETUP_FAILED,
         Err(e) => return fail(&control, &e),
@@ -171,7 +172,11 @@ fn outer(control: OwnedFd, template: Option<OwnedFd>) -> u8 {
 }
 
 /// Everything up to the fork; `Ok(None)` in the child once it is done.
-fn outer_setup(control: &OwnedFd, template: Option<OwnedFd>) -> Result<Option<Pid>, StageError> {
+fn outer_setup(
+    control: &OwnedFd,
+    template: Option<OwnedFd>,
+    nursery: Option<OwnedFd>,
+) -> Result<Option<Pid>, StageError> {
     let spec = match proto::recv::<ToStage>(control.as_raw_fd(), MsgFlags::empty())? {
         Some((ToStage::Setup(spec), _)) => *spec,
         Some(_) => return Err(StageError::Unexpected("Setup")),
@@ -216,7 +221,7 @@ fn outer_setup(control: &OwnedFd, template: Option<OwnedFd>) -> Result<Option<Pi
     // the child may do anything after fork.
     match unsafe { fork() }.map_err(StageError::Fork)? {
         ForkResult::Child => {
-            let code = inner(control, &spec, userns.as_ref(), tree);
+            let code = inner(control, &spec, userns.as_ref(), tree, nursery);
             // SAFETY: _exit ends the forked child at once, without the
             // exit handlers of the process it was forked from.
             unsafe { libc::_exit(i32::from(code)) }
@@ -238,7 +243,12 @@ fn outer_setup(control: &OwnedFd, template: Option<OwnedFd>) -> Result<Option<Pi
 /// namespace is made by that fork, `spec` came with it, so there is no
 /// outer stage and no `Setup`. The same steps as `outer_setup` for the
 /// rest; returns the exit status.
-pub(super) fn direct(control: OwnedFd, spec: Spec, template: Option<OwnedFd>) -> u8 {
+pub(super) fn direct(
+    control: OwnedFd,
+    spec: Spec,
+    template: Option<OwnedFd>,
+    nursery: Option<OwnedFd>,
+) -> u8 {
     let _ = nix::sys::prctl::set_name(c"berth-init");
     let control = match move_fd(control, CONTROL_FD) {
         Ok(fd) => fd,
@@ -254,18 +264,31 @@ pub(super) fn direct(control: OwnedFd, spec: Spec, template: Option<OwnedFd>) ->
     }
     // Cloned while still in the zygote's mount namespace, as the stage does.
     let tree = template.and_then(|t| mounts::template::clone(&t).ok());
-    inner(&control, &spec, None, tree)
+    inner(&control, &spec, None, tree, nursery)
 }
 
-/// PID 1, just forked into its pid namespace: unshare the others, build the
+/// PID 1, just forked into its pid namespace: unshare the others (the
+/// network namespace from inside the nursery, if there is one), build the
 /// container and run it (`init::run`); returns the exit status.
-fn inner(control: &OwnedFd, spec: &Spec, userns: Option<&OwnedFd>, tree: Option<OwnedFd>) -> u8 {
+fn inner(
+    control: &OwnedFd,
+    spec: &Spec,
+    userns: Option<&OwnedFd>,
+    tree: Option<OwnedFd>,
+    nursery: Option<OwnedFd>,
+) -> u8 {
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let mut nursery = nursery;
     if spec.private_network {
         flags |= CloneFlags::CLONE_NEWNET;
+    } else {
+        // network = "host": stay in the zygote's namespace.
+        nursery = None;
     }
-    let built = unshare(flags)
-        .map_err(|source| StageError::Unshare { flags, source })
+    let built = nursery
+        .map_or(Ok(()), net::enter_nursery)
+        .map_err(StageError::from)
+        .and_then(|()| unshare(flags).map_err(|source| StageError::Unshare { flags, source }))
         .and_then(|()| init::run(control, spec, userns, tree));
     match built {
         Ok(code) => code,

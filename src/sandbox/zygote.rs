@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use super::mounts::{self, Split};
 use super::proto::{self, FromZygote, StageFailure, ToZygote};
 use super::stage::{self, CONTROL_FD, EXIT_SETUP_FAILED};
-use super::{Spec, creds, seccomp};
+use super::{Spec, creds, net, seccomp};
 
 /// Entry point of `berth sandbox-zygote`.
 pub fn main() -> ExitCode {
@@ -43,6 +43,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     };
+    // Before any fork: every container's network namespace is made from
+    // this one (its own small TCP table, see net::nursery).
+    let nursery = net::nursery();
     let mut templates = Templates::new();
     loop {
         let (control, request) =
@@ -68,7 +71,13 @@ pub fn main() -> ExitCode {
         let reply = match request {
             ToZygote::Fork { template: spec } => {
                 let template = spec.and_then(|spec| templates.find(&spec));
-                fork_stage(&channel, control, &mut templates, template)
+                fork_stage(
+                    &channel,
+                    control,
+                    &mut templates,
+                    template,
+                    nursery.as_ref(),
+                )
             }
             ToZygote::Init { spec } if spec.private_users.is_some() => {
                 drop(control);
@@ -78,7 +87,14 @@ pub fn main() -> ExitCode {
             }
             ToZygote::Init { spec } => {
                 let template = templates.find(&spec);
-                fork_init(&channel, control, &mut templates, template, *spec)
+                fork_init(
+                    &channel,
+                    control,
+                    &mut templates,
+                    template,
+                    nursery.as_ref(),
+                    *spec,
+                )
             }
         };
         if let Err(e) = proto::send(channel.as_raw_fd(), &reply, &[]) {
@@ -95,6 +111,7 @@ fn fork_stage(
     control: OwnedFd,
     templates: &mut Templates,
     template: Option<usize>,
+    nursery: Option<&OwnedFd>,
 ) -> FromZygote {
     debug_assert_single_threaded();
     match clone_parent(0) {
@@ -103,7 +120,7 @@ fn fork_stage(
             // templates of other definitions.
             close_channel(channel);
             let template = template.and_then(|i| templates.take_index(i));
-            exit(stage::forked(control, template))
+            exit(stage::forked(control, template, nursery.map(take_in_child)))
         }
         Ok(Some(pid)) => forked(pid),
         Err(e) => FromZygote::Failed(StageFailure {
@@ -119,6 +136,7 @@ fn fork_init(
     control: OwnedFd,
     templates: &mut Templates,
     template: Option<usize>,
+    nursery: Option<&OwnedFd>,
     spec: Spec,
 ) -> FromZygote {
     debug_assert_single_threaded();
@@ -141,7 +159,12 @@ fn fork_init(
         let _ = nix::sys::prctl::set_name(c"berth-init");
         close_channel(channel);
         let template = template.and_then(|i| templates.take_index(i));
-        exit(stage::direct(control, spec, template));
+        exit(stage::direct(
+            control,
+            spec,
+            template,
+            nursery.map(take_in_child),
+        ));
     }
     let _ =
         nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&old), None);
@@ -172,6 +195,15 @@ fn close_channel(channel: &OwnedFd) {
     // SAFETY: the child never uses `channel` again and ends with `_exit`,
     // so the descriptor is not closed twice.
     unsafe { libc::close(channel.as_raw_fd()) };
+}
+
+/// In a forked child: own the child's copy of a descriptor the zygote's
+/// frame holds, so the child can close it when done with it.
+fn take_in_child(fd: &OwnedFd) -> OwnedFd {
+    // SAFETY: the zygote's `OwnedFd` is never dropped in this child (it
+    // ends with `_exit` and never returns to that frame), so the returned
+    // one is this copy's only owner and the descriptor is closed once.
+    unsafe { OwnedFd::from_raw_fd(fd.as_raw_fd()) }
 }
 
 /// End a forked child without the zygote's exit handlers and destructors

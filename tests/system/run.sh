@@ -680,6 +680,12 @@ fi
 # ---------------------------------------------------------------- j. reload
 if [ $SERVE_UP = 1 ]; then
     r=$(probe_cmd report)
+    # The container's network namespace has a TCP table of its own (berth's
+    # nursery namespace), although nspawn mounts the testbed's /proc/sys
+    # read-only; the testbed's own setting stays the administrator's.
+    e=$(jq -r '.tcp_ehash_entries // empty' <<<"$r" 2>/dev/null); c=$(IN cat /proc/sys/net/ipv4/tcp_child_ehash_entries)
+    check "netns: the container's TCP hash table is its own (512 buckets), the testbed's tcp_child_ehash_entries untouched" \
+        "tcp_ehash_entries='$e' testbed child setting='$c'" eval '[ "$e" = 512 ] && [ "$c" = 0 ]'
     h=$(jq -r '.hostname // empty' <<<"$r" 2>/dev/null); g=$(jq -r '.env.GREETING // "unset"' <<<"$r" 2>/dev/null)
     check "reload: before, the probe reports hostname 'probe' and no GREETING" "hostname='$h' GREETING='$g'" \
         eval '[ "$h" = probe ] && [ "$g" = unset ]'

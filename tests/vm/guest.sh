@@ -295,6 +295,13 @@ systemctl stop berth.service
 check "freeze: systemctl start sockets.target berth.service" systemctl start sockets.target berth.service
 A=$(frz_report)
 check "freeze: the listen probe answers (report: $A)" eval '[[ "$A" == *'"'"'"net":"net:['"'"'* ]]'
+# Linux 6.1 here: the container's network namespace has a TCP table of its
+# own (berth's nursery namespace), the host's setting is untouched.
+E=$(timeout 60 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; echo report >&3; cat <&3' _ "$FRZ" 2>/dev/null |
+    grep -oE '"tcp_ehash_entries":-?[0-9]+' | cut -d: -f2)
+HC=$(cat /proc/sys/net/ipv4/tcp_child_ehash_entries)
+check "netns: the container's TCP table is its own (tcp_ehash_entries $E), host's child setting $HC" \
+    eval '[ "$E" = 512 ] && [ "$HC" = 0 ]'
 FS=$(systemctl list-units --type=scope --plain --no-legend 'berth-frz-*.scope' 2>/dev/null | awk '$3=="active"{print $1}' | head -n1)
 FD=/sys/fs/cgroup$(systemctl show -P ControlGroup "${FS:-none}" 2>/dev/null)
 check "freeze: berth list shows the idle container frozen" wait_for 60 frz_is frozen

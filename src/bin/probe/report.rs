@@ -203,6 +203,13 @@ fn namespaces(f: &mut Fields) {
         ns.insert((*name).into(), json!(target));
     }
     f.put("namespaces", Value::Object(ns));
+    // Positive: this network namespace has a TCP hash table of its own;
+    // negative: it shares the host's (of that many buckets).
+    let ehash = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
+        .map_err(|e| e.to_string())
+        .and_then(|t| t.trim().parse::<i64>().map_err(|e| e.to_string()))
+        .map(|n| json!(n));
+    f.put_or("tcp_ehash_entries", ehash, Value::Null);
     let cgroup = std::fs::read_to_string("/proc/self/cgroup")
         .map(|c| json!(c))
         .map_err(|e| e.to_string());
