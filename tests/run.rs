@@ -59,26 +59,27 @@ fn inetd_serves_tcp4_tcp6_and_unix() {
     if !require_root() {
         return;
     }
-    let p4 = free_port();
-    let p6 = free_port();
     let sockdir = tempfile::tempdir().unwrap();
     let sock = sockdir.path().join("probe.sock");
     let b = Berth::start(
         "probe",
         &inetd_toml(""),
         &[
-            format!("127.0.0.1:{p4}"),
-            format!("[::1]:{p6}"),
+            "127.0.0.1:0".to_string(),
+            "[::1]:0".to_string(),
             sock.display().to_string(),
         ],
     );
-    assert_eq!(tcp_request(&format!("127.0.0.1:{p4}"), "echo v4"), "v4\n");
-    assert_eq!(tcp_request(&format!("[::1]:{p6}"), "echo v6"), "v6\n");
+    let [v4, v6, _] = &b.listening()[..] else {
+        panic!("three listeners: {:?}", b.listening());
+    };
+    assert_eq!(tcp_request(v4, "echo v4"), "v4\n");
+    assert_eq!(tcp_request(v6, "echo v6"), "v6\n");
     assert_eq!(unix_request(&sock, "echo unix"), "unix\n");
     // One container per connection, each in its own network namespace
     // (told by berth's events: a freed namespace's inode is reused).
     for _ in 0..2 {
-        let ns = net_ns_of(&tcp_request(&format!("127.0.0.1:{p4}"), "report"));
+        let ns = net_ns_of(&tcp_request(v4, "report"));
         assert_ne!(ns, host_ns("net"));
     }
     b.log.wait_count("event=\"stopped\"", 5, T);
@@ -394,13 +395,11 @@ fn full_tmp_is_enospc_inside_and_berth_carries_on() {
     if !require_root() {
         return;
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     let toml = format!(
         "mode = \"inetd\"\nexec = [\"/probe\"]\n[sandbox]\ntmp_size = \"4M\"\nread_only = [\"{}\"]\n",
         probe_bind()
     );
-    let _b = Berth::start("tmp", &toml, std::slice::from_ref(&addr));
+    let (_b, addr) = Berth::start_tcp("tmp", &toml);
     let r = json(&tcp_request(&addr, "fill-tmp"));
     assert_eq!(r["error"], "ENOSPC", "{r}");
     let written = r["written"].as_u64().unwrap();
@@ -418,13 +417,11 @@ fn app_exiting_at_once_is_reported_and_throttled() {
     if !require_root() {
         return;
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     let toml = format!(
         "mode = \"inetd\"\nexec = [\"/probe\", \"--exit-now\", \"3\"]\n[sandbox]\nread_only = [\"{}\"]\n",
         probe_bind()
     );
-    let b = Berth::start("crash", &toml, std::slice::from_ref(&addr));
+    let (b, addr) = Berth::start_tcp("crash", &toml);
     for _ in 0..4 {
         assert_eq!(tcp_request(&addr, "echo x"), "");
     }
@@ -441,11 +438,13 @@ fn run_without_listen_uses_the_service_files_addresses() {
     if !require_root() {
         return;
     }
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let b = Berth::start("own", &inetd_toml(&format!("listen = [\"{addr}\"]")), &[]);
-    b.log.wait_for(&format!("listening on {addr}"), T);
-    assert_eq!(tcp_request(&addr, "echo mine"), "mine\n");
+    let b = Berth::start("own", &inetd_toml("listen = [\"127.0.0.1:0\"]"), &[]);
+    let addr = &b.listening()[..];
+    let [addr] = addr else {
+        panic!("one listener from the service file: {addr:?}");
+    };
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert_eq!(tcp_request(addr, "echo mine"), "mine\n");
 }
 
 #[test]
@@ -455,10 +454,8 @@ fn clients_that_hang_up_at_once_do_not_throttle_the_service() {
     }
     // Like many daemons (sshd -i exits 255), this one exits non-zero when
     // its client hangs up before saying anything; and fails on any input.
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     let toml = "mode = \"inetd\"\nexec = [\"/bin/sh\", \"-c\", \"read x || exit 255; exit 3\"]\n";
-    let b = Berth::start("hangup", toml, std::slice::from_ref(&addr));
+    let (b, addr) = Berth::start_tcp("hangup", toml);
     // A hostile client: connect and close, over and over.
     for _ in 0..8 {
         drop(TcpStream::connect(&addr).expect("connect"));

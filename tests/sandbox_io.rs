@@ -13,10 +13,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -138,41 +134,8 @@ fn environment_with_two_listen_sockets() {
     check_env(&r, Mode::Listen, "envtwo", "envtwo:envtwo");
 }
 
-/// `berth run` itself started with NOTIFY_SOCKET, LISTEN_* leftovers and a
+/// `berth run` itself started with NOTIFY_SOCKET, HOME, LANGUAGE and a
 /// stray variable: none of them reaches the application.
-struct RawBerth {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RawBerth {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
-fn request_retry(addr: &str, cmd: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut s = loop {
-        match TcpStream::connect(addr) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("connect {addr}: {e}"),
-        }
-    };
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 #[test]
 fn environment_of_berth_itself_is_not_inherited() {
     if !common::require_root() {
@@ -180,28 +143,17 @@ fn environment_of_berth_itself_is_not_inherited() {
     }
     for mode in MODES {
         let name = "envleak";
-        let (dir, file) = common::service_dir(name, &env_svc(name).toml(mode));
-        let addr = format!("127.0.0.1:{}", common::free_port());
-        let child = Command::new(common::BERTH)
-            .arg("--config-dir")
-            .arg(dir.path())
-            .arg("run")
-            .arg(&file)
-            .arg("--listen")
-            .arg(&addr)
-            .arg("--no-scope")
-            .env("BERTH_LOG", "info")
-            .env("NOTIFY_SOCKET", "/run/berth-test-no-such-notify.sock")
-            .env("BERTH_TEST_LEAK", "1")
-            .env("LANGUAGE", "xx")
-            .env("HOME", "/root")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn berth");
-        let _berth = RawBerth { child, _dir: dir };
-        let r = common::json(&request_retry(&addr, "report"));
+        let (_berth, addr) = common::Berth::start_tcp_env(
+            name,
+            &env_svc(name).toml(mode),
+            &[
+                ("NOTIFY_SOCKET", Some("/run/berth-test-no-such-notify.sock")),
+                ("BERTH_TEST_LEAK", Some("1")),
+                ("LANGUAGE", Some("xx")),
+                ("HOME", Some("/root")),
+            ],
+        );
+        let r = common::json(&common::tcp_request(&addr, "report"));
         check_report(&r, mode);
         check_env(&r, mode, name, name);
     }

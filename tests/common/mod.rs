@@ -31,13 +31,6 @@ pub fn require_root() -> bool {
     false
 }
 
-/// A free loopback port (bound and released; the kernel does not hand it
-/// out again at once).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
-}
-
 #[derive(Clone, Default)]
 pub struct Log {
     inner: Arc<(Mutex<Vec<String>>, Condvar)>,
@@ -188,6 +181,18 @@ impl Berth {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The addresses berth listens on, in `--listen` order, as it logged
+    /// them before "serving" (so port 0 shows the port the kernel picked).
+    pub fn listening(&self) -> Vec<String> {
+        self.log
+            .lines()
+            .iter()
+            .filter_map(|l| l.split("listening on ").nth(1))
+            .filter_map(|r| r.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Replace the service file with `toml`, send SIGHUP and wait (up to

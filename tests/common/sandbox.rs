@@ -121,28 +121,40 @@ pub struct Running {
 
 pub fn start(mode: Mode, svc: &Svc, kinds: &[Kind]) -> Running {
     let sockets = tempfile::tempdir().expect("tempdir for sockets");
-    let addrs: Vec<Addr> = kinds
+    // TCP on port 0: the kernel picks a free port as berth binds it (a port
+    // picked here first could be taken by another test before berth binds).
+    let args: Vec<String> = kinds
         .iter()
         .enumerate()
         .map(|(i, k)| match k {
-            Kind::Tcp4 => Addr::Tcp(format!("127.0.0.1:{}", super::free_port())),
-            Kind::Tcp6 => Addr::Tcp(format!("[::1]:{}", free_port6())),
-            Kind::Unix => Addr::Unix(sockets.path().join(format!("s{i}.sock"))),
+            Kind::Tcp4 => "127.0.0.1:0".to_string(),
+            Kind::Tcp6 => "[::1]:0".to_string(),
+            Kind::Unix => sockets
+                .path()
+                .join(format!("s{i}.sock"))
+                .to_string_lossy()
+                .into_owned(),
         })
         .collect();
-    let args: Vec<String> = addrs.iter().map(Addr::arg).collect();
     let berth = Berth::start(&svc.name, &svc.toml(mode), &args);
+    // berth logs "listening on ADDR" per listener, in order, before "serving".
+    let bound = berth.listening();
+    assert_eq!(bound.len(), kinds.len(), "listening lines: {bound:?}");
+    let addrs: Vec<Addr> = kinds
+        .iter()
+        .zip(args)
+        .zip(bound)
+        .map(|((k, arg), bound)| match k {
+            Kind::Tcp4 | Kind::Tcp6 => Addr::Tcp(bound),
+            Kind::Unix => Addr::Unix(arg.into()),
+        })
+        .collect();
     Running {
         mode,
         berth,
         addrs,
         _sockets: sockets,
     }
-}
-
-pub fn free_port6() -> u16 {
-    let l = std::net::TcpListener::bind("[::1]:0").expect("bind [::1]:0");
-    l.local_addr().expect("local addr").port()
 }
 
 impl Running {
