@@ -305,6 +305,15 @@ def targets(d):
                          % (conc, "s" if conc != "1" else "", label),
                          "berth": p99, "anchor": p50, "unit": "ms", "ratio": ratio(p99, p50),
                          "target": "<= 2.0x", "met": None if ratio(p99, p50) is None else ratio(p99, p50) <= 2.0})
+        # The same tail measure of the anchor, in the same run: how far this
+        # machine's noise alone spreads a closed-loop client's latencies.
+        bfb = r.get("systemd_bare", {}).get("first_byte_ms", {})
+        if bfb.get("p50") and bfb.get("p99"):
+            conc = c[1:]
+            rows.append({"id": "a-info", "figure": "a. ... %s client%s, systemd bare Accept=yes (context: the anchor's own tail): p99 vs its own p50"
+                         % (conc, "s" if conc != "1" else ""),
+                         "berth": bfb["p99"], "anchor": bfb["p50"], "unit": "ms", "ratio": ratio(bfb["p99"], bfb["p50"]),
+                         "target": "-", "met": None})
     b = d.get("b", {}).get("summary")
     bp = d.get("b", {}).get("parallel")
     if bp:
