@@ -443,3 +443,41 @@ fn a_stage_forked_by_a_zygote_that_died_before_reporting_it_is_reaped() {
     wait_settled(b.pid(), T);
     assert_eq!(tcp_request(&addr, "echo later"), "later\n");
 }
+
+/// The nursery network namespace (`net::nursery`) cannot be made (its
+/// child fails as if `unshare` were refused): the zygote says so once and
+/// containers are made as before, each in its own network namespace, only
+/// sharing the host's TCP table. Fails if a missing nursery broke launches.
+#[test]
+fn without_the_nursery_namespace_containers_are_still_made() {
+    if !require_root() {
+        return;
+    }
+    if !std::path::Path::new("/proc/sys/net/ipv4/tcp_child_ehash_entries").exists() {
+        println!("skipped: no tcp_child_ehash_entries on this kernel (no nursery either way)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run on Linux 6.1+"
+        );
+        return;
+    }
+    let _one = one_at_a_time();
+    let (b, addr) = Berth::start_tcp_env(
+        "nonursery",
+        &toml("inetd", ""),
+        &[("BERTH_TEST_NO_NURSERY", Some("1"))],
+    );
+    for _ in 0..2 {
+        let r = json(&tcp_request(&addr, "report"));
+        assert_ne!(r["namespaces"]["net"], host_ns("net"), "{r}");
+        let entries = r["tcp_ehash_entries"].as_i64().expect("tcp_ehash_entries");
+        assert!(
+            entries < 0,
+            "the host's table is shared without the nursery: {entries}"
+        );
+    }
+    let line = b.log.wait_for("no nursery network namespace", T);
+    assert!(line.contains("EPERM"), "{line}");
+    assert_eq!(b.log.count("no nursery network namespace"), 1);
+    assert_eq!(b.log.count("event=\"failed\""), 0);
+}

@@ -82,6 +82,11 @@ pub const CONTAINER_TCP_EHASH: u32 = 512;
 /// (Linux 6.1+): 0 shares the host's table, N gives the new one its own.
 const CHILD_EHASH: &str = "/proc/sys/net/ipv4/tcp_child_ehash_entries";
 
+/// Debug builds (tests): the nursery's child fails as if `unshare` were
+/// refused, to show that containers are still made without it.
+#[cfg(debug_assertions)]
+pub const TEST_NO_NURSERY_ENV: &str = "BERTH_TEST_NO_NURSERY";
+
 /// An empty network namespace with `tcp_child_ehash_entries` set, made once
 /// by the zygote; each container's namespace is made from inside it
 /// ([`enter_nursery`]). Why: a namespace that shares the host's TCP hash
@@ -124,6 +129,12 @@ fn make_nursery() -> Result<OwnedFd, NetError> {
         ForkResult::Child => {
             drop(ready_r);
             drop(hold_w);
+            #[cfg(debug_assertions)]
+            if std::env::var_os(TEST_NO_NURSERY_ENV).is_some() {
+                let _ = write(&ready_w, &[libc::EPERM as u8]);
+                // SAFETY: as below.
+                unsafe { libc::_exit(0) }
+            }
             let result = unshare(CloneFlags::CLONE_NEWNET)
                 .map_err(|e| e as i32)
                 .and_then(|()| {

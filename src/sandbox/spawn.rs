@@ -331,7 +331,11 @@ fn exec_stage(subcommand: &str, channel: OwnedFd) -> std::io::Result<Child> {
         cmd.env(super::mounts::template::DISABLE_ENV, v);
     }
     #[cfg(debug_assertions)]
-    for var in [TEST_HANG_ENV, TEST_ZYGOTE_DIE_ENV] {
+    for var in [
+        TEST_HANG_ENV,
+        TEST_ZYGOTE_DIE_ENV,
+        super::net::TEST_NO_NURSERY_ENV,
+    ] {
         if let Some(v) = std::env::var_os(var) {
             cmd.env(var, v);
         }
