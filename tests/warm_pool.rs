@@ -283,6 +283,16 @@ fn a_parked_pid1_is_berths_own_child_in_new_namespaces_with_no_outer_stage() {
         nspid.ends_with("\t1"),
         "not PID 1 of its namespace: {nspid}"
     );
+    // PID 1 keeps no namespace descriptor: the zygote's nursery network
+    // namespace (net::nursery) was closed once PID 1's own was made from it.
+    let held: Vec<String> = std::fs::read_dir(format!("/proc/{init}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| l.starts_with("net:[") || l.starts_with("mnt:["))
+        .collect();
+    assert!(held.is_empty(), "PID 1 holds namespaces: {held:?}");
     // And the sandbox serves as before.
     let r = json(&tcp_request(&addr, "report"));
     assert_eq!(r["uid"], 65534);
