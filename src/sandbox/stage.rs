@@ -278,12 +278,11 @@ fn inner(
     nursery: Option<OwnedFd>,
 ) -> u8 {
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    let mut nursery = nursery;
+    // network = "host": stay in the zygote's namespace (the nursery is
+    // closed unused).
+    let nursery = nursery.filter(|_| spec.private_network);
     if spec.private_network {
         flags |= CloneFlags::CLONE_NEWNET;
-    } else {
-        // network = "host": stay in the zygote's namespace.
-        nursery = None;
     }
     let built = nursery
         .map_or(Ok(()), net::enter_nursery)
