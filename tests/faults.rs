@@ -481,3 +481,34 @@ fn without_the_nursery_namespace_containers_are_still_made() {
     assert_eq!(b.log.count("no nursery network namespace"), 1);
     assert_eq!(b.log.count("event=\"failed\""), 0);
 }
+
+/// The zygote forks PID 1, PID 1's set-up fails at once and it ends, and
+/// only then does the zygote die before its reply (a debug-build hook,
+/// `BERTH_TEST_ZYGOTE_DIE_AFTER_INIT`). That PID 1 holds no descriptor by
+/// which the supervisor could find it: it is found by the failure it sent
+/// and reaped, not left a zombie; the connection is served by the next
+/// zygote. Fails while such a PID 1 stays an unreaped child of berth.
+#[test]
+fn a_pid1_that_ended_before_its_zygote_died_is_reaped() {
+    if !require_root() {
+        return;
+    }
+    let _one = one_at_a_time();
+    let token_dir = tempfile::tempdir().expect("tempdir");
+    let token = token_dir.path().join("fail");
+    let (b, addr) = Berth::start_tcp_env(
+        "zyended",
+        &toml("inetd", ""),
+        &[(
+            "BERTH_TEST_ZYGOTE_DIE_AFTER_INIT",
+            Some(token.to_str().expect("utf-8 path")),
+        )],
+    );
+    std::fs::write(&token, "").expect("write token");
+    assert_eq!(tcp_request(&addr, "echo retried"), "retried\n");
+    assert!(!token.exists(), "the zygote claimed the token");
+    b.log.wait_for("sandbox zygote unusable", T);
+    b.log.wait_for("ended on its own", T);
+    wait_settled(b.pid(), T);
+    assert_eq!(tcp_request(&addr, "echo later"), "later\n");
+}

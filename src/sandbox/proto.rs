@@ -118,7 +118,10 @@ pub fn recv<T: for<'de> Deserialize<'de>>(
         }
     };
     let mut buf = vec![0u8; want.clamp(1, MAX_MESSAGE)];
-    let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    // Room for SCM_CREDENTIALS too: the supervisor's ends of stage channels
+    // have SO_PASSCRED (spawn::kill_unreported), and the kernel puts the
+    // credentials before any descriptors.
+    let mut cmsg_space = nix::cmsg_space!(libc::ucred, [RawFd; MAX_FDS]);
     let (len, fds, truncated) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = loop {

@@ -96,6 +96,12 @@ pub const TEST_HANG_ENV: &str = "BERTH_TEST_STAGE_HANG";
 #[cfg(debug_assertions)]
 pub const TEST_ZYGOTE_DIE_ENV: &str = "BERTH_TEST_ZYGOTE_DIE";
 
+/// Debug builds only: while the file named by this variable exists, PID 1
+/// fails its set-up at once, and the zygote waits for it to have ended,
+/// removes the file and kills itself before its reply (tests/faults.rs).
+#[cfg(debug_assertions)]
+pub const TEST_ZYGOTE_DIE_AFTER_INIT_ENV: &str = "BERTH_TEST_ZYGOTE_DIE_AFTER_INIT";
+
 /// Non-blocking end of the channel on the tokio reactor.
 struct Channel(AsyncFd<OwnedFd>);
 
@@ -177,6 +183,11 @@ impl Stager {
             // `Prepared` before it is killed; on a shared channel the
             // retry's PID 1 would be told `Start` on that stale message.
             let (ours, theirs) = channel_pair()?;
+            // Every message on `ours` then says who sent it: how a PID 1
+            // that ended before its zygote reported it is found (it holds
+            // no descriptor by then). Without it that rare case is only
+            // left a zombie, so a failure here is not one of the launch.
+            let _ = nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::PassCred, &true);
             let mut zygote = match slot.take() {
                 Some(zygote) => zygote,
                 None => Zygote::start()?,
@@ -200,7 +211,7 @@ impl Stager {
                     let _ = zygote.child.wait().await;
                     // It may have forked a stage before it died and not
                     // reported it; that stage must not outlive us unreaped.
-                    kill_unreported(&theirs);
+                    kill_unreported(&theirs, &ours);
                     if replaced {
                         return Err(e);
                     }
@@ -219,17 +230,54 @@ impl Stager {
 /// Kill and reap a stage that a zygote forked but died before reporting:
 /// our child (`CLONE_PARENT`) that holds the stage channel `theirs`. Found
 /// by that socket's inode among our children's descriptors; it waits on
-/// the channel (for `Setup`, or as PID 1 for `Start`) until then, so it has
-/// not ended by itself unless its set-up failed.
-fn kill_unreported(theirs: &OwnedFd) {
+/// the channel (for `Setup`, or as PID 1 for `Start`) until then. A PID 1
+/// whose set-up failed at once may have ended already and holds nothing to
+/// be found by: it is found by the message it sent on `ours` instead.
+fn kill_unreported(theirs: &OwnedFd, ours: &OwnedFd) {
     let Ok(st) = nix::sys::stat::fstat(theirs.as_raw_fd()) else {
         return;
     };
     let link = format!("socket:[{}]", st.st_ino);
+    let mut found = Vec::new();
+    for pid in our_children() {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let holds = fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == link.as_str()));
+        if holds {
+            tracing::warn!("killing stage {pid}: forked by a zygote that died before reporting it");
+            found.push(pid);
+        }
+    }
+    // Read after the scan: a child that ended before it sent nothing the
+    // scan could miss, and one still running was found above.
+    let children = our_children();
+    for pid in senders(ours) {
+        if children.contains(&pid) && !found.contains(&pid) {
+            tracing::warn!(
+                "reaping stage {pid}: forked by a zygote that died before reporting it, \
+                 ended on its own"
+            );
+            found.push(pid);
+        }
+    }
+    for pid in found {
+        // Our unreaped child: its pid is still its own. Dropped at once, it
+        // is reaped in the background once the kill lands (or at once).
+        if let Ok(stage) = StageProc::forked(pid) {
+            stage.signal(Signal::SIGKILL);
+        }
+    }
+}
+
+/// The supervisor's children, as `/proc` lists them (zombies included).
+fn our_children() -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
+        return Vec::new();
     };
-    let children: Vec<u32> = tasks
+    tasks
         .flatten()
         .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
         .flat_map(|c| {
@@ -237,24 +285,50 @@ fn kill_unreported(theirs: &OwnedFd) {
                 .filter_map(|p| p.parse().ok())
                 .collect::<Vec<u32>>()
         })
-        .collect();
-    for pid in children {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
+        .collect()
+}
+
+/// The pids that sent the messages still queued on `ours` (consumed): the
+/// kernel recorded each sender as it sent, since `ours` has `SO_PASSCRED`
+/// (`Stager::start`).
+fn senders(ours: &OwnedFd) -> Vec<u32> {
+    use nix::sys::socket::{ControlMessageOwned, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut pids = Vec::new();
+    let mut buf = [0u8; 1];
+    let mut cmsg = nix::cmsg_space!(libc::ucred, [RawFd; proto::MAX_FDS]);
+    loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let Ok(msg) = recvmsg::<()>(
+            ours.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        ) else {
+            break;
         };
-        let holds = fds
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == link.as_str()));
-        if !holds {
-            continue;
+        let mut any = false;
+        for c in msg.cmsgs().into_iter().flatten() {
+            any = true;
+            match c {
+                ControlMessageOwned::ScmCredentials(cred) => {
+                    pids.extend(u32::try_from(cred.pid()).ok());
+                }
+                ControlMessageOwned::ScmRights(fds) => {
+                    for fd in fds {
+                        // SAFETY: just received; nothing else owns it.
+                        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
+                }
+                _ => {}
+            }
         }
-        tracing::warn!("killing stage {pid}: forked by a zygote that died before reporting it");
-        // Our unreaped child: its pid is still its own. Dropped at once, it
-        // is reaped in the background once the kill lands.
-        if let Ok(stage) = StageProc::forked(pid) {
-            stage.signal(Signal::SIGKILL);
+        // 0 bytes and nothing attached: the other end is closed.
+        if msg.bytes == 0 && !any {
+            break;
         }
     }
+    pids
 }
 
 /// `berth sandbox-zygote` and its channel.
@@ -334,6 +408,7 @@ fn exec_stage(subcommand: &str, channel: OwnedFd) -> std::io::Result<Child> {
     for var in [
         TEST_HANG_ENV,
         TEST_ZYGOTE_DIE_ENV,
+        TEST_ZYGOTE_DIE_AFTER_INIT_ENV,
         super::net::TEST_NO_NURSERY_ENV,
     ] {
         if let Some(v) = std::env::var_os(var) {

@@ -103,6 +103,12 @@ pub enum StageError {
     LockPipe(#[source] Errno),
     #[error("exec {path}: {source}")]
     Exec { path: String, source: Errno },
+    #[cfg(debug_assertions)]
+    #[error(
+        "set-up failed at once (test hook {})",
+        super::spawn::TEST_ZYGOTE_DIE_AFTER_INIT_ENV
+    )]
+    TestFailAtOnce,
 }
 
 /// Entry point of `berth sandbox-stage` (exec'd, control channel on fd 0).
@@ -257,6 +263,12 @@ pub(super) fn direct(
             return EXIT_SETUP_FAILED;
         }
     };
+    #[cfg(debug_assertions)]
+    if std::env::var_os(super::spawn::TEST_ZYGOTE_DIE_AFTER_INIT_ENV)
+        .is_some_and(|t| std::path::Path::new(&t).exists())
+    {
+        return fail(&control, &StageError::TestFailAtOnce);
+    }
     if spec.low_priority
         && let Err(e) = set_policy(0, libc::SCHED_BATCH)
     {

@@ -185,6 +185,23 @@ fn forked(pid: Pid) -> FromZygote {
     {
         let _ = nix::sys::signal::raise(Signal::SIGKILL);
     }
+    #[cfg(debug_assertions)]
+    if let Some(token) = std::env::var_os(super::spawn::TEST_ZYGOTE_DIE_AFTER_INIT_ENV)
+        && std::path::Path::new(&token).exists()
+    {
+        // PID 1 fails at once while the token exists (stage::direct): wait
+        // until it has ended (a zombie of the supervisor's), then die.
+        let stat = format!("/proc/{pid}/stat");
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end
+            && std::fs::read_to_string(&stat)
+                .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.starts_with(" Z")))
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = std::fs::remove_file(&token);
+        let _ = nix::sys::signal::raise(Signal::SIGKILL);
+    }
     FromZygote::Forked { pid: pid.as_raw() }
 }
 
