@@ -67,15 +67,7 @@ fn hung_stages_are_killed_and_their_slots_serve_the_next_connection() {
             ("BERTH_STAGE_DEADLINE_MS", Some("8000")),
         ],
     );
-    let line = b
-        .log
-        .wait_for("listening on 127.0.0.1:", Duration::from_secs(5));
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("address in the log")
-        .to_owned();
+    let addr = b.addr();
 
     // Two connections whose containers hang: each claims the token.
     let mut hung = Vec::new();

@@ -410,23 +410,14 @@ fn a_stage_forked_by_a_zygote_that_died_before_reporting_it_is_reaped() {
     let _one = one_at_a_time();
     let token_dir = tempfile::tempdir().expect("tempdir");
     let token = token_dir.path().join("die");
-    let (dir, file) = service_dir("zyorphan", &toml("inetd", ""));
-    let b = Berth::start_file_env(
-        dir,
-        file,
-        &["127.0.0.1:0".to_string()],
+    let (b, addr) = Berth::start_tcp_env(
+        "zyorphan",
+        &toml("inetd", ""),
         &[(
             "BERTH_TEST_ZYGOTE_DIE",
             Some(token.to_str().expect("utf-8 path")),
         )],
     );
-    let line = b.log.wait_for("listening on 127.0.0.1:", T);
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("address in the log")
-        .to_owned();
     // The zygote forks a stage, then dies before it says so.
     std::fs::write(&token, "").expect("write token");
     assert_eq!(

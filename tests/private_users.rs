@@ -374,13 +374,7 @@ fn a_full_range_refuses_the_next_container_until_a_block_is_freed() {
     )
     .expect("berth.toml");
     let b = Berth::start_file(dir, file, &["127.0.0.1:0".to_string()]);
-    let line = b.log.wait_for("listening on 127.0.0.1:", T);
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("address")
-        .to_owned();
+    let addr = b.addr();
     let mut first = held_in(&addr, 2_147_483_648);
     // The second container has no block: refused, never given a shared one.
     assert_eq!(request(&addr), "", "a second container ran in a full range");

@@ -76,7 +76,7 @@ pub fn all_ports_unprivileged() -> Result<(), NetError> {
 /// Buckets of the TCP hash table each container's network namespace gets
 /// for itself: one page. Its TCP sockets are only what the application
 /// makes on `lo` (the ones it was handed live in the host's namespace).
-pub const CONTAINER_TCP_EHASH: u32 = 512;
+const CONTAINER_TCP_EHASH: u32 = 512;
 
 /// Read from the *current* network namespace when a new one is made
 /// (Linux 6.1+): 0 shares the host's table, N gives the new one its own.

@@ -114,15 +114,7 @@ impl Berth {
     pub fn start_tcp_env(name: &str, toml: &str, env: &[(&str, Option<&str>)]) -> (Berth, String) {
         let (dir, file) = service_dir(name, toml);
         let b = Self::start_file_env(dir, file, &["127.0.0.1:0".to_string()], env);
-        let line = b
-            .log
-            .wait_for("listening on 127.0.0.1:", Duration::from_secs(5));
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .expect("address in the log")
-            .to_owned();
+        let addr = b.addr();
         (b, addr)
     }
 
@@ -181,6 +173,14 @@ impl Berth {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The first address berth listens on (see [`Berth::listening`]).
+    pub fn addr(&self) -> String {
+        let all = self.listening();
+        all.into_iter()
+            .next()
+            .expect("a \"listening on\" line in the log")
     }
 
     /// The addresses berth listens on, in `--listen` order, as it logged
