@@ -279,6 +279,41 @@ def assemble(res):
 
 # ---------------------------------------------------------------- targets
 
+# What the contract (shared/SPEC.md, "What a container is") makes every
+# container cost, in kernel work sorted by cpuprof.py (its CONTRACT list),
+# plus the application's exec, which bare pays too.
+CONTRACT_WORK = ("network namespace made", "mount, pid, ipc, uts, cgroup namespaces made",
+                 "namespaces released at exit",
+                 "mount tree (tmpfs root, binds, /proc, pivot_root, detached trees)",
+                 "loopback brought up", "application's exec")
+# The processes whose whole CPU is the contract's or the application's in
+# berth's run: the scope (systemd, the bus, logind watching it) and the
+# application after its exec; journald is taken at the lower of the two runs
+# (both send the application's stderr there; berth's own lines are berth's).
+FLOOR_PROCS = ("testbed: systemd", "testbed: dbus-daemon", "testbed: systemd-logind", "testbed: application")
+
+
+def cpu_floor(berth, bare):
+    """The CPU per connection no sandbox that meets the contract can go
+    below in berth's run, next to bare's total: a dict of its parts, or
+    None without call chains (older runs)."""
+    if not berth or not bare or not berth.get("work"):
+        return None
+
+    def grp(v, g):
+        return next((x["cpu_ms_per_connection"] for x in v.get("groups", []) if x["group"] == g), 0.0)
+
+    parts = [(g[len("testbed: "):], grp(berth, g)) for g in FLOOR_PROCS]
+    parts.append(("systemd-journal (the lower of berth's run and bare's)",
+                  min(grp(berth, "testbed: systemd-journal"), grp(bare, "testbed: systemd-journal"))))
+    for k in CONTRACT_WORK:
+        parts.append(("kernel: " + k, sum(w["cpu_ms_per_connection"] for w in berth["work"] if w["work"] == k
+                                          and w["group"] not in FLOOR_PROCS)))
+    total = sum(v for _, v in parts)
+    return {"parts": parts, "floor": total, "bare": bare.get("testbed_cpu_ms_per_connection"),
+            "berth": berth.get("testbed_cpu_ms_per_connection")}
+
+
 
 def targets(d):
     rows = []
@@ -314,6 +349,19 @@ def targets(d):
                          % (conc, "s" if conc != "1" else ""),
                          "berth": bfb["p99"], "anchor": bfb["p50"], "unit": "ms", "ratio": ratio(bfb["p99"], bfb["p50"]),
                          "target": "-", "met": None})
+    prof = d.get("profile", {})
+    cb, cs = prof.get("cpu_berth_warm0"), prof.get("cpu_systemd_bare")
+    if cb and cs:
+        tb, ts = cb.get("testbed_cpu_ms_per_connection"), cs.get("testbed_cpu_ms_per_connection")
+        rows.append({"id": "cpu", "figure": "profile. testbed CPU per connection, 8 clients: berth warm = 0 vs "
+                     "systemd bare Accept=yes", "berth": tb, "anchor": ts, "unit": "ms", "ratio": ratio(tb, ts),
+                     "target": "<= 1.0x", "met": None if ratio(tb, ts) is None else ratio(tb, ts) <= 1.0})
+        fl = cpu_floor(cb, cs)
+        if fl:
+            rows.append({"id": "cpu-info", "figure": "profile. ... (context: the contract's floor) what the scope, "
+                         "journald, the application and the namespaces and mounts every container must have cost "
+                         "in berth's run, vs systemd bare's total", "berth": fl["floor"], "anchor": ts, "unit": "ms",
+                         "ratio": ratio(fl["floor"], ts), "target": "-", "met": None})
     b = d.get("b", {}).get("summary")
     bp = d.get("b", {}).get("parallel")
     if bp:
@@ -738,7 +786,8 @@ def render(d):
             if k in prof]
     if cpus:
         nr = len(cpus[0][1].get("rounds") or [1])
-        w("CPU time per connection with 8 clients, by process: `perf record -a -e cpu-clock -F 999` while "
+        w("CPU time per connection with 8 clients, by process: `perf record -a -e cpu-clock -F 999` (with kernel "
+          "call chains, `-g --kernel-callchains`, since session 8) while "
           "the variant alone served %s connections (%s), samples attributed to the testbed's processes (and all "
           "they forked), the load client, kernel threads and the rest of the host (`tests/bench/cpuprof.py`). "
           "Two CPUs give 2000 ms of CPU per second, so CPU per connection bounds the rate. The row "
@@ -762,6 +811,52 @@ def render(d):
                                                      for _, v in cpus])
         w(table(["ms of CPU per connection"] + [k for k, _ in cpus], trs))
         w("")
+        works = [(k, v) for k, v in cpus if v.get("work")]
+        if works:
+            w("The same samples of the testbed's processes, by the kernel work they were in (`perf record -g "
+              "--kernel-callchains`; `cpuprof.py` `WORK`: the first category whose functions are in a sample's "
+              "kernel call chain takes it). The first six are what every container costs the kernel under the "
+              "contract (shared/SPEC.md, \"What a container is\": new mount, pid, ipc, uts, cgroup and network "
+              "namespaces, `lo` up, a fresh tmpfs root with `/usr`, `/tmp`, `/run`, `/proc`, a minimal `/dev`), "
+              "and the application's exec, which bare pays in systemd's forked child:\n")
+            kinds = []
+            for _, v in works:
+                for x in v["work"]:
+                    if x["work"] not in kinds:
+                        kinds.append(x["work"])
+            kinds = [k for k in CONTRACT_WORK if k in kinds] + [k for k in kinds if k not in CONTRACT_WORK]
+            wrs = []
+            for k in kinds:
+                wrs.append([k] + [f(sum(x["cpu_ms_per_connection"] for x in v["work"] if x["work"] == k), "", 2)
+                                  for _, v in works])
+            w(table(["ms of CPU per connection, testbed"] + [k for k, _ in works], wrs))
+            w("")
+        fl = cpu_floor(prof.get("cpu_berth_warm0"), prof.get("cpu_systemd_bare"))
+        if fl:
+            w("**The contract's floor.** What berth warm = 0's run spent on parts any sandbox that meets the "
+              "contract must have, next to systemd bare `Accept=yes`'s whole testbed total in the same run: the "
+              "scope (systemd, dbus-daemon and logind, which watches every unit), journald (taken at the lower of "
+              "the two runs), the application after its exec, and the kernel work of the container itself (the "
+              "table above, in berth's own processes). Forks, exits, page faults, seccomp and everything berth "
+              "does in user space are left out, so the floor is a lower bound.\n")
+            frs = [[name, f(v, "", 2)] for name, v in fl["parts"]]
+            frs.append(["**floor**", "**%s**" % f(fl["floor"], "", 2)])
+            frs.append(["systemd bare `Accept=yes`, testbed total", f(fl["bare"], "", 2)])
+            frs.append(["berth warm = 0, testbed total", f(fl["berth"], "", 2)])
+            w(table(["part", "ms of CPU per connection"], frs))
+            w("")
+            if fl["bare"]:
+                left = fl["bare"] - fl["floor"]
+                own = (fl["berth"] or 0) - fl["floor"]
+                if left <= 0:
+                    w("The floor is %sx bare's total: in this run no sandbox that meets the contract could use "
+                      "less CPU per connection than bare `Accept=yes`, whatever it did in user space. berth's "
+                      "own work beyond the floor: %s ms.\n" % (f(fl["floor"] / fl["bare"], "", 2), f(own, "", 2)))
+                else:
+                    w("The floor is %sx bare's total: to be below bare, everything berth does beyond it (%s ms "
+                      "per connection in this run: its supervisor, zygote and PID 1 in user space, forks, exits, "
+                      "page faults, seccomp) would have to fit in %s ms.\n"
+                      % (f(fl["floor"] / fl["bare"], "", 2), f(own, "", 2), f(left, "", 2)))
 
     if dd:
         w("## Where the memory goes (profile)\n")
@@ -969,6 +1064,17 @@ def analysis(d, ids, tl, tlw):
              f(cb0, "", 1), f(cb8, "", 1), f(cs, "", 1), f(cx, "", 1), f(r0, "", 0), f(r8, "", 0), f(rb, "", 0),
              use(r0, cb0), use(r8, cb8), f(own, "", 1), f(sd, "", 1), f(jl, "", 1), f(kt, "", 1),
              cpu_verdict(cpu("berth_warm0"), cpu("systemd_bare"))))
+    if ("a" in ids or "cpu" in ids) and cpu_floor(cpu("berth_warm0"), cpu("systemd_bare")):
+        fl = cpu_floor(cpu("berth_warm0"), cpu("systemd_bare"))
+        w("**CPU per connection below bare** (issue 14.1). The contract's floor in berth's run (the profile's "
+          "last table: the scope, journald, the application, and the kernel work of the namespaces and mounts "
+          "every container must have) is %s ms, %sx systemd bare's testbed total of %s ms; berth's own work "
+          "beyond it is %s ms. %s\n"
+          % (f(fl["floor"], "", 2), f(fl["floor"] / fl["bare"], "", 2) if fl["bare"] else "-", f(fl["bare"], "", 2),
+             f((fl["berth"] or 0) - fl["floor"], "", 2),
+             "No user-space change can take berth below bare in such a run: the floor alone is above it."
+             if fl["bare"] and fl["floor"] >= fl["bare"] else
+             "Below bare would need berth's own work under %s ms." % f((fl["bare"] or 0) - fl["floor"], "", 2)))
     if "b" in ids:
         w("### b. listen mode, warm\n")
         w("Once lighttpd runs, berth is not on the data path: lighttpd accepts on the socket systemd made "

@@ -553,7 +553,8 @@ if [[ "$PHASES" == *" profile "* ]]; then
             >"$RES/prof_timeline_ssa.json" || log "warning: timeline.py failed (lighttpd start-up)"
         # what one cgroup.procs write costs this kernel (our own sleep, our own cgroup; removed after)
         $PY "$BENCH/cgattach.py" >"$RES/prof_cgattach.json" 2>>"$WORK/perf.log" || log "warning: cgattach.py failed"
-        # CPU per connection with 8 clients, by process (cpu-clock sampling, 999 Hz per CPU),
+        # CPU per connection with 8 clients, by process (cpu-clock sampling, 999 Hz per CPU,
+        # with kernel call chains so the testbed's samples can be sorted by kernel work),
         # in rounds that rotate the variants' order so drift in the machine's load hits all alike;
         # cpuprof.py --merge sums the rounds of each variant.
         log "profile: CPU per connection with 8 clients (perf cpu-clock, $PROF_CPU_ROUNDS rounds)"
@@ -563,13 +564,14 @@ if [[ "$PHASES" == *" profile "* ]]; then
             for k in $(seq 0 $(( ${#CPU_VARIANTS[@]} - 1 ))); do
                 v=${CPU_VARIANTS[$(( (k + r) % ${#CPU_VARIANTS[@]} ))]}
                 testbed_pids >"$WORK/tbpids.txt"
-                perf record -q -o "$WORK/cpu.data" -F 999 -e cpu-clock,sched:sched_process_fork -a >/dev/null 2>>"$WORK/perf.log" & PERF_PID=$!
+                perf record -q -o "$WORK/cpu.data" -F 999 -e cpu-clock,sched:sched_process_fork -a \
+                    -g --kernel-callchains >/dev/null 2>>"$WORK/perf.log" & PERF_PID=$!
                 sleep 1
                 "${CLIENT[@]}" latency --target "${v%%:*}=${v#*:}" --concurrency 8 --rounds 1 --per-round "$per" \
                     --warmup 0 >/dev/null & CPID3=$!
                 wait "$CPID3"
                 kill -INT "$PERF_PID" 2>/dev/null; wait "$PERF_PID" 2>/dev/null; PERF_PID=
-                perf script -i "$WORK/cpu.data" -F comm,pid,tid,time,event,trace 2>/dev/null >"$WORK/cpu.txt"
+                perf script -i "$WORK/cpu.data" -F comm,pid,tid,time,event,trace,ip,sym 2>/dev/null >"$WORK/cpu.txt"
                 $PY "$BENCH/cpuprof.py" "$WORK/cpu.txt" --connections "$per" --freq 999 \
                     --testbed-pids "$WORK/tbpids.txt" --client "$CPID3" >"$WORK/prof_cpu_${v%%:*}.$r.json" ||
                     log "warning: cpuprof.py failed"
