@@ -30,7 +30,8 @@ LINE = re.compile(r"^\s*(?P<comm>.+?)\s+(?P<pid>\d+)/(?P<tid>\d+)\s+(?P<ts>\d+\.
 # Kernel work by the frames under it; the first category whose frames
 # appear in a sample's kernel call chain takes it. The first five are the
 # container the contract requires; "exec" is the application's exec,
-# which every variant pays (bare's is in systemd's forked child).
+# which every variant pays (bare's is in systemd's forked child). report.py
+# (CONTRACT_WORK) names the first six.
 WORK = (
     ("network namespace made", ("copy_net_ns",)),
     ("mount, pid, ipc, uts, cgroup namespaces made", ("create_new_namespaces", "create_pid_namespace")),
@@ -46,7 +47,6 @@ WORK = (
     ("exit", ("do_exit",)),
     ("page faults", ("exc_page_fault",)),
 )
-CONTRACT = tuple(name for name, _ in WORK[:5])
 FRAME = re.compile(r"^\s+[0-9a-f]+ (\S+)")
 KTHREAD = ("kworker", "ksoftirqd", "rcu_", "migration", "kcompactd", "kswapd", "khugepaged", "cpuhp", "idle_inject")
 

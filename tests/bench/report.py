@@ -280,8 +280,8 @@ def assemble(res):
 # ---------------------------------------------------------------- targets
 
 # What the contract (shared/SPEC.md, "What a container is") makes every
-# container cost, in kernel work sorted by cpuprof.py (its CONTRACT list),
-# plus the application's exec, which bare pays too.
+# container cost, in kernel work sorted by cpuprof.py (the first five of its
+# WORK), plus the application's exec, which bare pays too.
 CONTRACT_WORK = ("network namespace made", "mount, pid, ipc, uts, cgroup namespaces made",
                  "namespaces released at exit",
                  "mount tree (tmpfs root, binds, /proc, pivot_root, detached trees)",
@@ -313,6 +313,20 @@ def cpu_floor(berth, bare):
     return {"parts": parts, "floor": total, "bare": bare.get("testbed_cpu_ms_per_connection"),
             "berth": berth.get("testbed_cpu_ms_per_connection")}
 
+
+def floor_verdict(fl):
+    """One sentence: what the floor leaves for berth's own work."""
+    own = f((fl["berth"] or 0) - fl["floor"], "", 2)
+    if not fl["bare"]:
+        return "berth's own work beyond the floor: %s ms." % own
+    if fl["floor"] >= fl["bare"]:
+        return ("The floor is %sx bare's total: no sandbox that meets the contract could use less CPU per "
+                "connection than bare `Accept=yes` in this run, whatever it did in user space; berth's own work "
+                "beyond the floor: %s ms." % (f(fl["floor"] / fl["bare"], "", 2), own))
+    return ("The floor is %sx bare's total: to be below bare, everything berth does beyond it (%s ms per "
+            "connection in this run: its supervisor, zygote and PID 1 in user space, forks, exits, page faults, "
+            "seccomp) would have to fit in %s ms."
+            % (f(fl["floor"] / fl["bare"], "", 2), own, f(fl["bare"] - fl["floor"], "", 2)))
 
 
 def targets(d):
@@ -845,18 +859,7 @@ def render(d):
             frs.append(["berth warm = 0, testbed total", f(fl["berth"], "", 2)])
             w(table(["part", "ms of CPU per connection"], frs))
             w("")
-            if fl["bare"]:
-                left = fl["bare"] - fl["floor"]
-                own = (fl["berth"] or 0) - fl["floor"]
-                if left <= 0:
-                    w("The floor is %sx bare's total: in this run no sandbox that meets the contract could use "
-                      "less CPU per connection than bare `Accept=yes`, whatever it did in user space. berth's "
-                      "own work beyond the floor: %s ms.\n" % (f(fl["floor"] / fl["bare"], "", 2), f(own, "", 2)))
-                else:
-                    w("The floor is %sx bare's total: to be below bare, everything berth does beyond it (%s ms "
-                      "per connection in this run: its supervisor, zygote and PID 1 in user space, forks, exits, "
-                      "page faults, seccomp) would have to fit in %s ms.\n"
-                      % (f(fl["floor"] / fl["bare"], "", 2), f(own, "", 2), f(left, "", 2)))
+            w(floor_verdict(fl) + "\n")
 
     if dd:
         w("## Where the memory goes (profile)\n")
@@ -1068,13 +1071,8 @@ def analysis(d, ids, tl, tlw):
         fl = cpu_floor(cpu("berth_warm0"), cpu("systemd_bare"))
         w("**CPU per connection below bare** (issue 14.1). The contract's floor in berth's run (the profile's "
           "last table: the scope, journald, the application, and the kernel work of the namespaces and mounts "
-          "every container must have) is %s ms, %sx systemd bare's testbed total of %s ms; berth's own work "
-          "beyond it is %s ms. %s\n"
-          % (f(fl["floor"], "", 2), f(fl["floor"] / fl["bare"], "", 2) if fl["bare"] else "-", f(fl["bare"], "", 2),
-             f((fl["berth"] or 0) - fl["floor"], "", 2),
-             "No user-space change can take berth below bare in such a run: the floor alone is above it."
-             if fl["bare"] and fl["floor"] >= fl["bare"] else
-             "Below bare would need berth's own work under %s ms." % f((fl["bare"] or 0) - fl["floor"], "", 2)))
+          "every container must have) is %s ms against systemd bare's testbed total of %s ms. %s\n"
+          % (f(fl["floor"], "", 2), f(fl["bare"], "", 2), floor_verdict(fl)))
     if "b" in ids:
         w("### b. listen mode, warm\n")
         w("Once lighttpd runs, berth is not on the data path: lighttpd accepts on the socket systemd made "
