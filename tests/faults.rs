@@ -402,24 +402,32 @@ fn full_tmp_is_enospc_in_that_container_only() {
     assert_eq!(next["tmp_entries"], serde_json::json!([]));
 }
 
+/// An inetd service whose zygote has the debug-build hook `hook` pointed at
+/// a token file, written once berth serves: the next zygote to claim the
+/// token misbehaves once. The directory must outlive the test's use of it.
+fn start_with_armed_hook(
+    name: &str,
+    hook: &str,
+) -> (Berth, String, tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    let (b, addr) = Berth::start_tcp_env(
+        name,
+        &toml("inetd", ""),
+        &[(hook, Some(token.to_str().expect("utf-8 path")))],
+    );
+    std::fs::write(&token, "").expect("write token");
+    (b, addr, dir, token)
+}
+
 #[test]
 fn a_stage_forked_by_a_zygote_that_died_before_reporting_it_is_reaped() {
     if !require_root() {
         return;
     }
     let _one = one_at_a_time();
-    let token_dir = tempfile::tempdir().expect("tempdir");
-    let token = token_dir.path().join("die");
-    let (b, addr) = Berth::start_tcp_env(
-        "zyorphan",
-        &toml("inetd", ""),
-        &[(
-            "BERTH_TEST_ZYGOTE_DIE",
-            Some(token.to_str().expect("utf-8 path")),
-        )],
-    );
     // The zygote forks a stage, then dies before it says so.
-    std::fs::write(&token, "").expect("write token");
+    let (b, addr, _dir, token) = start_with_armed_hook("zyorphan", "BERTH_TEST_ZYGOTE_DIE");
     assert_eq!(
         tcp_request(&addr, "echo retried"),
         "retried\n",
@@ -485,17 +493,8 @@ fn a_pid1_that_ended_before_its_zygote_died_is_reaped() {
         return;
     }
     let _one = one_at_a_time();
-    let token_dir = tempfile::tempdir().expect("tempdir");
-    let token = token_dir.path().join("fail");
-    let (b, addr) = Berth::start_tcp_env(
-        "zyended",
-        &toml("inetd", ""),
-        &[(
-            "BERTH_TEST_ZYGOTE_DIE_AFTER_INIT",
-            Some(token.to_str().expect("utf-8 path")),
-        )],
-    );
-    std::fs::write(&token, "").expect("write token");
+    let (b, addr, _dir, token) =
+        start_with_armed_hook("zyended", "BERTH_TEST_ZYGOTE_DIE_AFTER_INIT");
     assert_eq!(tcp_request(&addr, "echo retried"), "retried\n");
     assert!(!token.exists(), "the zygote claimed the token");
     b.log.wait_for("sandbox zygote unusable", T);
