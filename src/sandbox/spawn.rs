@@ -251,8 +251,9 @@ fn kill_unreported(theirs: &OwnedFd, ours: &OwnedFd) {
             found.push(pid);
         }
     }
-    // Read after the scan: a child that ended before it sent nothing the
-    // scan could miss, and one still running was found above.
+    // A PID 1 that sent its failure and ended holds no descriptor, so the
+    // scan above misses it; its message names it. Children are read after
+    // the scan so that one ending meanwhile is still among them.
     let children = our_children();
     for pid in senders(ours) {
         if children.contains(&pid) && !found.contains(&pid) {
